@@ -1,0 +1,284 @@
+"""Typed, frozen experiment configuration.
+
+A run is fully described by one :class:`Config`: YAML presets and ``key=value``
+overrides are parsed into it, every field is type- and range-checked, and the
+resolved config (with environment-dependent defaults filled in) is written to the
+run directory. Unknown keys, wrong types and out-of-range values raise
+:class:`~meigm.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meigm.errors import ConfigError
+
+TARGET_UPDATES = ("hard", "polyak")
+ALPHA_LOSSES = ("exact", "sampled")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One training run (all seeds of it train together in one compiled program)."""
+
+    # --- what to run
+    alg: str = "me_qmix"
+    """Algorithm: me_qmix, me_vdn (ME-IGM), qmix, vdn (ε-greedy baselines)."""
+    env: str = "matrix:table1"
+    """Scenario registry name, ``family:scenario`` (``meigm envs`` lists them)."""
+    env_args: dict = field(default_factory=dict)
+    """Scenario keyword arguments, e.g. ``{payoff: [[...]]}`` for ``matrix:custom``."""
+    seed: int = 0
+    """Seed of the first run; seed i of ``seeds`` uses ``seed + i``."""
+    seeds: int = 1
+    """Number of independent seeds, trained in one vmapped program."""
+    t_max: int | None = None
+    """Training budget in env steps per seed; None: the scenario's default budget."""
+
+    # --- roll-out and replay (pymarl2 defaults)
+    n_envs: int = 4
+    """Parallel environments per seed; one collection = one episode from each."""
+    buffer_size: int = 5000
+    """Replay capacity in episodes (padded to the episode limit)."""
+    batch_size: int = 128
+    """Episodes per update; learning starts once the buffer holds this many."""
+    updates_per_collect: int = 1
+    """Gradient updates after each collection of ``n_envs`` episodes."""
+
+    # --- optimisation
+    lr: float = 1e-3
+    """Adam learning rate of the agent network and mixer."""
+    grad_clip: float = 10.0
+    """Global gradient-norm clip."""
+    gamma: float = 0.99
+    """Discount."""
+    td_lambda: float = 0.4
+    """λ of the (soft) TD(λ) target (App. A); 0.4 is the paper's SMAC-v2 value."""
+    target_update: str = "hard"
+    """hard: copy every ``target_update_interval`` episodes (pymarl2); polyak: every update."""
+    target_update_interval: int = 200
+    """Episodes between hard target refreshes."""
+    tau: float = 0.005
+    """Polyak rate when ``target_update=polyak``."""
+
+    # --- networks
+    hidden_dim: int = 64
+    """GRU width of the agent network."""
+    mixer: str | None = None
+    """Mixer override (vdn, qmix); None: the algorithm's own."""
+    mixing_embed: int = 32
+    """QMIX mixing width."""
+    hypernet_embed: int = 64
+    """Hidden width of every hyper-network (mixer and OPT)."""
+
+    # --- ε-greedy baselines
+    epsilon_start: float = 1.0
+    """Initial ε (qmix, vdn)."""
+    epsilon_finish: float = 0.05
+    """Final ε."""
+    epsilon_anneal_steps: int | None = None
+    """Env steps to anneal ε over; None: 5% of t_max (pymarl2 uses 100k of 10M on SMAC)."""
+
+    # --- ME-IGM
+    transform: str = "opt"
+    """Policy transform: opt (Eq. 2), none (+Entropy ablation), mlp (Table 4 ablation)."""
+    opt_layers: int = 2
+    """OPT depth: 2 is Eq. (2); 1 is the paper's SMAC-v2 form |w(s)| q + b(s)."""
+    opt_hidden: int = 32
+    """Hidden width H of the two-layer OPT."""
+    opt_min_weight: float = 1e-3
+    """Floor added to |·| OPT weights so order is kept strictly (spec, open choice)."""
+    opt_lr: float | None = None
+    """Adam learning rate of the OPT hyper-networks; None: ``lr``."""
+    alpha_init: float = 1.0
+    """Initial temperature α."""
+    learn_alpha: bool = True
+    """Learn α with Eq. (11); false keeps it at ``alpha_init``."""
+    alpha_lr: float = 3e-4
+    """Adam learning rate of log α."""
+    target_entropy: float = 0.24
+    """Per-agent target entropy coefficient: H̄ = target_entropy · n_agents (App. E)."""
+    alpha_loss: str = "exact"
+    """Eq. (11) expectation: exact (−Σπ log π of each policy) or sampled (batch actions)."""
+
+    # --- evaluation and output
+    test_interval: int | None = None
+    """Env steps between greedy evaluations; None: t_max / 20."""
+    test_episodes: int = 32
+    """Greedy decentralised episodes per evaluation (per seed)."""
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def resolved_mixer(self) -> str:
+        from meigm.learners import ALGORITHMS
+
+        return self.mixer or ALGORITHMS[self.alg][1]
+
+    @property
+    def resolved_epsilon_anneal(self) -> int:
+        if self.epsilon_anneal_steps is not None:
+            return self.epsilon_anneal_steps
+        return max(1, (self.t_max or 0) // 20)
+
+    def resolve(self, default_t_max: int) -> Config:
+        """Fill environment-dependent defaults; the result is what a run directory records."""
+        t_max = self.t_max or default_t_max
+        cfg = dataclasses.replace(self, t_max=t_max)
+        return dataclasses.replace(
+            cfg,
+            mixer=cfg.resolved_mixer,
+            epsilon_anneal_steps=cfg.resolved_epsilon_anneal,
+            test_interval=self.test_interval or max(1, t_max // 20),
+            opt_lr=self.opt_lr if self.opt_lr is not None else self.lr,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
+_HINTS = typing.get_type_hints(Config)
+_POSITIVE = {
+    "seeds", "t_max", "n_envs", "buffer_size", "batch_size", "updates_per_collect", "lr",
+    "grad_clip", "target_update_interval", "hidden_dim", "mixing_embed", "hypernet_embed",
+    "epsilon_anneal_steps", "opt_layers", "opt_hidden", "opt_lr", "alpha_init", "alpha_lr",
+    "test_interval", "test_episodes",
+}
+_UNIT = {"gamma", "td_lambda", "tau", "epsilon_start", "epsilon_finish"}
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, types.UnionType):
+        return " or ".join(_type_name(t) for t in typing.get_args(tp))
+    return "null" if tp is type(None) else tp.__name__
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check ``value`` against the field's annotation; ints are accepted for floats."""
+    tp = _HINTS[key]
+    allowed = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
+    for t in allowed:
+        if t is type(None) and value is None:
+            return None
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if t in (str, dict) and isinstance(value, t):
+            return value
+    raise ConfigError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}")
+
+
+def _check_choices(cfg: Config) -> None:
+    from meigm.learners import ALGORITHMS
+    from meigm.networks.mixers import MIXERS
+    from meigm.networks.opt import TRANSFORMS
+
+    choices = {
+        "alg": (cfg.alg, tuple(ALGORITHMS)),
+        "transform": (cfg.transform, TRANSFORMS),
+        "target_update": (cfg.target_update, TARGET_UPDATES),
+        "alpha_loss": (cfg.alpha_loss, ALPHA_LOSSES),
+    }
+    if cfg.mixer is not None:
+        choices["mixer"] = (cfg.mixer, MIXERS)
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            label = "algorithm" if key == "alg" else f"{key}"
+            raise ConfigError(f"unknown {label} {value!r}; allowed: {', '.join(allowed)}")
+    for key in _POSITIVE:
+        value = getattr(cfg, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"config key {key!r} must be positive, got {value!r}")
+    for key in _UNIT:
+        value = getattr(cfg, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"config key {key!r} must be in [0, 1], got {value!r}")
+    if cfg.opt_layers not in (1, 2):
+        raise ConfigError(f"config key 'opt_layers' must be 1 or 2, got {cfg.opt_layers}")
+    if cfg.batch_size > cfg.buffer_size:
+        raise ConfigError(
+            f"batch_size ({cfg.batch_size}) cannot exceed buffer_size ({cfg.buffer_size})"
+        )
+
+
+def _unknown_key(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, FIELDS, n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}.{hint} Valid keys: {', '.join(FIELDS)}")
+
+
+def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
+    """Validated config from a plain dict laid over ``base`` (defaults if None)."""
+    base = base or Config()
+    updates: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in FIELDS:
+            raise _unknown_key(key)
+        updates[key] = _coerce(key, value)
+    cfg = dataclasses.replace(base, **updates)
+    _check_choices(cfg)
+    return cfg
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A preset file as a dict; missing or malformed files are user errors."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"preset file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"preset {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {p} must be a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``key=value`` strings -> dict; values are YAML scalars/lists, ``a.b=v`` nests into dicts."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        head, *rest = key.split(".")
+        if rest:
+            if head not in FIELDS or _HINTS[head] is not dict:
+                raise ConfigError(f"override {key!r}: only dict keys (env_args) take a dotted path")
+            node = out.setdefault(head, {})
+            for part in rest[:-1]:
+                node = node.setdefault(part, {})
+            node[rest[-1]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def build(preset: str | Path | None = None, overrides: list[str] | None = None,
+          **fields: Any) -> Config:
+    """Config from (optional) preset file, then explicit fields, then ``key=value`` overrides."""
+    values: dict[str, Any] = load_yaml(preset) if preset else {}
+    values.update({k: v for k, v in fields.items() if v is not None})
+    for key, value in parse_overrides(overrides or []).items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    return from_dict(values)

@@ -1,0 +1,29 @@
+"""Learners by algorithm name. ``ALGORITHMS`` maps each name to (learner class, mixer)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from meigm.learners.base import Learner
+from meigm.learners.me_igm import MEIGM
+from meigm.learners.value_decomposition import ValueDecomposition
+
+if TYPE_CHECKING:
+    from meigm.config import Config
+    from meigm.envs import EnvSpec
+
+#: algorithm name -> (learner class, default mixer)
+ALGORITHMS: dict[str, tuple[type, str]] = {
+    "me_qmix": (MEIGM, "qmix"),
+    "me_vdn": (MEIGM, "vdn"),
+    "qmix": (ValueDecomposition, "qmix"),
+    "vdn": (ValueDecomposition, "vdn"),
+}
+
+
+def make_learner(cfg: Config, spec: EnvSpec) -> Learner:
+    cls, _ = ALGORITHMS[cfg.alg]
+    return cls(cfg, spec)
+
+
+__all__ = ["ALGORITHMS", "MEIGM", "Learner", "ValueDecomposition", "make_learner"]

@@ -1,0 +1,50 @@
+"""The learner interface the training loop is written against.
+
+A learner is a bundle of pure functions over :class:`~meigm.types.LearnerState`:
+
+* ``init(key) -> LearnerState``
+* ``explore(params, q, state, avail, key, t_env) -> actions`` — training roll-outs;
+* ``update(learner_state, episodes, key) -> (learner_state, metrics)``;
+* ``policy_log_probs(params, q, state, avail)`` — local policies, where the learner has
+  them (used by diagnostics and the Table 1 view).
+
+Greedy execution is the same for every learner (decentralised argmax of ``Q_i`` over
+available actions), so it lives in the roll-out, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import flax.linen as nn
+import jax
+
+from meigm.types import Episodes, LearnerState, Params
+
+
+class Learner(Protocol):
+    agent: nn.Module
+    mixer: nn.Module
+    hidden_dim: int
+    #: True when the learner has local stochastic policies (ME-IGM, FOP...).
+    has_policy: bool
+
+    def init(self, key: jax.Array) -> LearnerState: ...
+
+    def explore(
+        self,
+        params: Params,
+        q: jax.Array,  # [E, N, A]
+        state: jax.Array,  # [E, S]
+        avail: jax.Array,  # [E, N, A]
+        key: jax.Array,
+        t_env: jax.Array,
+    ) -> jax.Array: ...  # [E, N]
+
+    def update(
+        self, ls: LearnerState, episodes: Episodes, key: jax.Array
+    ) -> tuple[LearnerState, dict[str, jax.Array]]: ...
+
+    def policy_log_probs(
+        self, params: Params, q: jax.Array, state: jax.Array, avail: jax.Array
+    ) -> jax.Array: ...  # [..., N, A]

@@ -1,0 +1,80 @@
+"""Pieces every value-decomposition learner shares: unrolling the recurrent agent over
+stored episodes, gathering taken actions, masked means, target refresh and optimisers.
+
+Shapes as in :mod:`meigm.types`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from meigm.networks.agent import agent_inputs
+from meigm.types import Episodes, LearnerState, Params
+
+
+def last_action_onehot(actions: jax.Array, n_actions: int) -> jax.Array:
+    """actions [B, T, N] -> previous action one-hot [B, T+1, N, A] (zeros at t = 0)."""
+    onehot = jax.nn.one_hot(actions, n_actions)
+    return jnp.concatenate([jnp.zeros_like(onehot[:, :1]), onehot], axis=1)
+
+
+def unroll_agent(
+    agent: nn.Module, agent_params: Params, episodes: Episodes, hidden_dim: int
+) -> jax.Array:
+    """Run the GRU agent over every stored step from a zero hidden state.
+
+    Returns Q_i(τ_i, ·) for all steps: [B, T+1, N, A].
+    """
+    n_actions = episodes.avail.shape[-1]
+    inputs = agent_inputs(episodes.obs, last_action_onehot(episodes.actions, n_actions))
+    b, _, n, _ = inputs.shape
+    hidden0 = jnp.zeros((b, n, hidden_dim), inputs.dtype)
+
+    def step(h: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h, q = agent.apply(agent_params, h, x_t)
+        return h, q
+
+    _, q = jax.lax.scan(step, hidden0, jnp.swapaxes(inputs, 0, 1))  # scan over time
+    return jnp.swapaxes(q, 0, 1)
+
+
+def take(values: jax.Array, actions: jax.Array) -> jax.Array:
+    """values [..., A], actions [...] -> values[..., actions] with shape [...]."""
+    return jnp.take_along_axis(values, actions[..., None], axis=-1)[..., 0]
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of x [B, T] over real steps only."""
+    mask = mask.astype(x.dtype)
+    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def refresh_target(
+    state: LearnerState, do_update: jax.Array, mode: str, tau: float
+) -> LearnerState:
+    """Hard copy when ``do_update`` (every K episodes, pymarl2), or Polyak every update."""
+    if mode == "polyak":
+        target = optax.incremental_update(state.params, state.target_params, tau)
+    else:
+        target = jax.tree.map(
+            lambda p, t: jnp.where(do_update, p, t), state.params, state.target_params
+        )
+    return state.replace(target_params=target)
+
+
+def labelled_optimizer(
+    groups: dict[str, optax.GradientTransformation], label_of: Callable[[str], str]
+) -> optax.GradientTransformation:
+    """One optimiser over the params dict, each top-level entry routed to its group.
+
+    The losses are separated with ``stop_gradient`` so each group only receives its
+    own loss's gradient; routing just gives each its own learning rate and clipping.
+    """
+    return optax.multi_transform(
+        groups, lambda params: {k: label_of(k) for k in params}
+    )

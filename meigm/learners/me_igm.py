@@ -1,0 +1,167 @@
+"""ME-IGM: maximum-entropy MARL that keeps the IGM condition (Chen et al., AAMAS 2026).
+
+Read beside ``shared/spec/ME-IGM.md``; equation numbers are the paper's.
+
+Networks: a shared recurrent agent ``Q_i(τ_i,·)`` (θ), an IGM mixer ``M_ψ`` (VDN, QMIX,
+...), and one order-preserving transformation per agent ``f_i(·; s)`` (φ, Eq. 2).
+Policies (Eqs. 5, 10): ``π_i(a|τ_i,s) = softmax_avail(f_i(Q_i(τ_i,·); s) / α)``; roll-outs
+sample them (they may use ``s``: centralised training), execution takes the argmax of
+``Q_i``, which equals the argmax of the policy because ``f_i`` preserves order.
+
+One update, on a batch of whole episodes, minimises three losses at once; each trains
+only its own parameters (the others are behind ``stop_gradient``):
+
+* critic, Eq. (8), θ and ψ: ``(Q_tot(s_t,a_t) − y_t)²`` with the soft TD(λ) target of
+  Appendix A, next actions sampled from the current policies, values from the target
+  agent and target mixer;
+* OPT, Eq. (9), φ: ``(Q_tot(s_t,a_t) − Σ_i f_i(Q_i(τ_i,a_i); s_t))²`` — the sample version
+  of Eq. (7), which shrinks the gap ε of Theorem 4.1;
+* temperature, Eq. (11), log α: ``−α (log π(a_t|s_t) + H̄)``.
+
+Ablations are config switches: ``transform=none`` is ``+Entropy`` (Table 3: no ``f`` in
+Eqs. 4, 9, 10), ``transform=mlp`` is Table 4's unconstrained MLP, ``learn_alpha=false``
+fixes α at ``alpha_init``.
+
+Shapes: B episodes, T steps, N agents, A actions, S state size.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from meigm import ops
+from meigm.learners.common import labelled_optimizer, masked_mean, take, unroll_agent
+from meigm.networks import RNNAgent, make_mixer, make_transform
+from meigm.types import Episodes, LearnerState, Params
+
+if TYPE_CHECKING:
+    from meigm.config import Config
+    from meigm.envs import EnvSpec
+
+
+class MEIGM:
+    """ME-IGM over any IGM mixer (``me_qmix``, ``me_vdn``)."""
+
+    has_policy = True
+
+    def __init__(self, cfg: Config, spec: EnvSpec) -> None:
+        self.cfg, self.spec = cfg, spec
+        self.hidden_dim = cfg.hidden_dim
+        self.agent = RNNAgent(n_actions=spec.n_actions, hidden_dim=cfg.hidden_dim)
+        self.mixer = make_mixer(cfg.resolved_mixer, spec.n_agents, cfg.mixing_embed, cfg.hypernet_embed)
+        self.transform = make_transform(
+            cfg.transform, spec.n_agents, cfg.opt_layers, cfg.opt_hidden, cfg.hypernet_embed,
+            cfg.opt_min_weight,
+        )
+        # H̄: target entropy of the joint policy, a per-agent coefficient times n (App. E).
+        self.target_entropy = cfg.target_entropy * spec.n_agents
+        critic = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.lr))
+        transform = optax.chain(
+            optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.opt_lr or cfg.lr)
+        )
+        alpha = optax.adam(cfg.alpha_lr) if cfg.learn_alpha else optax.set_to_zero()
+        self.optimizer = labelled_optimizer(
+            {"critic": critic, "transform": transform, "alpha": alpha},
+            lambda k: {"agent": "critic", "mixer": "critic", "transform": "transform", "log_alpha": "alpha"}[k],
+        )
+
+    # ------------------------------------------------------------------ init
+    def init(self, key: jax.Array) -> LearnerState:
+        spec = self.spec
+        k_agent, k_mixer, k_transform = jax.random.split(key, 3)
+        n, a = spec.n_agents, spec.n_actions
+        inputs = jnp.zeros((1, n, spec.obs_dim + n + a))
+        state = jnp.zeros((1, spec.state_dim))
+        params = {
+            "agent": self.agent.init(k_agent, jnp.zeros((1, n, self.hidden_dim)), inputs),
+            "mixer": self.mixer.init(k_mixer, jnp.zeros((1, n)), state),
+            "transform": self.transform.init(k_transform, jnp.zeros((1, n, a)), state),
+            "log_alpha": jnp.log(jnp.asarray(self.cfg.alpha_init, jnp.float32)),
+        }
+        return LearnerState(params=params, target_params=params,
+                            opt_state=self.optimizer.init(params))
+
+    # ------------------------------------------------------------- policies
+    def policy_log_probs(
+        self, params: Params, q: jax.Array, state: jax.Array, avail: jax.Array
+    ) -> jax.Array:
+        """log π_i (Eqs. 5, 10). q [..., N, A], state [..., S], avail [..., N, A] -> [..., N, A]."""
+        logits = self.transform.apply(params["transform"], q, state)  # f_i(Q_i; s)
+        return ops.masked_log_softmax(logits / jnp.exp(params["log_alpha"]), avail)
+
+    def explore(self, params, q, state, avail, key, t_env):
+        """Sample a_i ~ π_i(·|τ_i, s) for training roll-outs: [E, N, A] -> [E, N]."""
+        del t_env
+        log_probs = self.policy_log_probs(params, q, state, avail)
+        return ops.sample_masked(key, log_probs, avail)
+
+    # --------------------------------------------------------------- losses
+    def loss(
+        self, params: Params, target_params: Params, ep: Episodes, key: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        cfg = self.cfg
+        sg = jax.lax.stop_gradient
+        alpha = jnp.exp(params["log_alpha"])
+        alpha_c = sg(alpha)  # α as a constant inside the critic and OPT losses
+        frozen = sg(params)  # current policies without gradient (target actions, Eq. 11)
+
+        q = unroll_agent(self.agent, params["agent"], ep, self.hidden_dim)  # [B, T+1, N, A]
+        q_target = unroll_agent(self.agent, target_params["agent"], ep, self.hidden_dim)
+        s_t, s_next = ep.state[:, :-1], ep.state[:, 1:]  # [B, T, S]
+
+        # ---- critic, Eq. (8): Q_tot(s_t, a_t) = M_ψ(Q_1(τ_1,a_1), ..., Q_n(τ_n,a_n); s_t)
+        q_taken = take(q[:, :-1], ep.actions)  # [B, T, N]
+        q_tot = self.mixer.apply(params["mixer"], q_taken, s_t)  # [B, T]
+
+        # a'_{t+1} ~ π(·|s_{t+1}) from the online agent and OPT (no gradient).
+        log_pi_next = self.policy_log_probs(frozen, sg(q[:, 1:]), s_next, ep.avail[:, 1:])
+        a_next = ops.sample_masked(key, log_pi_next, ep.avail[:, 1:])  # [B, T, N]
+        q_bar_next = self.mixer.apply(  # Q̄_tot(s_{t+1}, a'_{t+1}), target networks
+            target_params["mixer"], take(q_target[:, 1:], a_next), s_next
+        )
+        h_next = -alpha_c * jnp.sum(take(log_pi_next, a_next), axis=-1)  # −α log π(a'|s)
+        y = jax.vmap(ops.soft_lambda_returns, in_axes=(0, 0, 0, 0, 0, None, None))(
+            ep.reward, ep.terminated, ep.mask, q_bar_next, h_next, cfg.gamma, cfg.td_lambda
+        )  # Appendix A
+        td_error = q_tot - sg(y)
+        loss_q = masked_mean(td_error**2, ep.mask)
+
+        # ---- OPT, Eq. (9): fit Σ_i f_i(Q_i(τ_i, a_i); s) to Q_tot(s, a), training φ only.
+        f_all = self.transform.apply(params["transform"], sg(q[:, :-1]), s_t)  # [B, T, N, A]
+        f_sum = jnp.sum(take(f_all, ep.actions), axis=-1)  # [B, T]
+        loss_opt = masked_mean((sg(q_tot) - f_sum) ** 2, ep.mask)
+
+        # ---- temperature, Eq. (11): L_α = E[−α (log π(a_t|s_t) + H̄)], log π detached.
+        log_pi_t = self.policy_log_probs(frozen, sg(q[:, :-1]), s_t, ep.avail[:, :-1])
+        local_entropy = ops.entropy(log_pi_t, ep.avail[:, :-1])  # [B, T, N]
+        if cfg.alpha_loss == "exact":  # E_a[log π] = −H, lower variance (spec, open choice)
+            log_pi_joint = -jnp.sum(local_entropy, axis=-1)
+        else:  # the batch's actions, as printed in Eq. (11)
+            log_pi_joint = jnp.sum(take(log_pi_t, ep.actions), axis=-1)
+        loss_alpha = masked_mean(-alpha * (log_pi_joint + self.target_entropy), ep.mask)
+
+        metrics = {
+            "loss_q": loss_q,
+            "loss_opt": loss_opt,
+            "loss_alpha": loss_alpha,
+            "alpha": alpha,
+            "entropy": masked_mean(jnp.mean(local_entropy, axis=-1), ep.mask),
+            "q_tot": masked_mean(q_tot, ep.mask),
+            "target": masked_mean(y, ep.mask),
+            "td_abs": masked_mean(jnp.abs(td_error), ep.mask),
+        }
+        return loss_q + loss_opt + loss_alpha, metrics
+
+    def update(
+        self, ls: LearnerState, episodes: Episodes, key: jax.Array
+    ) -> tuple[LearnerState, dict[str, jax.Array]]:
+        grads, metrics = jax.grad(self.loss, has_aux=True)(
+            ls.params, ls.target_params, episodes, key
+        )
+        updates, opt_state = self.optimizer.update(grads, ls.opt_state, ls.params)
+        params = optax.apply_updates(ls.params, updates)
+        return ls.replace(params=params, opt_state=opt_state), metrics

@@ -1,0 +1,16 @@
+"""Networks: the shared recurrent agent, IGM mixers, and the policy transforms (OPT)."""
+
+from meigm.networks.agent import RNNAgent
+from meigm.networks.mixers import QMixer, VDNMixer, make_mixer
+from meigm.networks.opt import IdentityTransform, MLPTransform, OPT, make_transform
+
+__all__ = [
+    "OPT",
+    "IdentityTransform",
+    "MLPTransform",
+    "QMixer",
+    "RNNAgent",
+    "VDNMixer",
+    "make_mixer",
+    "make_transform",
+]

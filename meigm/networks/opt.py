@@ -1,0 +1,102 @@
+"""Policy transforms: map each agent's Q-values to policy logits, ``f_i(Q_i(τ_i,·); s)``.
+
+* :class:`OPT` — the order-preserving transformation of Eq. (2), one per agent, its
+  weights produced by hyper-networks from the global state ``s``. It acts on each
+  action's value separately, so ``q[a] ≥ q[b] ⇒ f_i(q)[a] ≥ f_i(q)[b]``; with strictly
+  positive weights (see ``min_weight``) the order is kept *strictly*, which is what
+  makes the local policies' argmax equal the local Q argmax (no misalignment).
+* :class:`IdentityTransform` — ``f_i(q) = q``: the ``+Entropy`` ablation (Table 3).
+* :class:`MLPTransform` — an unconstrained 3-layer MLP in the OPT's place (Table 4).
+
+Call signature: ``q [..., N, A]`` and ``state [..., S]`` -> logits ``[..., N, A]``.
+Passing ``q [..., N, 1]`` (the taken action's value) gives the per-action values that
+Eq. (9) regresses; that is valid for the OPT and identity, which act elementwise.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class OPT(nn.Module):
+    """Order-preserving transformation, Eq. (2).
+
+    Two layers: ``f_i(q)[a] = Σ_h W2_{i,h} ELU(W1_{i,h} q[a] + b1_{i,h}) + b2_i``.
+    One layer (the paper's SMAC-v2 choice): ``f_i(q) = w_i(s) q + b_i(s)``.
+    Weights are ``|hyper(s)| + min_weight``: the ``|·|`` of the paper plus a small floor
+    (spec, open choice) so no weight can reach 0 and tie two actions.
+    """
+
+    n_agents: int
+    layers: int = 2
+    hidden: int = 32
+    hypernet_embed: int = 64
+    min_weight: float = 1e-3
+
+    @nn.compact
+    def __call__(self, q: jax.Array, state: jax.Array) -> jax.Array:
+        n = self.n_agents
+        batch = state.shape[:-1]
+        width = 1 if self.layers == 1 else self.hidden
+
+        def hyper(out: int, name: str) -> jax.Array:
+            h = nn.relu(nn.Dense(self.hypernet_embed, name=f"{name}_0")(state))
+            return nn.Dense(out, name=f"{name}_1")(h)
+
+        w1 = (jnp.abs(hyper(n * width, "hyper_w1")) + self.min_weight).reshape(*batch, n, 1, width)
+        b1 = hyper(n * width, "hyper_b1").reshape(*batch, n, 1, width)
+        if self.layers == 1:
+            # f_i(q) = |w_i(s)| q + b_i(s)
+            return (q[..., None] * w1 + b1)[..., 0]
+        w2 = (jnp.abs(hyper(n * width, "hyper_w2")) + self.min_weight).reshape(*batch, n, 1, width)
+        b2 = hyper(n, "hyper_b2").reshape(*batch, n, 1)
+        hidden = nn.elu(q[..., None] * w1 + b1)  # [..., N, A, H]
+        return jnp.sum(hidden * w2, axis=-1) + b2
+
+
+class IdentityTransform(nn.Module):
+    """``f_i(q) = q``: policies ``softmax(Q_i/α)`` with no OPT (the +Entropy ablation)."""
+
+    @nn.compact
+    def __call__(self, q: jax.Array, state: jax.Array) -> jax.Array:
+        del state
+        return q
+
+
+class MLPTransform(nn.Module):
+    """Unconstrained 3-layer MLP over ``(Q_i(τ_i,·), s, one-hot i)`` -> logits (Table 4).
+
+    Nothing ties its output order to ``Q_i``'s, which is exactly what the ablation tests.
+    """
+
+    n_agents: int
+    hidden: int = 64
+
+    @nn.compact
+    def __call__(self, q: jax.Array, state: jax.Array) -> jax.Array:
+        n, a = q.shape[-2], q.shape[-1]
+        state_n = jnp.broadcast_to(state[..., None, :], (*q.shape[:-1], state.shape[-1]))
+        agent_id = jnp.broadcast_to(jnp.eye(n, dtype=q.dtype), (*q.shape[:-1], n))
+        x = jnp.concatenate([q, state_n, agent_id], axis=-1)
+        x = nn.relu(nn.Dense(self.hidden)(x))
+        x = nn.relu(nn.Dense(self.hidden)(x))
+        return nn.Dense(a)(x)
+
+
+TRANSFORMS = ("opt", "none", "mlp")
+
+
+def make_transform(
+    name: str, n_agents: int, layers: int, hidden: int, hypernet_embed: int, min_weight: float
+) -> nn.Module:
+    """Transform by config name: ``opt`` (Eq. 2), ``none`` (+Entropy), ``mlp`` (Table 4)."""
+    if name == "opt":
+        return OPT(n_agents=n_agents, layers=layers, hidden=hidden,
+                   hypernet_embed=hypernet_embed, min_weight=min_weight)
+    if name == "none":
+        return IdentityTransform()
+    if name == "mlp":
+        return MLPTransform(n_agents=n_agents, hidden=hypernet_embed)
+    raise ValueError(f"unknown transform {name!r}; expected one of {TRANSFORMS}")

@@ -1,0 +1,21 @@
+"""Per-example maths shared by every learner: masked policies and TD(λ) targets."""
+
+from meigm.ops.policy import (
+    entropy,
+    epsilon_greedy,
+    masked_argmax,
+    masked_log_softmax,
+    mask_logits,
+    sample_masked,
+)
+from meigm.ops.targets import soft_lambda_returns
+
+__all__ = [
+    "entropy",
+    "epsilon_greedy",
+    "mask_logits",
+    "masked_argmax",
+    "masked_log_softmax",
+    "sample_masked",
+    "soft_lambda_returns",
+]

@@ -1,0 +1,61 @@
+"""Masked discrete policies.
+
+Shapes: ``[..., A]`` — any leading batch axes, ``A`` actions; ``avail`` is a boolean
+mask of the same shape. Unavailable actions must never be sampled, never be the
+argmax and never enter a softmax normaliser (spec, "Setting").
+
+Masking uses a large *finite* negative logit rather than ``-inf``: ``exp`` underflows
+to exactly ``0.0`` in float32, so unavailable actions get probability exactly 0, and
+gradients stay finite (``0 * -inf`` would put NaNs into the backward pass of the
+entropy).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+MASKED_LOGIT = -1e10
+
+
+def mask_logits(logits: jax.Array, avail: jax.Array) -> jax.Array:
+    """[..., A], [..., A] bool -> [..., A] logits with unavailable actions pushed to -1e10."""
+    return jnp.where(avail, logits, MASKED_LOGIT)
+
+
+def masked_log_softmax(logits: jax.Array, avail: jax.Array) -> jax.Array:
+    """log π over available actions only: [..., A] -> [..., A] (≈ -1e10 where unavailable)."""
+    return jax.nn.log_softmax(mask_logits(logits, avail), axis=-1)
+
+
+def entropy(log_probs: jax.Array, avail: jax.Array) -> jax.Array:
+    """Exact entropy ``-Σ_a π log π`` of a masked policy: [..., A] -> [...].
+
+    Unavailable actions contribute exactly 0, so ``0 <= H <= log |A_avail|``.
+    """
+    p = jnp.exp(log_probs)
+    return -jnp.sum(jnp.where(avail, p * log_probs, 0.0), axis=-1)
+
+
+def masked_argmax(values: jax.Array, avail: jax.Array) -> jax.Array:
+    """Greedy action among available ones: [..., A] -> [...] int32."""
+    return jnp.argmax(mask_logits(values, avail), axis=-1).astype(jnp.int32)
+
+
+def sample_masked(key: jax.Array, logits: jax.Array, avail: jax.Array) -> jax.Array:
+    """Sample from ``softmax(logits)`` restricted to available actions: [..., A] -> [...]."""
+    return jax.random.categorical(key, mask_logits(logits, avail), axis=-1).astype(jnp.int32)
+
+
+def epsilon_greedy(
+    key: jax.Array, q: jax.Array, avail: jax.Array, epsilon: jax.Array | float
+) -> jax.Array:
+    """pymarl's ε-greedy: with probability ε a uniform *available* action, else argmax.
+
+    q, avail: [..., A] -> actions [...] int32.
+    """
+    k_explore, k_random = jax.random.split(key)
+    greedy = masked_argmax(q, avail)
+    random = sample_masked(k_random, jnp.zeros_like(q), avail)
+    explore = jax.random.uniform(k_explore, greedy.shape) < epsilon
+    return jnp.where(explore, random, greedy)

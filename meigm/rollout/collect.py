@@ -1,0 +1,117 @@
+"""Scanned roll-outs: E environments stepped in lock-step with ``vmap``, one whole
+episode each, padded to the episode limit.
+
+After an environment's episode ends it is frozen: its state and last time step are
+kept, the remaining steps are recorded with ``mask = 0``, and the slot after the last
+real step holds the final observation (needed to bootstrap truncated episodes).
+Shapes: E environments, T episode limit, N agents, A actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from meigm import ops
+from meigm.envs import Env, TimeStep
+from meigm.networks.agent import agent_inputs
+from meigm.types import Episodes, Params
+
+#: (params, q [E,N,A], state [E,S], avail [E,N,A], key) -> actions [E,N]
+ActFn = Callable[[Params, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+@struct.dataclass
+class EpisodeStats:
+    returns: jax.Array  # [E] undiscounted team return
+    lengths: jax.Array  # [E] real steps
+    info: dict[str, jax.Array]  # each [E], the scenario metrics at episode end
+
+
+def greedy_act(params: Params, q, state, avail, key) -> jax.Array:
+    """Decentralised execution: ``a_i = argmax_{available} Q_i(τ_i, ·)`` (no state used)."""
+    del params, state, key
+    return ops.masked_argmax(q, avail)
+
+
+def _where(cond: jax.Array, new, old):
+    """Per-environment select over pytrees whose leaves lead with E."""
+    def sel(n, o):
+        c = cond.reshape(cond.shape + (1,) * (n.ndim - cond.ndim))
+        return jnp.where(c, n, o)
+
+    return jax.tree.map(sel, new, old)
+
+
+def rollout(
+    env: Env,
+    agent_apply: Callable,
+    agent_params: Params,
+    act: ActFn,
+    act_params: Params,
+    hidden_dim: int,
+    key: jax.Array,
+    n_envs: int,
+) -> tuple[Episodes, EpisodeStats]:
+    """Run ``n_envs`` episodes in parallel; returns padded episodes [E, ...] and stats."""
+    spec = env.spec
+    k_reset, k_run = jax.random.split(key)
+    env_state, ts = jax.vmap(env.reset)(jax.random.split(k_reset, n_envs))
+    hidden = jnp.zeros((n_envs, spec.n_agents, hidden_dim), jnp.float32)
+    last_action = jnp.zeros((n_envs, spec.n_agents, spec.n_actions), jnp.float32)
+    alive = jnp.ones((n_envs,), bool)
+    zero_info = {k: jnp.zeros((n_envs,), jnp.float32) for k in spec.info_keys}
+
+    def step(carry, key_t):
+        env_state, ts, hidden, last_action, alive, info = carry
+        k_act, k_env = jax.random.split(key_t)
+        hidden, q = agent_apply(agent_params, hidden, agent_inputs(ts.obs, last_action))
+        actions = act(act_params, q, ts.state, ts.avail, k_act)  # [E, N]
+        new_state, new_ts = jax.vmap(env.step)(jax.random.split(k_env, n_envs), env_state, actions)
+        record = {
+            "obs": ts.obs, "state": ts.state, "avail": ts.avail, "actions": actions,
+            "reward": jnp.where(alive, new_ts.reward, 0.0),
+            "terminated": jnp.logical_and(alive, new_ts.terminated),
+            "mask": alive,
+        }
+        ending = jnp.logical_and(alive, new_ts.done)
+        info = _where(ending, new_ts.info, info)
+        env_state = _where(alive, new_state, env_state)
+        ts = _where(alive, new_ts, ts)
+        last_action = jax.nn.one_hot(actions, spec.n_actions)
+        alive = jnp.logical_and(alive, ~new_ts.done)
+        return (env_state, ts, hidden, last_action, alive, info), record
+
+    carry0 = (env_state, ts, hidden, last_action, alive, zero_info)
+    (_, ts_final, *_, info), rec = jax.lax.scan(
+        step, carry0, jax.random.split(k_run, spec.episode_limit)
+    )
+    rec = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), rec)  # [T, E, ...] -> [E, T, ...]
+
+    def with_final(x: jax.Array, final: jax.Array) -> jax.Array:  # [E, T, ...] -> [E, T+1, ...]
+        return jnp.concatenate([x, final[:, None]], axis=1)
+
+    episodes = Episodes(
+        obs=with_final(rec["obs"], ts_final.obs),
+        state=with_final(rec["state"], ts_final.state),
+        avail=with_final(rec["avail"], ts_final.avail),
+        actions=rec["actions"],
+        reward=rec["reward"],
+        terminated=rec["terminated"],
+        mask=rec["mask"],
+    )
+    stats = EpisodeStats(
+        returns=jnp.sum(rec["reward"], axis=1),
+        lengths=jnp.sum(rec["mask"], axis=1).astype(jnp.int32),
+        info=info,
+    )
+    return episodes, stats
+
+
+def first_step(env: Env, key: jax.Array) -> TimeStep:
+    """The time step after ``reset`` (used by the one-step-game diagnostics)."""
+    _, ts = env.reset(key)
+    return ts
