@@ -24,7 +24,6 @@ import jax.numpy as jnp
 from flax import struct
 
 
-
 def _import_jaxmarl_quietly() -> type:
     """Import JaxMARL's base class without its import-time banner on stdout.
 

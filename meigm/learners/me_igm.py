@@ -66,7 +66,7 @@ class MEIGM:
         alpha = optax.adam(cfg.alpha_lr) if cfg.learn_alpha else optax.set_to_zero()
         self.optimizer = labelled_optimizer(
             {"critic": critic, "transform": transform, "alpha": alpha},
-            lambda k: {"agent": "critic", "mixer": "critic", "transform": "transform", "log_alpha": "alpha"}[k],
+            {"agent": "critic", "mixer": "critic", "transform": "transform", "log_alpha": "alpha"}.get,
         )
 
     # ------------------------------------------------------------------ init

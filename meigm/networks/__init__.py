@@ -2,7 +2,7 @@
 
 from meigm.networks.agent import RNNAgent
 from meigm.networks.mixers import QMixer, VDNMixer, make_mixer
-from meigm.networks.opt import IdentityTransform, MLPTransform, OPT, make_transform
+from meigm.networks.opt import OPT, IdentityTransform, MLPTransform, make_transform
 
 __all__ = [
     "OPT",

@@ -9,8 +9,9 @@
 * :class:`MLPTransform` — an unconstrained 3-layer MLP in the OPT's place (Table 4).
 
 Call signature: ``q [..., N, A]`` and ``state [..., S]`` -> logits ``[..., N, A]``.
-Passing ``q [..., N, 1]`` (the taken action's value) gives the per-action values that
-Eq. (9) regresses; that is valid for the OPT and identity, which act elementwise.
+Eq. (9) applies the transform to the whole (detached) ``Q_i(τ_i, ·)`` and then takes
+the taken action's entry, so the MLP ablation (which mixes actions) is fitted the
+same way as the OPT.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 from meigm.ops.policy import (
     entropy,
     epsilon_greedy,
+    mask_logits,
     masked_argmax,
     masked_log_softmax,
-    mask_logits,
     sample_masked,
 )
 from meigm.ops.targets import soft_lambda_returns

@@ -1,0 +1,210 @@
+"""``meigm`` command line: train, compare, envs.
+
+User errors (unknown algorithm, environment or config key, wrong types, bad sizes,
+missing files, an existing run directory) print one line naming the problem and the
+allowed values and exit with status 2; nothing already written is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from meigm.errors import MeigmError
+
+#: The comparison of the paper's Table 1: label -> (algorithm, config overrides).
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "me_qmix": ("me_qmix", []),
+    "qmix": ("qmix", []),
+    "vdn": ("vdn", []),
+    "me_vdn": ("me_vdn", []),
+    "+entropy": ("me_qmix", ["transform=none"]),
+    "mlp": ("me_qmix", ["transform=mlp"]),
+    "fixed_alpha": ("me_qmix", ["learn_alpha=false"]),
+}
+DEFAULT_COMPARE = ("me_qmix", "qmix", "vdn", "me_vdn", "+entropy")
+
+EPILOG = """examples:
+  meigm compare                                   # Table 1: five algorithms x 10 seeds
+  meigm train --alg me_qmix --env matrix:table1 --seeds 10
+  meigm train --alg qmix --env matrix:climbing lr=5e-4 batch_size=64
+  meigm train --alg me_qmix --env matrix:custom 'env_args.payoff=[[1,0],[0,2]]'
+  meigm envs
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=int, default=None,
+                   help="independent seeds, trained together in one compiled program")
+    p.add_argument("--seed", type=int, default=None, help="first seed (default 0)")
+    p.add_argument("--preset", default=None, metavar="FILE.yaml",
+                   help="YAML file of config keys; key=value overrides win over it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="override any config field (see the Config docstrings in meigm/config.py)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from meigm.envs import registered
+    from meigm.learners import ALGORITHMS
+
+    parser = _Parser(
+        prog="meigm",
+        description="Maximum-entropy cooperative MARL with IGM credit assignment (ME-IGM), in JAX.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("train", help="train one algorithm on one scenario (all seeds at once)")
+    p.add_argument("--alg", default=None, help=f"algorithm: {', '.join(ALGORITHMS)}")
+    p.add_argument("--env", default=None, help="scenario, e.g. matrix:table1 (see `meigm envs`)")
+    p.add_argument("--out", default=None, metavar="RUN_DIR",
+                   help="run directory (default runs/<alg>_<env>_<time>)")
+    _add_run_args(p)
+
+    p = sub.add_parser("compare", help="the paper's Table 1: several algorithms on one game")
+    p.add_argument("--env", default="matrix:table1", help="scenario (default matrix:table1)")
+    p.add_argument("--algs", default=",".join(DEFAULT_COMPARE),
+                   help=f"comma-separated variants from: {', '.join(VARIANTS)}")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="directory for the comparison and one run directory per variant")
+    _add_run_args(p)
+
+    sub.add_parser("envs", help="list registered scenarios and their sizes")
+    del registered
+    return parser
+
+
+def _config(alg: str | None, env: str | None, args: argparse.Namespace,
+            extra: list[str] | None = None):
+    from meigm import config
+
+    fields: dict[str, Any] = {"alg": alg, "env": env, "seeds": args.seeds, "seed": args.seed}
+    return config.build(args.preset, [*(extra or []), *args.overrides], **fields)
+
+
+def _print_view(label: str, results: dict[str, Any]) -> None:
+    from meigm.envs import make_env
+    from meigm.experiments.diagnostics import action_names, format_view
+
+    view = results.get("first_step")
+    if view is None:
+        return
+    cfg = results["config"]
+    env = make_env(cfg.env, cfg.env_args)
+    print(format_view(view, label, action_names(env.spec.n_actions), getattr(env, "payoff", None),
+                      view["has_policy"]))
+
+
+def _summary_line(label: str, results: dict[str, Any]) -> str:
+    from meigm.experiments.run import final_metric
+
+    ret = final_metric(results)
+    line = f"{label:>12}: test return {np.mean(ret):7.2f} ± {np.std(ret):5.2f}"
+    view = results.get("first_step")
+    if view is not None and "fraction_optimal" in view:
+        line += f" | optimal joint action in {view['fraction_optimal']:.0%} of seeds"
+        if view["has_policy"]:
+            line += f" | misaligned seeds {view['misaligned_seeds']}"
+    return line + f" | {results['wall_seconds']:.0f} s"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from meigm.experiments.run import default_run_dir, train_run
+
+    cfg = _config(args.alg, args.env, args)
+    out = Path(args.out) if args.out else default_run_dir(cfg)
+    results = train_run(cfg, out, progress=not args.no_progress)
+    _print_view(cfg.alg, results)
+    print(_summary_line(cfg.alg, results))
+    print(f"run directory: {results['run_dir']}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from meigm.experiments.run import prepare_run_dir, train_run
+
+    labels = [s.strip() for s in args.algs.split(",") if s.strip()]
+    unknown = [s for s in labels if s not in VARIANTS]
+    if unknown or not labels:
+        raise MeigmError(f"unknown variant(s) {unknown or labels}; allowed: {', '.join(VARIANTS)}")
+    if args.seeds is None:
+        args.seeds = 10
+    configs = {label: _config(VARIANTS[label][0], args.env, args, VARIANTS[label][1])
+               for label in labels}  # validate every config before training anything
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    root = Path(args.out) if args.out else Path("runs") / f"compare_{args.env.replace(':', '-')}_{stamp}"
+    if (root / "comparison.json").exists():
+        raise MeigmError(f"{root} already holds a comparison; choose another --out")
+    for label in labels:
+        prepare_run_dir(root / label.replace("+", "plus_"))
+    summary: dict[str, Any] = {"env": args.env, "seeds": args.seeds, "variants": {}}
+    lines = []
+    for label, cfg in configs.items():
+        results = train_run(cfg, root / label.replace("+", "plus_"), progress=not args.no_progress)
+        _print_view(label, results)
+        lines.append(_summary_line(label, results))
+        view = results.get("first_step") or {}
+        summary["variants"][label] = {
+            "alg": cfg.alg,
+            "overrides": VARIANTS[label][1],
+            "run_dir": results["run_dir"],
+            "fraction_optimal": view.get("fraction_optimal"),
+            "misaligned_seeds": view.get("misaligned_seeds") if view.get("has_policy") else None,
+            "greedy_joint_actions": [e["greedy_names"] for e in view.get("per_seed", [])],
+            "test_return": [float(x) for x in [r["test/return"] for r in results["final"]]],
+            "wall_seconds": results["wall_seconds"],
+        }
+    print(f"\n== {args.env}, {args.seeds} seeds per algorithm")
+    print("\n".join(lines))
+    (root / "comparison.json").write_text(json.dumps(summary, indent=1))
+    (root / "comparison.txt").write_text("\n".join(lines) + "\n")
+    print(f"saved: {root / 'comparison.json'}")
+    return 0
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    from meigm.envs import make_env, registered
+
+    print(f"{'scenario':<24}{'agents':>7}{'actions':>8}{'obs':>6}{'state':>7}{'limit':>7}  default t_max")
+    for name in registered():
+        if name.endswith(":custom"):
+            print(f"{name:<24}  (payoff from env_args.payoff)")
+            continue
+        s = make_env(name).spec
+        print(f"{name:<24}{s.n_agents:>7}{s.n_actions:>8}{s.obs_dim:>6}{s.state_dim:>7}"
+              f"{s.episode_limit:>7}  {s.default_t_max}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands = {"train": cmd_train, "compare": cmd_compare, "envs": cmd_envs}
+    try:
+        return commands[args.command](args)
+    except MeigmError as exc:
+        print(f"meigm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"meigm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

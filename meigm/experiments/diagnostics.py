@@ -1,0 +1,166 @@
+"""The Table 1 view: what a learner believes at the first step of a game.
+
+For a one-step (matrix) game the whole joint action space can be enumerated, so we can
+put side by side what the paper's Table 1 shows: the learned ``Q_tot`` for every joint
+action, each agent's local policy, the greedy joint action (decentralised argmax of
+``Q_i``), the joint action the local policies find most likely, and whether those
+agree with the argmax of ``Q_tot`` — the *misalignment* ME-IGM is built to remove.
+
+Everything is a pure function of one seed's parameters; vmap it over seeds.
+Shapes: N agents, A actions (padded), ``A^N`` joint actions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from meigm import ops
+from meigm.envs import Env
+from meigm.learners import Learner
+from meigm.networks.agent import agent_inputs
+from meigm.rollout.collect import first_step
+from meigm.types import Params
+
+
+def joint_actions(n_agents: int, n_actions: int) -> jax.Array:
+    """Every joint action, row-major (agent 0 slowest): [A^N, N] int32."""
+    grids = jnp.meshgrid(*([jnp.arange(n_actions)] * n_agents), indexing="ij")
+    return jnp.stack([g.reshape(-1) for g in grids], axis=-1).astype(jnp.int32)
+
+
+def first_step_view(learner: Learner, env: Env, params: Params, key: jax.Array) -> dict:
+    """Learned values and policies at the first step of an episode.
+
+    Returns arrays (one seed):
+      ``q_local`` [N, A] — ``Q_i(τ_i, ·)``;
+      ``q_tot`` [A^N] — ``Q_tot(s, a)`` for every joint action (row-major);
+      ``probs`` [N, A] — local policies (one-hot greedy for ε-greedy learners);
+      ``greedy`` [N] — decentralised argmax of ``Q_i`` (what evaluation executes);
+      ``policy_mode`` [N] — argmax of the joint local-policy probability, which is the
+      per-agent argmax of π_i because the joint policy factorises;
+      ``q_tot_argmax`` [N] — argmax of the enumerated ``Q_tot`` over available joints;
+      ``igm_gap`` [] — ``max_a Q_tot(s,a) − Q_tot(s, policy_mode)`` (Figure 2's gap), ≥ 0.
+
+    Misalignment is judged on ``igm_gap``, not on action indices: when two joint actions
+    have the same ``Q_tot`` to float precision (B and C in Table 1 are exactly
+    equivalent) either is an argmax, and picking the other one is not a misalignment.
+    """
+    spec = env.spec
+    n, a = spec.n_agents, spec.n_actions
+    ts = first_step(env, key)
+    hidden = jnp.zeros((n, learner.hidden_dim), jnp.float32)
+    last = jnp.zeros((n, a), jnp.float32)
+    _, q = learner.agent.apply(params["agent"], hidden, agent_inputs(ts.obs, last))  # [N, A]
+
+    joints = joint_actions(n, a)  # [J, N]
+    q_joint = q[jnp.arange(n)[None, :], joints]  # [J, N]
+    state = jnp.broadcast_to(ts.state, (joints.shape[0], ts.state.shape[-1]))
+    q_tot = learner.mixer.apply(params["mixer"], q_joint, state)  # [J]
+    joint_avail = jnp.all(ts.avail[jnp.arange(n)[None, :], joints], axis=-1)  # [J]
+    best = jnp.argmax(jnp.where(joint_avail, q_tot, -jnp.inf))
+
+    log_probs = learner.policy_log_probs(params, q, ts.state, ts.avail)  # [N, A]
+    probs = jnp.where(ts.avail, jnp.exp(log_probs), 0.0)
+    mode = ops.masked_argmax(probs, ts.avail)  # [N]
+    mode_index = jnp.sum(mode * (a ** jnp.arange(n - 1, -1, -1)))  # row-major joint index
+    return {
+        "q_local": q,
+        "q_tot": q_tot,
+        "probs": probs,
+        "greedy": ops.masked_argmax(q, ts.avail),
+        "policy_mode": mode,
+        "q_tot_argmax": joints[best],
+        "igm_gap": q_tot[best] - q_tot[mode_index],
+    }
+
+
+def is_misaligned(igm_gap: np.ndarray, q_tot: np.ndarray, rtol: float = 1e-4) -> np.ndarray:
+    """A positive IGM gap beyond float round-off of the ``Q_tot`` scale.
+
+    igm_gap [...], q_tot [..., J] -> bool [...].
+    """
+    scale = 1.0 + np.max(np.abs(q_tot), axis=-1)
+    return np.asarray(igm_gap) > rtol * scale
+
+
+def summarise_views(views: dict[str, np.ndarray], env: Env, action_names: list[str]) -> dict:
+    """Per-seed views [seeds, ...] -> JSON-ready summary, including the true payoff's
+    optimum (when the scenario has a payoff tensor) and the misalignment count."""
+    spec = env.spec
+    n, a = spec.n_agents, spec.n_actions
+    seeds = views["greedy"].shape[0]
+    payoff = getattr(env, "payoff", None)
+    optimum = None
+    if payoff is not None:
+        optimum = [int(i) for i in np.unravel_index(int(np.argmax(payoff)), payoff.shape)]
+    per_seed: list[dict[str, Any]] = []
+    for s in range(seeds):
+        greedy = [int(x) for x in views["greedy"][s]]
+        mode = [int(x) for x in views["policy_mode"][s]]
+        best = [int(x) for x in views["q_tot_argmax"][s]]
+        entry = {
+            "q_tot": np.asarray(views["q_tot"][s]).reshape((a,) * n).round(3).tolist(),
+            "q_local": np.asarray(views["q_local"][s]).round(3).tolist(),
+            "policy": np.asarray(views["probs"][s]).round(3).tolist(),
+            "greedy": greedy,
+            "greedy_names": [action_names[i] for i in greedy],
+            "policy_mode": mode,
+            "q_tot_argmax": best,
+            "igm_gap": round(float(views["igm_gap"][s]), 6),
+            "misaligned": bool(is_misaligned(views["igm_gap"][s], views["q_tot"][s])),
+            "greedy_is_optimal": None if optimum is None else greedy == optimum,
+        }
+        if payoff is not None:
+            entry["greedy_payoff"] = float(payoff[tuple(greedy)])
+        per_seed.append(entry)
+    summary: dict[str, Any] = {
+        "optimum": optimum,
+        "misaligned_seeds": sum(e["misaligned"] for e in per_seed),
+        "per_seed": per_seed,
+    }
+    if optimum is not None:
+        summary["fraction_optimal"] = sum(bool(e["greedy_is_optimal"]) for e in per_seed) / seeds
+    return summary
+
+
+def action_names(n_actions: int) -> list[str]:
+    """A, B, C, ... as in the paper's Table 1."""
+    return [chr(ord("A") + i) if i < 26 else str(i) for i in range(n_actions)]
+
+
+def format_view(summary: dict, alg: str, names: list[str], payoff: np.ndarray | None,
+                has_policy: bool, max_seeds: int = 3) -> str:
+    """Text rendering in the layout of the paper's Table 1 (two-agent games show a
+    matrix; larger games list their greedy joint actions)."""
+    lines = [f"== {alg}: greedy joint action optimal in "
+             f"{summary.get('fraction_optimal', float('nan')):.0%} of seeds"
+             + (f", misaligned in {summary['misaligned_seeds']}" if has_policy else "")]
+    if payoff is not None and payoff.ndim == 2:
+        lines.append("   true payoff:")
+        lines += _matrix_lines(np.asarray(payoff), names)
+    for s, e in enumerate(summary["per_seed"][:max_seeds]):
+        q = np.asarray(e["q_tot"])
+        lines.append(f"   seed {s}: greedy ({', '.join(e['greedy_names'])})"
+                     + (f" -> payoff {e['greedy_payoff']:g}" if "greedy_payoff" in e else ""))
+        if q.ndim == 2:
+            lines.append("   learned Q_tot:")
+            lines += _matrix_lines(q, names)
+        if has_policy:
+            for i, p in enumerate(e["policy"]):
+                probs = "  ".join(f"{names[j]}:{v:.2f}" for j, v in enumerate(p))
+                lines.append(f"   π_{i + 1}: {probs}")
+    if len(summary["per_seed"]) > max_seeds:
+        rest = summary["per_seed"][max_seeds:]
+        lines.append("   other seeds' greedy joint actions: "
+                     + " ".join("(" + ",".join(e["greedy_names"]) + ")" for e in rest))
+    return "\n".join(lines)
+
+
+def _matrix_lines(m: np.ndarray, names: list[str]) -> list[str]:
+    header = "        " + "".join(f"{names[j]:>9}" for j in range(m.shape[1]))
+    rows = [f"     {names[i]:>2} " + "".join(f"{v:9.2f}" for v in m[i]) for i in range(m.shape[0])]
+    return [header, *rows]

@@ -1,0 +1,29 @@
+"""Shared fixtures: tiny configs so end-to-end tests compile and run in seconds."""
+
+from __future__ import annotations
+
+import os
+
+# Tests run on the CPU even where a GPU build of jaxlib is installed.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+#: Small networks and batches: learning dynamics are the same code paths as the defaults.
+TINY = [
+    "hidden_dim=16", "mixing_embed=8", "hypernet_embed=16", "opt_hidden=8",
+    "batch_size=16", "buffer_size=64", "test_episodes=8",
+]
+
+
+def pytest_configure(config):
+    """Share compiled programs between tests (and xdist workers) of one session: identical
+    configs (e.g. a reproducibility re-run) then skip XLA compilation."""
+    import tempfile
+
+    import jax
+
+    cache = os.environ.get("MEIGM_TEST_JAX_CACHE") or os.path.join(
+        tempfile.gettempdir(), "meigm-test-jax-cache"
+    )
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
