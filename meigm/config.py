@@ -174,6 +174,12 @@ def _coerce(key: str, value: Any) -> Any:
             return value
         if t is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if t is float and isinstance(value, str):
+            # YAML 1.1 reads ``1e-3`` (no decimal point) as a string; accept it as a float.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if t in (str, dict) and isinstance(value, t):
             return value
     raise ConfigError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}")
@@ -206,6 +212,8 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r} must be in [0, 1], got {value!r}")
     if cfg.opt_layers not in (1, 2):
         raise ConfigError(f"config key 'opt_layers' must be 1 or 2, got {cfg.opt_layers}")
+    if cfg.n_envs > cfg.buffer_size:
+        raise ConfigError(f"n_envs ({cfg.n_envs}) cannot exceed buffer_size ({cfg.buffer_size})")
     if cfg.batch_size > cfg.buffer_size:
         raise ConfigError(
             f"batch_size ({cfg.batch_size}) cannot exceed buffer_size ({cfg.buffer_size})"

@@ -145,17 +145,12 @@ def test_opt_depends_on_state_and_agent():
         assert not np.allclose(f, q)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="float32 ELU saturation: the two-layer OPT gives distinct Q-values identical logits"
-    " (meigm/networks/opt.py:56), breaking its documented strict order and the argmax",
-)
 def test_two_layer_opt_keeps_strict_order_when_hidden_units_saturate():
     # Ordinary hyper-network outputs: w1 = w2 = |1| + min_weight, b1 = -10, b2 = 0 for
     # every state (kernels 0). For Q in [-20, -12] every pre-activation w1*q + b1 is below
-    # -22, where float32 ELU(x) = exp(x) - 1 rounds to exactly -1: all five logits equal
-    # -8 * 1.001, so the policy is uniform and its argmax is action 0, not the best (4).
-    # Exact arithmetic keeps the order (each term is exp(x) - 1, strictly increasing).
+    # -22, where float32 ELU(x) = exp(x) - 1 rounds to exactly -1: without the OPT's
+    # min_weight * q skip term all five logits were equal (-8 * 1.001), the policy uniform
+    # and its argmax action 0, not the best (4). This guards that fix.
     # Random parameters hit it too, e.g. _OPT[2](35, 1.0, q, state) with this q and
     # state = default_rng(35).uniform(-2, 2, (B, S)).round(2): batch 1, agent 2 ties.
     params = jax.tree.map(np.zeros_like, _OPT[2].params(0, 1.0))
@@ -166,7 +161,7 @@ def test_two_layer_opt_keeps_strict_order_when_hidden_units_saturate():
     f = np.asarray(_OPT[2].apply(params, q, state))
     # Sanity of the construction: the closed form of Eq. (2) with these weights, in float64.
     w = 1.0 + 1e-3
-    exact = HIDDEN * w * np.expm1(w * q.astype(np.float64) - 10.0)
+    exact = HIDDEN * w * np.expm1(w * q.astype(np.float64) - 10.0) + 1e-3 * q
     assert np.all(np.diff(exact, axis=-1) > 0)
     np.testing.assert_allclose(f, exact, rtol=1e-6)
     assert order_violations(q, f, strict=True) == 0

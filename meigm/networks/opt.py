@@ -24,10 +24,15 @@ import jax.numpy as jnp
 class OPT(nn.Module):
     """Order-preserving transformation, Eq. (2).
 
-    Two layers: ``f_i(q)[a] = Σ_h W2_{i,h} ELU(W1_{i,h} q[a] + b1_{i,h}) + b2_i``.
+    Two layers: ``f_i(q)[a] = Σ_h W2_{i,h} ELU(W1_{i,h} q[a] + b1_{i,h}) + b2_i
+    + min_weight · q[a]``.
     One layer (the paper's SMAC-v2 choice): ``f_i(q) = w_i(s) q + b_i(s)``.
     Weights are ``|hyper(s)| + min_weight``: the ``|·|`` of the paper plus a small floor
-    (spec, open choice) so no weight can reach 0 and tie two actions.
+    (spec, open choice) so no weight can reach 0 and tie two actions. In the two-layer
+    form that floor is not enough: ELU saturates at −1 in float32 once its input is below
+    about −17, so every hidden unit can go flat and different Q-values would get equal
+    logits. The ``min_weight · q`` skip term keeps ``f`` strictly increasing everywhere
+    (found by the property test ``test_two_layer_opt_keeps_strict_order_...``).
     """
 
     n_agents: int
@@ -54,7 +59,7 @@ class OPT(nn.Module):
         w2 = (jnp.abs(hyper(n * width, "hyper_w2")) + self.min_weight).reshape(*batch, n, 1, width)
         b2 = hyper(n, "hyper_b2").reshape(*batch, n, 1)
         hidden = nn.elu(q[..., None] * w1 + b1)  # [..., N, A, H]
-        return jnp.sum(hidden * w2, axis=-1) + b2
+        return jnp.sum(hidden * w2, axis=-1) + b2 + self.min_weight * q
 
 
 class IdentityTransform(nn.Module):
