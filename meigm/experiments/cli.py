@@ -30,7 +30,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 DEFAULT_COMPARE = ("me_qmix", "qmix", "vdn", "me_vdn", "+entropy")
 
-EPILOG = """examples:
+EPILOG = """Every config field can be set with key=value after the options (documented in
+meigm/config.py); a --preset YAML file sets several at once, key=value wins over it.
+
+examples:
   meigm compare                                   # Table 1: five algorithms x 10 seeds
   meigm train --alg me_qmix --env matrix:table1 --seeds 10
   meigm train --alg qmix --env matrix:climbing lr=5e-4 batch_size=64

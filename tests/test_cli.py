@@ -1,0 +1,142 @@
+"""The ``meigm`` command line: run directories and user errors.
+
+User errors must give one line naming the problem (and the allowed values), a
+non-zero exit and no traceback, and must never touch what an earlier run wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import TINY
+from safetensors.numpy import load_file
+
+from meigm.experiments.cli import main
+
+RUN = [*TINY, "t_max=200", "test_interval=100"]
+
+
+def _error_line(capfd) -> str:
+    err = capfd.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "--alg", "qmx"], "unknown algorithm 'qmx'; allowed: me_qmix, me_vdn, qmix, vdn"),
+        (["train", "--env", "matrix:tabel1"],
+         "unknown environment 'matrix:tabel1'. Did you mean: matrix:table1"),
+        (["train", "lr_rat=0.1"], "unknown config key 'lr_rat'"),
+        (["train", "batch_size=abc"], "config key 'batch_size' must be int, got 'abc'"),
+        (["train", "--seeds", "0"], "config key 'seeds' must be positive, got 0"),
+        (["train", "buffer_size=-5"], "config key 'buffer_size' must be positive"),
+        (["train", "gamma=1.5"], "config key 'gamma' must be in [0, 1]"),
+        (["train", "--preset", "/nonexistent/p.yaml"], "preset file not found: /nonexistent/p.yaml"),
+        (["train", "notakeyvalue"], "is not of the form key=value"),
+        (["train", "--env", "matrix:custom"], "matrix:custom needs env_args.payoff"),
+        (["train", "--env", "matrix:custom", "env_args.payoff=[1, 2]"], "one axis per agent"),
+        (["train", "--env", "matrix:table1", "env_args.colour=3"], "not understood by matrix:table1"),
+        (["compare", "--algs", "me_qmix,foo"], "unknown variant(s) ['foo']; allowed: me_qmix"),
+    ],
+)
+def test_user_errors_are_one_line(argv, expected, capfd):
+    assert main(argv) == 2
+    line = _error_line(capfd)
+    assert expected in line
+    assert line.startswith(f"meigm {argv[0]}: error:")
+
+
+def test_argparse_errors_are_one_line(capfd):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--seeds", "many"])
+    assert exc.value.code == 2
+    assert "invalid int value: 'many'" in _error_line(capfd)
+    with pytest.raises(SystemExit):
+        main(["frobnicate"])
+    assert "invalid choice: 'frobnicate'" in _error_line(capfd)
+
+
+def test_corrupt_preset_is_one_line(tmp_path, capfd):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: [1, 2\n")
+    assert main(["train", "--preset", str(bad)]) == 2
+    assert "is not valid YAML" in _error_line(capfd)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- lr\n- 0.1\n")
+    assert main(["train", "--preset", str(listing)]) == 2
+    assert "must be a mapping" in _error_line(capfd)
+
+
+def test_help_and_subprocess_exit_status():
+    out = subprocess.run([sys.executable, "-m", "meigm.experiments.cli", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for word in ("train", "compare", "envs", "key=value"):
+        assert word in out
+    bad = subprocess.run([sys.executable, "-m", "meigm.experiments.cli", "train", "--alg", "nope"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "meigm train: error: unknown algorithm 'nope'; allowed: me_qmix, me_vdn, qmix, vdn"
+    ]
+
+
+def test_envs_lists_the_matrix_games(capfd):
+    assert main(["envs"]) == 0
+    out = capfd.readouterr().out
+    for name in ("matrix:table1", "matrix:climbing", "matrix:penalty", "matrix:custom"):
+        assert name in out
+
+
+def test_train_writes_a_complete_run_directory_and_never_overwrites(tmp_path, capfd):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("alg: me_vdn\nlr: 5e-4\n")
+    out = tmp_path / "run"
+    argv = ["train", "--env", "matrix:table1", "--seeds", "2", "--preset", str(preset),
+            "--out", str(out), "--no-progress", *RUN]
+    assert main(argv) == 0
+    printed = capfd.readouterr().out
+    assert "learned Q_tot" in printed and "π_1" in printed and "greedy (" in printed
+
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["alg"] == "me_vdn" and cfg["lr"] == 5e-4 and cfg["seeds"] == 2
+    assert cfg["t_max"] == 200 and cfg["mixer"] == "vdn"  # resolved
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["seed"] for r in lines} == {0, 1}
+    assert max(r["t_env"] for r in lines) == 200
+    assert all("test/return" in r and "train/alpha" in r for r in lines)
+    results = json.loads((out / "results.json").read_text())
+    assert [r["seed"] for r in results["final"]] == [0, 1]
+    assert len(results["first_step"]["per_seed"]) == 2
+    assert 0.0 <= results["first_step"]["fraction_optimal"] <= 1.0
+    tensors = load_file(str(out / "checkpoints" / "final.safetensors"))
+    kernel = tensors["params/agent/params/fc1/kernel"]
+    assert kernel.shape[0] == 2  # leading seed axis
+    assert "target_params/mixer/params" not in tensors  # VDN has no mixer parameters
+
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(argv) == 2
+    assert "already holds a run" in _error_line(capfd)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_compare_writes_a_summary(tmp_path, capfd):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--algs", "vdn,+entropy", "--seeds", "2", "--out", str(out),
+                 "--no-progress", *RUN]) == 0
+    printed = capfd.readouterr().out
+    assert "optimal joint action in" in printed
+    summary = json.loads((out / "comparison.json").read_text())
+    assert set(summary["variants"]) == {"vdn", "+entropy"}
+    assert summary["variants"]["+entropy"]["alg"] == "me_qmix"
+    assert summary["variants"]["+entropy"]["overrides"] == ["transform=none"]
+    assert len(summary["variants"]["vdn"]["greedy_joint_actions"]) == 2
+    cfg = yaml.safe_load((out / "plus_entropy" / "config.yaml").read_text())
+    assert cfg["transform"] == "none"
