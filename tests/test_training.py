@@ -159,3 +159,12 @@ def test_learns_a_monotonic_coordination_game(alg):
     np.testing.assert_allclose(
         [np.asarray(e["q_tot"])[1, 1] for e in view["per_seed"]], 4.0, atol=0.5
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alg", ["me_qmix", "me_vdn"])
+def test_table1_default_budget_has_zero_misalignment(alg):
+    """The must-show run itself: 10 seeds, default budget and hyper-parameters."""
+    cfg = config.build(None, [], alg=alg, env="matrix:table1", seeds=10)
+    view = train_run(cfg, progress=False)["first_step"]
+    assert view["misaligned_seeds"] == 0, [e["igm_gap"] for e in view["per_seed"]]
