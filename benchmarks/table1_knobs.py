@@ -32,6 +32,7 @@ SETTINGS: dict[str, list[str]] = {
     "alpha_lr=0.03": ["alpha_lr=0.03"],
     "alpha_lr=0.3 (paper)": ["alpha_lr=0.3"],
     "target_entropy=0.6": ["target_entropy=0.6"],
+    "target_entropy=0.9": ["target_entropy=0.9"],
     "opt_layers=1": ["opt_layers=1"],
     "alpha_loss=sampled": ["alpha_loss=sampled"],
 }

@@ -8,22 +8,30 @@ its baselines) and the ``meigm`` command line (:mod:`meigm.experiments.cli`).
 import os as _os
 
 
-def _single_threaded_eigen() -> None:
-    """Turn off XLA:CPU's multi-threaded Eigen unless the user chose otherwise.
+#: XLA:CPU options meigm sets unless the user already chose them (see below).
+SAFE_XLA_CPU_FLAGS = {"xla_cpu_use_xnnpack": "false", "xla_cpu_multi_thread_eigen": "false"}
 
-    With it on, vmapped training programs on the CPU occasionally hang for ever: every
-    XLA worker parks on a futex and ``block_until_ready`` never returns (seen here with
-    jaxlib 0.10.2 on a 2-core machine; the same wedge is reported upstream for vmap
-    graphs, and this flag is the known workaround). Our matmuls are small, so the
-    speed cost is small (benchmarks/README.md). It must be set before JAX starts its
-    CPU backend; set ``MEIGM_KEEP_XLA_FLAGS=1`` to leave ``XLA_FLAGS`` untouched.
+
+def _safe_xla_cpu_flags() -> None:
+    """Keep XLA:CPU away from the thread pools that can wedge our training programs.
+
+    With jaxlib 0.10.2 on a 2-core machine, the vmapped training program hung for ever
+    in about one run in ten: every XLA worker parked on a futex and ``block_until_ready``
+    never returned. Runs with XNNPACK disabled never hung in our stress runs, while
+    runs with it enabled hung with either Eigen setting (benchmarks/README.md has the
+    record); single-threaded Eigen is upstream's workaround for a similar wedge on vmap
+    graphs. Neither costs measurable speed on our small matmuls. Flags must be set
+    before JAX starts its CPU backend; ``MEIGM_KEEP_XLA_FLAGS=1`` leaves ``XLA_FLAGS``
+    untouched, and a flag already present in ``XLA_FLAGS`` is never overridden.
     """
-    flags = _os.environ.get("XLA_FLAGS", "")
-    if _os.environ.get("MEIGM_KEEP_XLA_FLAGS") or "xla_cpu_multi_thread_eigen" in flags:
+    if _os.environ.get("MEIGM_KEEP_XLA_FLAGS"):
         return
-    _os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    flags = _os.environ.get("XLA_FLAGS", "")
+    extra = [f"--{k}={v}" for k, v in SAFE_XLA_CPU_FLAGS.items() if k not in flags]
+    if extra:
+        _os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
 
 
-_single_threaded_eigen()
+_safe_xla_cpu_flags()
 
 __version__ = "0.1.0"
