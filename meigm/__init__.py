@@ -7,7 +7,6 @@ its baselines) and the ``meigm`` command line (:mod:`meigm.experiments.cli`).
 
 import os as _os
 
-
 #: XLA:CPU options meigm sets unless the user already chose them (see below).
 SAFE_XLA_CPU_FLAGS = {"xla_cpu_use_xnnpack": "false", "xla_cpu_multi_thread_eigen": "false"}
 
