@@ -2,7 +2,6 @@
 
     python benchmarks/seed_scaling.py                       # me_qmix on matrix:table1, 1 vs 10 seeds
     python benchmarks/seed_scaling.py --alg qmix --repeats 5 t_max=8000
-    python benchmarks/seed_scaling.py --jax-defaults   # asynchronous CPU dispatch back on
 
 Each configuration is trained ``--repeats`` times in this process (every repeat
 recompiles, as a fresh ``meigm train`` would); medians are printed. "train s" excludes
@@ -12,14 +11,9 @@ the first chunk (which includes compilation); env steps/s counts every seed's st
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
-import sys
 import time
-
-if "--jax-defaults" in sys.argv:  # must happen before JAX starts its CPU backend
-    os.environ["MEIGM_KEEP_JAX_DEFAULTS"] = "1"
 
 import jax
 
@@ -44,15 +38,12 @@ def main() -> None:
     p.add_argument("--env", default="matrix:table1")
     p.add_argument("--seeds", default="1,10", help="comma-separated seed counts to compare")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--jax-defaults", action="store_true",
-                   help="keep JAX's asynchronous CPU dispatch (meigm turns it off: it can deadlock)")
     p.add_argument("overrides", nargs="*", default=["t_max=4000"])
     a = p.parse_args()
     counts = [int(s) for s in a.seeds.split(",")]
     print(f"# {a.alg} on {a.env}, {' '.join(a.overrides)}; {a.repeats} repeats; "
           f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform}, "
-          f"jax {jax.__version__}, "
-          f"async CPU dispatch {jax.config.values['jax_cpu_enable_async_dispatch']}")
+          f"jax {jax.__version__}")
     rows = {}
     for n in counts:
         runs = [measure(a.alg, a.env, n, a.overrides) for _ in range(a.repeats)]

@@ -2,7 +2,7 @@
 
 ``make_train(cfg, env, learner)`` returns pure functions; the hot path is
 
-    state = jit(vmap(trainer.init))(seed_keys)                  # one program, all seeds
+    state = init_seeds(trainer.init, seed_keys)                 # one state per seed, stacked
     state, metrics = jit(vmap(trainer.run))(state)              # `chunk_iters` iterations
 
 where one iteration collects ``n_envs`` whole episodes with the learner's exploration
@@ -159,6 +159,26 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
 
     return Trainer(init=init, run=run, evaluate=evaluate, chunk_iters=chunk_iters,
                    steps_per_iter_max=steps_per_iter_max)
+
+
+def init_seeds(init: Callable[[jax.Array], object], keys: jax.Array):
+    """Initialise every seed and stack the results along a leading seed axis.
+
+    Deliberately *not* ``vmap(init)``: Flax's orthogonal GRU initialiser is a QR
+    factorisation, and a batched QR on the CPU runs LAPACK's ``ParallelBatchMap`` on
+    XLA's intra-op thread pool and blocks that pool's threads waiting for sub-tasks
+    queued to the same pool. On a 2-core machine both threads can end up waiting and
+    the run hangs for ever (seen here with jaxlib 0.10.2 in roughly one fresh 10-seed
+    run in three; the native stacks show both ``tf_XLAEigen`` threads in
+    ``QrFactorization -> ParallelBatchMap -> BlockingCounter::Wait``). Initialising
+    seed by seed uses unbatched QR, runs once per run, and gives the same parameters
+    as the seed trained alone.
+
+    keys [seeds, 2] -> pytree with leaves [seeds, ...].
+    """
+    init_one = jax.jit(init)
+    states = [init_one(k) for k in keys]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
 def seed_keys(cfg: Config) -> jax.Array:

@@ -19,7 +19,7 @@ from meigm.envs import make_env
 from meigm.experiments.diagnostics import first_step_view, is_misaligned, joint_actions
 from meigm.experiments.run import train_run
 from meigm.learners import make_learner
-from meigm.train import make_train, seed_keys
+from meigm.train import init_seeds, make_train, seed_keys
 
 SHORT = [*TINY, "t_max=400", "test_interval=200"]
 
@@ -48,7 +48,7 @@ def test_seeds_have_own_initialisation_and_key_stream():
     cfg = _cfg("me_qmix").resolve(20_000)
     env = make_env(cfg.env)
     trainer = make_train(cfg, env, make_learner(cfg, env.spec))
-    state = jax.jit(jax.vmap(trainer.init))(seed_keys(cfg))
+    state = init_seeds(trainer.init, seed_keys(cfg))
     kernel = np.asarray(state.learner.params["agent"]["params"]["fc1"]["kernel"])  # [seeds, ...]
     assert not np.allclose(kernel[0], kernel[1])
     keys = np.asarray(state.key)
@@ -94,7 +94,7 @@ def _views(variant: str, env: str, seeds: int, params=None):
     e = make_env(cfg.env, cfg.env_args)
     learner = make_learner(cfg, e.spec)
     if params is None:
-        params = jax.vmap(learner.init)(seed_keys(cfg)).params
+        params = init_seeds(learner.init, seed_keys(cfg)).params
     return jax.device_get(
         jax.vmap(lambda p: first_step_view(learner, e, p, jax.random.PRNGKey(0)))(params)
     )
@@ -138,7 +138,7 @@ def test_misalignment_check_catches_an_unconstrained_transform():
     cfg = _cfg("me_qmix", seeds=32, extra=("transform=mlp",)).resolve(20_000)
     e = make_env(cfg.env)
     learner = make_learner(cfg, e.spec)
-    params = jax.vmap(learner.init)(seed_keys(cfg)).params
+    params = init_seeds(learner.init, seed_keys(cfg)).params
     views = jax.device_get(
         jax.vmap(lambda p: first_step_view(learner, e, p, jax.random.PRNGKey(0)))(params)
     )

@@ -36,7 +36,7 @@ from meigm.envs import make_env
 from meigm.errors import MeigmError
 from meigm.experiments.diagnostics import action_names, first_step_view, summarise_views
 from meigm.learners import make_learner
-from meigm.train import make_train, seed_keys
+from meigm.train import init_seeds, make_train, seed_keys
 
 #: Enumerate joint actions for the Table 1 view only up to this many.
 MAX_VIEW_JOINTS = 4096
@@ -99,14 +99,13 @@ def train_run(
     if run_dir is not None:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-    init = jax.jit(jax.vmap(trainer.init))
     run = jax.jit(jax.vmap(trainer.run))
     evaluate = jax.jit(jax.vmap(trainer.evaluate))
     keys = seed_keys(cfg)  # [seeds, 2]
     eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x7E57))(keys)
 
     t_start = time.perf_counter()
-    state = init(keys)
+    state = init_seeds(trainer.init, keys)
     metrics_file = (run_dir / "metrics.jsonl").open("a") if run_dir is not None else None
     bar = tqdm(total=cfg.t_max, unit="step", unit_scale=True, disable=not progress,
                desc=f"{cfg.alg} {cfg.env} x{cfg.seeds}", dynamic_ncols=True)
