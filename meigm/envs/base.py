@@ -127,6 +127,12 @@ class JaxMARLEnv(Env):
       info_fn: (info dict, inner state) -> {metric: []} scenario metrics.
       episode_limit: steps after which an episode is truncated.
       default_t_max: training budget used when the config leaves ``t_max`` unset.
+      limit_is_truncation: the wrapped environment itself reports ``done`` when its
+        step limit is reached (JaxMARL's SMAX and MPE do) and that ``done`` is a time
+        limit, not a terminal state: a ``done`` at ``t >= episode_limit`` is then
+        *truncated* (bootstrapped). A terminal state reached exactly at the limit is
+        also treated as truncated, a small, documented bias. False for games whose
+        last step is a true terminal (matrix games).
     """
 
     def __init__(
@@ -139,7 +145,9 @@ class JaxMARLEnv(Env):
         info_fn: Callable[[dict[str, Any], Any], dict[str, jax.Array]] | None = None,
         info_keys: tuple[str, ...] = (),
         default_t_max: int = 1_000_000,
+        limit_is_truncation: bool = False,
     ) -> None:
+        self._limit_is_truncation = limit_is_truncation
         self.env = env
         self.agents = tuple(env.agents)
         self._state_fn = state_fn
@@ -171,7 +179,10 @@ class JaxMARLEnv(Env):
         return jnp.concatenate([obs[a].reshape(-1) for a in self.agents]).astype(jnp.float32)
 
     def _avail(self, inner: Any) -> jax.Array:
-        avail = self.env.get_avail_actions(inner)
+        try:
+            avail = self.env.get_avail_actions(inner)
+        except NotImplementedError:  # scenarios without masks (MPE): every action available
+            return jnp.ones((self.spec.n_agents, self.spec.n_actions), bool)
         rows = []
         for agent, count in zip(self.agents, self._action_counts, strict=True):
             row = jnp.asarray(avail[agent], bool).reshape(count)
@@ -200,8 +211,11 @@ class JaxMARLEnv(Env):
         act = {a: actions[i] for i, a in enumerate(self.agents)}
         obs, inner, rewards, dones, info = self.env.step_env(key, state.inner, act)
         t = state.t + 1
+        at_limit = t >= self.spec.episode_limit
         terminated = jnp.asarray(dones["__all__"], bool)
-        truncated = jnp.logical_and(t >= self.spec.episode_limit, ~terminated)
+        if self._limit_is_truncation:
+            terminated = jnp.logical_and(terminated, ~at_limit)
+        truncated = jnp.logical_and(at_limit, ~terminated)
         metrics = self._info_fn(info, inner)
         metrics = {k: jnp.asarray(metrics.get(k, 0.0), jnp.float32) for k in self.spec.info_keys}
         ts = self._timestep(inner, obs, self._reward_fn(rewards), terminated, truncated, metrics)

@@ -110,6 +110,8 @@ def _print_view(label: str, results: dict[str, Any]) -> None:
         return
     cfg = results["config"]
     env = make_env(cfg.env, cfg.env_args)
+    if getattr(env, "payoff", None) is None:  # only games with a payoff table get Table 1
+        return
     print(format_view(view, label, action_names(env.spec.n_actions), getattr(env, "payoff", None),
                       view["has_policy"]))
 
