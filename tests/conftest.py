@@ -27,3 +27,22 @@ def pytest_configure(config):
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def random_params(template, seed: int, scale: float):
+    """Random parameters shaped like ``template`` (an ``eval_shape`` of ``init``), drawn
+    with numpy so property tests compile each module once: kernels N(0, 1/fan_in),
+    biases N(0, 0.5²), all times ``scale`` (large scales push hyper-network outputs far)."""
+    import jax
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, x):
+        if jax.tree_util.keystr(path).endswith("['kernel']"):
+            w = rng.normal(size=x.shape) / np.sqrt(x.shape[0])
+        else:
+            w = rng.normal(size=x.shape) * 0.5
+        return (w * scale).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(leaf, template)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -40,16 +41,7 @@ class Scaled:
         self.apply = jax.jit(module.apply)
 
     def params(self, seed: int, scale: float):
-        rng = np.random.default_rng(seed)
-
-        def leaf(path, x):
-            if jax.tree_util.keystr(path).endswith("['kernel']"):
-                w = rng.normal(size=x.shape) / np.sqrt(x.shape[0])
-            else:
-                w = rng.normal(size=x.shape) * 0.5
-            return (w * scale).astype(np.float32)
-
-        return jax.tree_util.tree_map_with_path(leaf, self.template)
+        return random_params(self.template, seed, scale)
 
     def __call__(self, seed: int, scale: float, q, state) -> np.ndarray:
         return np.asarray(self.apply(self.params(seed, scale), q, state))
