@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import yaml
 from safetensors.numpy import save_file
@@ -181,8 +180,3 @@ def final_metric(results: dict[str, Any], key: str = "test/return") -> np.ndarra
     """Per-seed final value of a test metric."""
     return np.array([rec[key] for rec in results["final"]], dtype=np.float64)
 
-
-def params_allclose(a: Any, b: Any) -> bool:
-    """True when two parameter pytrees are equal to float tolerance (for tests)."""
-    return all(bool(jnp.allclose(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b),
-                                                           strict=True))
