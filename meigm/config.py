@@ -31,7 +31,7 @@ class Config:
 
     # --- what to run
     alg: str = "me_qmix"
-    """Algorithm: me_qmix, me_vdn (ME-IGM), qmix, vdn (ε-greedy baselines)."""
+    """Algorithm: me_qmix, me_qplex, me_vdn (ME-IGM), qmix, qplex, vdn (ε-greedy baselines)."""
     env: str = "matrix:table1"
     """Scenario registry name, ``family:scenario`` (``meigm envs`` lists them)."""
     env_args: dict = field(default_factory=dict)
@@ -73,11 +73,13 @@ class Config:
     hidden_dim: int = 64
     """GRU width of the agent network."""
     mixer: str | None = None
-    """Mixer override (vdn, qmix); None: the algorithm's own."""
+    """Mixer override (vdn, qmix, qplex); None: the algorithm's own."""
     mixing_embed: int = 32
     """QMIX mixing width."""
     hypernet_embed: int = 64
     """Hidden width of every hyper-network (mixer and OPT)."""
+    qplex_heads: int = 4
+    """Attention heads of QPLEX's λ(s, a) (pymarl's default 4)."""
 
     # --- ε-greedy baselines
     epsilon_start: float = 1.0
@@ -148,7 +150,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Co
 _HINTS = typing.get_type_hints(Config)
 _POSITIVE = {
     "seeds", "t_max", "n_envs", "buffer_size", "batch_size", "updates_per_collect", "lr",
-    "grad_clip", "target_update_interval", "hidden_dim", "mixing_embed", "hypernet_embed",
+    "grad_clip", "target_update_interval", "hidden_dim", "mixing_embed", "hypernet_embed", "qplex_heads",
     "epsilon_anneal_steps", "opt_layers", "opt_hidden", "opt_lr", "alpha_init", "alpha_lr",
     "test_interval", "test_episodes",
 }

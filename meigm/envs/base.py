@@ -114,6 +114,12 @@ def _stack(d: dict[str, jax.Array], agents: tuple[str, ...]) -> jax.Array:
     return jnp.stack([d[a] for a in agents])
 
 
+def team_mean(rewards: dict[str, jax.Array]) -> jax.Array:
+    """Team reward = mean of the agents' rewards (identical in SMAX; MPE adds per-agent
+    collision penalties, which the mean spreads over the team)."""
+    return jnp.mean(jnp.stack([r for k, r in rewards.items() if k != "__all__"]))
+
+
 class JaxMARLEnv(Env):
     """Adapter from a JaxMARL ``MultiAgentEnv`` to :class:`Env`.
 

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from meigm.envs.base import Env, JaxMARLEnv
+from meigm.envs.base import Env, JaxMARLEnv, team_mean
 from meigm.envs.matrix import PRESETS, MatrixGame
+from meigm.envs.smax import RACE_SCENARIOS, SMAX_MAPS, build_smax
 from meigm.errors import ConfigError, MeigmError
 
 Builder = Callable[[str, dict[str, Any]], Env]
@@ -64,34 +64,10 @@ def _matrix(scenario: str, args: dict[str, Any]) -> Env:
     return env
 
 
-def _team_mean(rewards: dict[str, jax.Array]) -> jax.Array:
-    """Team reward = mean of the agents' rewards (identical in SMAX; MPE adds per-agent
-    collision penalties, which the mean spreads over the team)."""
-    return jnp.mean(jnp.stack([r for k, r in rewards.items() if k != "__all__"]))
-
-
-#: Upstream SMAX maps exposed as ``smax:<map>`` (JaxMARL's heuristic enemy). The
-#: SMACv2-like race scenarios come with issue 3.
-SMAX_MAPS = ("3m", "8m", "2s3z", "3s5z", "5m_vs_6m", "smacv2_5_units")
-
-
 def _smax(scenario: str, args: dict[str, Any]) -> Env:
     name = f"smax:{scenario}"
     _check_args(name, args, ())
-    from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
-
-    env = HeuristicEnemySMAX(scenario=map_name_to_scenario(scenario))
-    n_allies = env.num_allies
-
-    def won(info: dict[str, Any], inner: Any) -> dict[str, jax.Array]:
-        alive = inner.state.unit_alive
-        return {"won": jnp.logical_and(jnp.all(~alive[n_allies:]), jnp.any(alive[:n_allies]))}
-
-    return JaxMARLEnv(
-        env, name=name, episode_limit=int(env.max_steps), state_fn=env.get_world_state,
-        reward_fn=_team_mean, info_fn=won, info_keys=("won",), default_t_max=2_000_000,
-        limit_is_truncation=True,
-    )
+    return build_smax(scenario, name)
 
 
 def _mpe(scenario: str, args: dict[str, Any]) -> Env:
@@ -100,14 +76,14 @@ def _mpe(scenario: str, args: dict[str, Any]) -> Env:
     from jaxmarl import make
 
     env = make("MPE_simple_spread_v3")
-    return JaxMARLEnv(env, name=name, episode_limit=int(env.max_steps), reward_fn=_team_mean,
+    return JaxMARLEnv(env, name=name, episode_limit=int(env.max_steps), reward_fn=team_mean,
                       default_t_max=2_000_000, limit_is_truncation=True)
 
 
 # family -> (builder, scenarios)
 FAMILIES: dict[str, tuple[Builder, tuple[str, ...]]] = {
     "matrix": (_matrix, (*PRESETS, "custom")),
-    "smax": (_smax, SMAX_MAPS),
+    "smax": (_smax, (*RACE_SCENARIOS, *SMAX_MAPS)),
     "mpe": (_mpe, ("simple_spread",)),
 }
 

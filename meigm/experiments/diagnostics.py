@@ -21,6 +21,7 @@ import numpy as np
 from meigm import ops
 from meigm.envs import Env
 from meigm.learners import Learner
+from meigm.learners.common import mix
 from meigm.networks.agent import agent_inputs
 from meigm.rollout.collect import first_step
 from meigm.types import Params
@@ -57,9 +58,10 @@ def first_step_view(learner: Learner, env: Env, params: Params, key: jax.Array) 
     _, q = learner.agent.apply(params["agent"], hidden, agent_inputs(ts.obs, last))  # [N, A]
 
     joints = joint_actions(n, a)  # [J, N]
-    q_joint = q[jnp.arange(n)[None, :], joints]  # [J, N]
-    state = jnp.broadcast_to(ts.state, (joints.shape[0], ts.state.shape[-1]))
-    q_tot = learner.mixer.apply(params["mixer"], q_joint, state)  # [J]
+    n_joints = joints.shape[0]
+    state = jnp.broadcast_to(ts.state, (n_joints, ts.state.shape[-1]))
+    q_tot = mix(learner.mixer, params["mixer"], jnp.broadcast_to(q, (n_joints, n, a)), joints,
+                jnp.broadcast_to(ts.avail, (n_joints, n, a)), state)  # [J]
     joint_avail = jnp.all(ts.avail[jnp.arange(n)[None, :], joints], axis=-1)  # [J]
     best = jnp.argmax(jnp.where(joint_avail, q_tot, -jnp.inf))
 

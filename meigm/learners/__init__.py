@@ -18,6 +18,8 @@ ALGORITHMS: dict[str, tuple[type, str]] = {
     "me_vdn": (MEIGM, "vdn"),
     "qmix": (ValueDecomposition, "qmix"),
     "vdn": (ValueDecomposition, "vdn"),
+    "me_qplex": (MEIGM, "qplex"),
+    "qplex": (ValueDecomposition, "qplex"),
 }
 
 

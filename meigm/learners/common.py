@@ -48,6 +48,32 @@ def take(values: jax.Array, actions: jax.Array) -> jax.Array:
     return jnp.take_along_axis(values, actions[..., None], axis=-1)[..., 0]
 
 
+def mix(
+    mixer: nn.Module,
+    mixer_params: Params,
+    q_all: jax.Array,
+    actions: jax.Array,
+    avail: jax.Array,
+    state: jax.Array,
+) -> jax.Array:
+    """``Q_tot(s, a)`` of the joint action ``a`` from the agents' full Q tables.
+
+    q_all [..., N, A], actions [..., N] int, avail [..., N, A] bool, state [..., S]
+    -> [...]. Gives every mixer what it may need (see :mod:`meigm.networks.mixers`):
+    the taken values, the greedy values over available actions and the joint action.
+    """
+    q_max = jnp.max(jnp.where(avail, q_all, -jnp.inf), axis=-1)  # [..., N]
+    q_max = jnp.where(jnp.isfinite(q_max), q_max, 0.0)  # padded steps may have no action
+    onehot = jax.nn.one_hot(actions, q_all.shape[-1], dtype=q_all.dtype)
+    return mixer.apply(mixer_params, take(q_all, actions), state, q_max, onehot)
+
+
+def init_mixer(mixer: nn.Module, key: jax.Array, n_agents: int, n_actions: int, state_dim: int) -> Params:
+    """Mixer parameters for a batch of one: the shapes :func:`mix` will call it with."""
+    q = jnp.zeros((1, n_agents))
+    return mixer.init(key, q, jnp.zeros((1, state_dim)), q, jnp.zeros((1, n_agents, n_actions)))
+
+
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean of x [B, T] over real steps only."""
     mask = mask.astype(x.dtype)

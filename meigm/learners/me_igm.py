@@ -34,7 +34,14 @@ import jax.numpy as jnp
 import optax
 
 from meigm import ops
-from meigm.learners.common import labelled_optimizer, masked_mean, take, unroll_agent
+from meigm.learners.common import (
+    init_mixer,
+    labelled_optimizer,
+    masked_mean,
+    mix,
+    take,
+    unroll_agent,
+)
 from meigm.networks import RNNAgent, make_mixer, make_transform
 from meigm.types import Episodes, LearnerState, Params
 
@@ -52,7 +59,9 @@ class MEIGM:
         self.cfg, self.spec = cfg, spec
         self.hidden_dim = cfg.hidden_dim
         self.agent = RNNAgent(n_actions=spec.n_actions, hidden_dim=cfg.hidden_dim)
-        self.mixer = make_mixer(cfg.resolved_mixer, spec.n_agents, cfg.mixing_embed, cfg.hypernet_embed)
+        self.mixer = make_mixer(
+            cfg.resolved_mixer, spec.n_agents, cfg.mixing_embed, cfg.hypernet_embed, cfg.qplex_heads
+        )
         self.transform = make_transform(
             cfg.transform, spec.n_agents, cfg.opt_layers, cfg.opt_hidden, cfg.hypernet_embed,
             cfg.opt_min_weight,
@@ -78,7 +87,7 @@ class MEIGM:
         state = jnp.zeros((1, spec.state_dim))
         params = {
             "agent": self.agent.init(k_agent, jnp.zeros((1, n, self.hidden_dim)), inputs),
-            "mixer": self.mixer.init(k_mixer, jnp.zeros((1, n)), state),
+            "mixer": init_mixer(self.mixer, k_mixer, n, a, spec.state_dim),
             "transform": self.transform.init(k_transform, jnp.zeros((1, n, a)), state),
             "log_alpha": jnp.log(jnp.asarray(self.cfg.alpha_init, jnp.float32)),
         }
@@ -114,14 +123,13 @@ class MEIGM:
         s_t, s_next = ep.state[:, :-1], ep.state[:, 1:]  # [B, T, S]
 
         # ---- critic, Eq. (8): Q_tot(s_t, a_t) = M_ψ(Q_1(τ_1,a_1), ..., Q_n(τ_n,a_n); s_t)
-        q_taken = take(q[:, :-1], ep.actions)  # [B, T, N]
-        q_tot = self.mixer.apply(params["mixer"], q_taken, s_t)  # [B, T]
+        q_tot = mix(self.mixer, params["mixer"], q[:, :-1], ep.actions, ep.avail[:, :-1], s_t)  # [B, T]
 
         # a'_{t+1} ~ π(·|s_{t+1}) from the online agent and OPT (no gradient).
         log_pi_next = self.policy_log_probs(frozen, sg(q[:, 1:]), s_next, ep.avail[:, 1:])
         a_next = ops.sample_masked(key, log_pi_next, ep.avail[:, 1:])  # [B, T, N]
-        q_bar_next = self.mixer.apply(  # Q̄_tot(s_{t+1}, a'_{t+1}), target networks
-            target_params["mixer"], take(q_target[:, 1:], a_next), s_next
+        q_bar_next = mix(  # Q̄_tot(s_{t+1}, a'_{t+1}), target networks
+            self.mixer, target_params["mixer"], q_target[:, 1:], a_next, ep.avail[:, 1:], s_next
         )
         h_next = -alpha_c * jnp.sum(take(log_pi_next, a_next), axis=-1)  # −α log π(a'|s)
         y = jax.vmap(ops.soft_lambda_returns, in_axes=(0, 0, 0, 0, 0, None, None))(

@@ -17,7 +17,13 @@ import jax.numpy as jnp
 import optax
 
 from meigm import ops
-from meigm.learners.common import labelled_optimizer, masked_mean, take, unroll_agent
+from meigm.learners.common import (
+    init_mixer,
+    labelled_optimizer,
+    masked_mean,
+    mix,
+    unroll_agent,
+)
 from meigm.networks import RNNAgent, make_mixer
 from meigm.types import Episodes, LearnerState, Params
 
@@ -41,7 +47,9 @@ class ValueDecomposition:
         self.cfg, self.spec = cfg, spec
         self.hidden_dim = cfg.hidden_dim
         self.agent = RNNAgent(n_actions=spec.n_actions, hidden_dim=cfg.hidden_dim)
-        self.mixer = make_mixer(cfg.resolved_mixer, spec.n_agents, cfg.mixing_embed, cfg.hypernet_embed)
+        self.mixer = make_mixer(
+            cfg.resolved_mixer, spec.n_agents, cfg.mixing_embed, cfg.hypernet_embed, cfg.qplex_heads
+        )
         critic = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.lr))
         self.optimizer = labelled_optimizer({"critic": critic}, lambda k: "critic")
 
@@ -53,7 +61,7 @@ class ValueDecomposition:
             "agent": self.agent.init(
                 k_agent, jnp.zeros((1, n, self.hidden_dim)), jnp.zeros((1, n, spec.obs_dim + n + a))
             ),
-            "mixer": self.mixer.init(k_mixer, jnp.zeros((1, n)), jnp.zeros((1, spec.state_dim))),
+            "mixer": init_mixer(self.mixer, k_mixer, n, a, spec.state_dim),
         }
         return LearnerState(params=params, target_params=params,
                             opt_state=self.optimizer.init(params))
@@ -81,11 +89,11 @@ class ValueDecomposition:
         sg = jax.lax.stop_gradient
         q = unroll_agent(self.agent, params["agent"], ep, self.hidden_dim)  # [B, T+1, N, A]
         q_target = unroll_agent(self.agent, target_params["agent"], ep, self.hidden_dim)
-        q_tot = self.mixer.apply(params["mixer"], take(q[:, :-1], ep.actions), ep.state[:, :-1])
+        q_tot = mix(self.mixer, params["mixer"], q[:, :-1], ep.actions, ep.avail[:, :-1], ep.state[:, :-1])
 
         a_next = ops.masked_argmax(sg(q[:, 1:]), ep.avail[:, 1:])  # double Q: online argmax
-        q_bar_next = self.mixer.apply(
-            target_params["mixer"], take(q_target[:, 1:], a_next), ep.state[:, 1:]
+        q_bar_next = mix(
+            self.mixer, target_params["mixer"], q_target[:, 1:], a_next, ep.avail[:, 1:], ep.state[:, 1:]
         )  # [B, T]
         y = jax.vmap(ops.soft_lambda_returns, in_axes=(0, 0, 0, 0, 0, None, None))(
             ep.reward, ep.terminated, ep.mask, q_bar_next, jnp.zeros_like(q_bar_next),

@@ -1,7 +1,7 @@
 """Networks: the shared recurrent agent, IGM mixers, and the policy transforms (OPT)."""
 
 from meigm.networks.agent import RNNAgent
-from meigm.networks.mixers import QMixer, VDNMixer, make_mixer
+from meigm.networks.mixers import QMixer, QPLEXMixer, VDNMixer, make_mixer
 from meigm.networks.opt import OPT, IdentityTransform, MLPTransform, make_transform
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "IdentityTransform",
     "MLPTransform",
     "QMixer",
+    "QPLEXMixer",
     "RNNAgent",
     "VDNMixer",
     "make_mixer",
