@@ -92,8 +92,9 @@ class Config:
     # --- ME-IGM
     transform: str = "opt"
     """Policy transform: opt (Eq. 2), none (+Entropy ablation), mlp (Table 4 ablation)."""
-    opt_layers: int = 2
-    """OPT depth: 2 is Eq. (2); 1 is the paper's SMAC-v2 form |w(s)| q + b(s)."""
+    opt_layers: int | None = None
+    """OPT depth, 1 or 2 (Eq. 2); None: the scenario's paper setting — one layer on the
+    SMAC-v2-like SMAX scenarios (App. E), two elsewhere."""
     opt_hidden: int = 32
     """Hidden width H of the two-layer OPT."""
     opt_min_weight: float = 1e-3
@@ -106,8 +107,9 @@ class Config:
     """Learn α with Eq. (11); false keeps it at ``alpha_init``."""
     alpha_lr: float = 3e-4
     """Adam learning rate of log α."""
-    target_entropy: float = 0.24
-    """Per-agent target entropy coefficient: H̄ = target_entropy · n_agents (App. E)."""
+    target_entropy: float | None = None
+    """Per-agent target entropy coefficient: H̄ = target_entropy · n_agents (App. E);
+    None: the scenario's paper setting — 0.32 for terran, 0.24 elsewhere."""
     alpha_loss: str = "exact"
     """Eq. (11) expectation: exact (−Σπ log π of each policy) or sampled (batch actions)."""
 
@@ -130,10 +132,17 @@ class Config:
             return self.epsilon_anneal_steps
         return max(1, (self.t_max or 0) // 20)
 
-    def resolve(self, default_t_max: int) -> Config:
-        """Fill environment-dependent defaults; the result is what a run directory records."""
+    def resolve(self, default_t_max: int, scenario_defaults: dict[str, Any] | None = None) -> Config:
+        """Fill environment-dependent defaults; the result is what a run directory records.
+
+        ``scenario_defaults`` (``EnvSpec.config_defaults``) fill fields the user left at
+        None — the paper's per-scenario settings; anything set explicitly wins.
+        """
         t_max = self.t_max or default_t_max
-        cfg = dataclasses.replace(self, t_max=t_max)
+        filled = {k: v for k, v in (scenario_defaults or {}).items() if getattr(self, k) is None}
+        filled = {**GLOBAL_DEFAULTS, **filled}
+        filled = {k: v for k, v in filled.items() if getattr(self, k) is None}
+        cfg = dataclasses.replace(self, t_max=t_max, **filled)
         return dataclasses.replace(
             cfg,
             mixer=cfg.resolved_mixer,
@@ -145,6 +154,9 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+#: Values of the scenario-dependent fields for scenarios that set none.
+GLOBAL_DEFAULTS: dict[str, Any] = {"opt_layers": 2, "target_entropy": 0.24}
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
 _HINTS = typing.get_type_hints(Config)
@@ -212,7 +224,7 @@ def _check_choices(cfg: Config) -> None:
         value = getattr(cfg, key)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"config key {key!r} must be in [0, 1], got {value!r}")
-    if cfg.opt_layers not in (1, 2):
+    if cfg.opt_layers not in (None, 1, 2):
         raise ConfigError(f"config key 'opt_layers' must be 1 or 2, got {cfg.opt_layers}")
     if cfg.n_envs > cfg.buffer_size:
         raise ConfigError(f"n_envs ({cfg.n_envs}) cannot exceed buffer_size ({cfg.buffer_size})")

@@ -31,7 +31,7 @@ def _error_line(capfd) -> str:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["train", "--alg", "qmx"], "unknown algorithm 'qmx'; allowed: me_qmix, me_vdn, qmix, vdn"),
+        (["train", "--alg", "qmx"], "unknown algorithm 'qmx'; allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn"),
         (["train", "--env", "matrix:tabel1"],
          "unknown environment 'matrix:tabel1'. Did you mean: matrix:table1"),
         (["train", "lr_rat=0.1"], "unknown config key 'lr_rat'"),
@@ -84,7 +84,7 @@ def test_help_and_subprocess_exit_status():
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
-        "meigm train: error: unknown algorithm 'nope'; allowed: me_qmix, me_vdn, qmix, vdn"
+        "meigm train: error: unknown algorithm 'nope'; allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn"
     ]
 
 

@@ -106,7 +106,7 @@ def test_unknown_algorithm_lists_the_allowed_ones():
     ("key", "value", "allowed"),
     [
         ("transform", "relu", ("opt", "none", "mlp")),
-        ("mixer", "qplex", ("vdn", "qmix")),
+        ("mixer", "qatten", ("vdn", "qmix", "qplex")),
         ("target_update", "soft", ("hard", "polyak")),
         ("alpha_loss", "mean", ("exact", "sampled")),
     ],
@@ -265,3 +265,20 @@ def test_resolve_keeps_explicit_values():
     assert (derived.t_max, derived.test_interval, derived.epsilon_anneal_steps) == (400, 20, 20)
     # Resolving twice changes nothing.
     assert derived.resolve(99) == derived
+
+
+def test_scenario_defaults_fill_only_unset_fields():
+    from meigm.envs import make_env
+
+    # The paper's App. E: one-layer OPT on the SMAC-v2-like scenarios, target entropy
+    # 0.32 per agent for terran and 0.24 for the other races; two layers elsewhere.
+    terran = make_env("smax:terran_5_vs_5").spec
+    cfg = build(None).resolve(terran.default_t_max, dict(terran.config_defaults))
+    assert (cfg.opt_layers, cfg.target_entropy) == (1, 0.32)
+    zerg = make_env("smax:zerg_5_vs_5").spec
+    assert build(None).resolve(1, dict(zerg.config_defaults)).target_entropy == 0.24
+    explicit = build(None, ["opt_layers=2", "target_entropy=0.5"])
+    assert explicit.resolve(1, dict(terran.config_defaults)).opt_layers == 2
+    assert explicit.resolve(1, dict(terran.config_defaults)).target_entropy == 0.5
+    plain = build(None).resolve(1)
+    assert (plain.opt_layers, plain.target_entropy) == (2, 0.24)

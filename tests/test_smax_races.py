@@ -28,7 +28,7 @@ def _unit_types(name: str) -> np.ndarray:
 def test_registry_has_the_fifteen_race_scenarios():
     assert len(RACE_SCENARIOS) == 15
     for name in RACE_SCENARIOS:
-        race, size = name.split("_", 1)
+        _, size = name.split("_", 1)
         env = make_env(f"smax:{name}")
         assert env.spec.n_agents == RACE_SIZES[size][0]
 

@@ -64,6 +64,9 @@ class EnvSpec:
     default_t_max: int = 1_000_000
     #: agent names, in the order of the agent axis.
     agents: tuple[str, ...] = field(default=())
+    #: the paper's per-scenario settings, ((config key, value), ...), applied to config
+    #: fields the user left unset (:meth:`meigm.config.Config.resolve`).
+    config_defaults: tuple[tuple[str, Any], ...] = ()
 
 
 @struct.dataclass
@@ -133,6 +136,7 @@ class JaxMARLEnv(Env):
       info_fn: (info dict, inner state) -> {metric: []} scenario metrics.
       episode_limit: steps after which an episode is truncated.
       default_t_max: training budget used when the config leaves ``t_max`` unset.
+      config_defaults: the paper's settings for this scenario (see ``EnvSpec``).
       limit_is_truncation: the wrapped environment itself reports ``done`` when its
         step limit is reached (JaxMARL's SMAX and MPE do) and that ``done`` is a time
         limit, not a terminal state: a ``done`` at ``t >= episode_limit`` is then
@@ -152,6 +156,7 @@ class JaxMARLEnv(Env):
         info_keys: tuple[str, ...] = (),
         default_t_max: int = 1_000_000,
         limit_is_truncation: bool = False,
+        config_defaults: dict[str, Any] | None = None,
     ) -> None:
         self._limit_is_truncation = limit_is_truncation
         self.env = env
@@ -177,6 +182,7 @@ class JaxMARLEnv(Env):
             info_keys=info_keys,
             default_t_max=default_t_max,
             agents=self.agents,
+            config_defaults=tuple(sorted((config_defaults or {}).items())),
         )
 
     def _global_state(self, inner: Any, obs: dict[str, jax.Array]) -> jax.Array:

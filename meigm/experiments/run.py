@@ -89,7 +89,7 @@ def train_run(
     ``out=None`` nothing is written (used by tests and benchmarks).
     """
     env = make_env(cfg.env, cfg.env_args)
-    cfg = cfg.resolve(env.spec.default_t_max)
+    cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
     spec = env.spec
     learner = make_learner(cfg, spec)
     trainer = make_train(cfg, env, learner)

@@ -15,11 +15,11 @@ if TYPE_CHECKING:
 #: algorithm name -> (learner class, default mixer)
 ALGORITHMS: dict[str, tuple[type, str]] = {
     "me_qmix": (MEIGM, "qmix"),
+    "me_qplex": (MEIGM, "qplex"),
     "me_vdn": (MEIGM, "vdn"),
     "qmix": (ValueDecomposition, "qmix"),
-    "vdn": (ValueDecomposition, "vdn"),
-    "me_qplex": (MEIGM, "qplex"),
     "qplex": (ValueDecomposition, "qplex"),
+    "vdn": (ValueDecomposition, "vdn"),
 }
 
 

@@ -116,17 +116,22 @@ class MEIGM:
         sg = jax.lax.stop_gradient
         alpha = jnp.exp(params["log_alpha"])
         alpha_c = sg(alpha)  # α as a constant inside the critic and OPT losses
-        frozen = sg(params)  # current policies without gradient (target actions, Eq. 11)
 
         q = unroll_agent(self.agent, params["agent"], ep, self.hidden_dim)  # [B, T+1, N, A]
         q_target = unroll_agent(self.agent, target_params["agent"], ep, self.hidden_dim)
         s_t, s_next = ep.state[:, :-1], ep.state[:, 1:]  # [B, T, S]
 
+        # f_i(Q_i(τ_i, ·); s) at every stored step, computed once: with gradient it is
+        # the OPT's fit (Eq. 9); detached it gives the current policies (Eqs. 5, 10) used
+        # for the target actions and the α loss.
+        f = self.transform.apply(params["transform"], sg(q), ep.state)  # [B, T+1, N, A]
+        log_pi = ops.masked_log_softmax(sg(f) / alpha_c, ep.avail)  # [B, T+1, N, A]
+        log_pi_t, log_pi_next = log_pi[:, :-1], log_pi[:, 1:]
+
         # ---- critic, Eq. (8): Q_tot(s_t, a_t) = M_ψ(Q_1(τ_1,a_1), ..., Q_n(τ_n,a_n); s_t)
         q_tot = mix(self.mixer, params["mixer"], q[:, :-1], ep.actions, ep.avail[:, :-1], s_t)  # [B, T]
 
         # a'_{t+1} ~ π(·|s_{t+1}) from the online agent and OPT (no gradient).
-        log_pi_next = self.policy_log_probs(frozen, sg(q[:, 1:]), s_next, ep.avail[:, 1:])
         a_next = ops.sample_masked(key, log_pi_next, ep.avail[:, 1:])  # [B, T, N]
         q_bar_next = mix(  # Q̄_tot(s_{t+1}, a'_{t+1}), target networks
             self.mixer, target_params["mixer"], q_target[:, 1:], a_next, ep.avail[:, 1:], s_next
@@ -139,12 +144,10 @@ class MEIGM:
         loss_q = masked_mean(td_error**2, ep.mask)
 
         # ---- OPT, Eq. (9): fit Σ_i f_i(Q_i(τ_i, a_i); s) to Q_tot(s, a), training φ only.
-        f_all = self.transform.apply(params["transform"], sg(q[:, :-1]), s_t)  # [B, T, N, A]
-        f_sum = jnp.sum(take(f_all, ep.actions), axis=-1)  # [B, T]
+        f_sum = jnp.sum(take(f[:, :-1], ep.actions), axis=-1)  # [B, T]
         loss_opt = masked_mean((sg(q_tot) - f_sum) ** 2, ep.mask)
 
         # ---- temperature, Eq. (11): L_α = E[−α (log π(a_t|s_t) + H̄)], log π detached.
-        log_pi_t = self.policy_log_probs(frozen, sg(q[:, :-1]), s_t, ep.avail[:, :-1])
         local_entropy = ops.entropy(log_pi_t, ep.avail[:, :-1])  # [B, T, N]
         if cfg.alpha_loss == "exact":  # E_a[log π] = −H, lower variance (spec, open choice)
             log_pi_joint = -jnp.sum(local_entropy, axis=-1)
