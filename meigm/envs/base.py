@@ -169,9 +169,12 @@ class JaxMARLEnv(Env):
         obs_dims = [int(jnp.prod(jnp.array(env.observation_space(a).shape))) for a in self.agents]
         if len(set(obs_dims)) != 1:
             raise ValueError(f"{name}: agents have different observation sizes {obs_dims}")
-        key = jax.random.PRNGKey(0)
-        _, inner = env.reset(key)
-        state_dim = int(self._global_state(inner, env.get_obs(inner)).shape[-1])
+        def reset_state(key: jax.Array) -> jax.Array:
+            obs, inner = env.reset(key)
+            return self._global_state(inner, obs)
+
+        # Shapes only: tracing without compiling keeps `meigm envs` and start-up fast.
+        state_dim = int(jax.eval_shape(reset_state, jax.random.PRNGKey(0)).shape[-1])
         self.spec = EnvSpec(
             name=name,
             n_agents=len(self.agents),
