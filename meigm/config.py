@@ -101,8 +101,12 @@ class Config:
     """Floor added to |·| OPT weights so order is kept strictly (spec, open choice)."""
     opt_lr: float | None = None
     """Adam learning rate of the OPT hyper-networks; None: ``lr``."""
-    alpha_init: float = 1.0
-    """Initial temperature α."""
+    alpha_init: float | None = None
+    """Initial temperature α (open choice in the spec); None: the scenario's setting —
+    1.0 by default, 0.01 on SMAX, whose rewards are normalised to ~2 per episode: with
+    α = 1 the entropy bonus (~α·n·log|A| per step) outweighs the reward a hundredfold,
+    soft values learn "stay alive to keep acting" and the policies never learn to win
+    (benchmarks/README.md)."""
     learn_alpha: bool = True
     """Learn α with Eq. (11); false keeps it at ``alpha_init``."""
     alpha_lr: float = 3e-4
@@ -156,7 +160,7 @@ class Config:
 
 
 #: Values of the scenario-dependent fields for scenarios that set none.
-GLOBAL_DEFAULTS: dict[str, Any] = {"opt_layers": 2, "target_entropy": 0.24}
+GLOBAL_DEFAULTS: dict[str, Any] = {"opt_layers": 2, "target_entropy": 0.24, "alpha_init": 1.0}
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
 _HINTS = typing.get_type_hints(Config)

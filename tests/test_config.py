@@ -274,11 +274,11 @@ def test_scenario_defaults_fill_only_unset_fields():
     # 0.32 per agent for terran and 0.24 for the other races; two layers elsewhere.
     terran = make_env("smax:terran_5_vs_5").spec
     cfg = build(None).resolve(terran.default_t_max, dict(terran.config_defaults))
-    assert (cfg.opt_layers, cfg.target_entropy) == (1, 0.32)
+    assert (cfg.opt_layers, cfg.target_entropy, cfg.alpha_init) == (1, 0.32, 0.01)
     zerg = make_env("smax:zerg_5_vs_5").spec
     assert build(None).resolve(1, dict(zerg.config_defaults)).target_entropy == 0.24
     explicit = build(None, ["opt_layers=2", "target_entropy=0.5"])
     assert explicit.resolve(1, dict(terran.config_defaults)).opt_layers == 2
     assert explicit.resolve(1, dict(terran.config_defaults)).target_entropy == 0.5
     plain = build(None).resolve(1)
-    assert (plain.opt_layers, plain.target_entropy) == (2, 0.24)
+    assert (plain.opt_layers, plain.target_entropy, plain.alpha_init) == (2, 0.24, 1.0)

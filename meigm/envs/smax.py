@@ -111,7 +111,9 @@ def build_smax(scenario: str, name: str) -> Env:
         env = HeuristicEnemySMAX(scenario=map_name_to_scenario(scenario))
     n_allies = env.num_allies
     # App. E: one-layer OPT on SMAC-v2; target entropy 0.32 n for terran, 0.24 n otherwise.
-    paper = {"opt_layers": 1, "target_entropy": 0.32 if scenario.startswith("terran") else 0.24}
+    # α starts at 0.01: SMAX's rewards are ~2 per episode (see Config.alpha_init).
+    paper = {"opt_layers": 1, "target_entropy": 0.32 if scenario.startswith("terran") else 0.24,
+             "alpha_init": 0.01}
 
     def won(info: dict[str, Any], inner: Any) -> dict[str, jax.Array]:
         alive = inner.state.unit_alive  # [allies + enemies]
