@@ -62,3 +62,21 @@ def test_unit_types_vary_between_episodes():
     types = _unit_types("smax:terran_5_vs_5")
     # 2^5 = 32 possible teams; 64 draws hit ~28 of them on average.
     assert len({tuple(row) for row in types}) > 16
+
+
+@pytest.mark.parametrize("name", ["smax:protoss_10_vs_11", "smax:3m"])
+def test_world_state_is_normalised(name):
+    # Raw map coordinates in the state made QMIX's initial Q_tot ~300 (returns ~0.2).
+    env = make_env(name)
+    keys = jax.random.split(jax.random.PRNGKey(0), 8)
+    state, ts = jax.jit(jax.vmap(env.reset))(keys)
+    step = jax.jit(jax.vmap(env.step))
+    states = [np.asarray(ts.state)]
+    for t in range(30):
+        actions = jax.random.randint(jax.random.PRNGKey(t), (8, env.spec.n_agents), 0, 5)
+        state, ts = step(jax.random.split(jax.random.PRNGKey(100 + t), 8), state, actions)
+        states.append(np.asarray(ts.state))
+    states = np.stack(states)
+    assert states.shape[-1] == env.spec.state_dim
+    assert np.all(np.abs(states) <= 1.0 + 1e-6)
+    assert np.abs(states).max() > 0.5  # not all zeros
