@@ -118,10 +118,25 @@ class Config:
     """Eq. (11) expectation: exact (−Σπ log π of each policy) or sampled (batch actions)."""
 
     # --- evaluation and output
+    reward_shaping_horizon: int | None = None
+    """Env steps over which a scenario's shaping reward (Overcooked's) is annealed
+    linearly from weight 1 to 0; 0: never shape; None: the scenario's default (2.5M on
+    Overcooked, as in JaxMARL's Overcooked baselines; no shaping elsewhere). Test
+    returns never include it."""
     test_interval: int | None = None
     """Env steps between greedy evaluations; None: t_max / 20."""
     test_episodes: int = 32
     """Greedy decentralised episodes per evaluation (per seed)."""
+    checkpoint_interval: int | None = None
+    """Env steps between checkpoints, written at the first evaluation point at or after each
+    multiple; 0 or None: only the final one. A checkpoint is the whole learner state
+    (parameters, target parameters, optimiser state, α) of every seed, so ``meigm eval``
+    can re-evaluate a run at any of them and the logged test metrics can be reproduced."""
+    wandb: bool = False
+    """Also log metrics to Weights & Biases; needs ``pip install wandb`` and is imported
+    only when true (``metrics.jsonl`` and TensorBoard files are always written)."""
+    wandb_project: str | None = None
+    """Weights & Biases project when ``wandb`` is true; None: ``meigm``."""
 
     # ------------------------------------------------------------------ derived
     @property
@@ -160,7 +175,9 @@ class Config:
 
 
 #: Values of the scenario-dependent fields for scenarios that set none.
-GLOBAL_DEFAULTS: dict[str, Any] = {"opt_layers": 2, "target_entropy": 0.24, "alpha_init": 1.0}
+GLOBAL_DEFAULTS: dict[str, Any] = {
+    "opt_layers": 2, "target_entropy": 0.24, "alpha_init": 1.0, "reward_shaping_horizon": 0,
+}
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
 _HINTS = typing.get_type_hints(Config)
@@ -230,6 +247,12 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r} must be in [0, 1], got {value!r}")
     if cfg.opt_layers not in (None, 1, 2):
         raise ConfigError(f"config key 'opt_layers' must be 1 or 2, got {cfg.opt_layers}")
+    if cfg.reward_shaping_horizon is not None and cfg.reward_shaping_horizon < 0:
+        raise ConfigError("config key 'reward_shaping_horizon' must be >= 0 (0: no shaping), "
+                          f"got {cfg.reward_shaping_horizon}")
+    if cfg.checkpoint_interval is not None and cfg.checkpoint_interval < 0:
+        raise ConfigError("config key 'checkpoint_interval' must be >= 0 (0: only at the end), "
+                          f"got {cfg.checkpoint_interval}")
     if cfg.n_envs > cfg.buffer_size:
         raise ConfigError(f"n_envs ({cfg.n_envs}) cannot exceed buffer_size ({cfg.buffer_size})")
     if cfg.batch_size > cfg.buffer_size:

@@ -78,6 +78,14 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
             t_env=zero, episodes=zero, updates=zero, last_target_update=zero,
         )
 
+    def shaping_coef(t_env: jax.Array) -> jax.Array:
+        """Weight of the scenario's shaping reward: 1 at the start, linearly 0 at
+        ``reward_shaping_horizon`` env steps (0 or None: no shaping)."""
+        horizon = cfg.reward_shaping_horizon or 0
+        if horizon <= 0:
+            return jnp.zeros((), jnp.float32)
+        return jnp.clip(1.0 - t_env / horizon, 0.0, 1.0).astype(jnp.float32)
+
     def explore_fn(t_env: jax.Array):
         return lambda params, q, state, avail, key: learner.explore(params, q, state, avail, key, t_env)
 
@@ -88,9 +96,10 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
     def iteration(ts: TrainState, _):
         key, k_collect, k_learn = jax.random.split(ts.key, 3)
         params = ts.learner.params
+        coef = shaping_coef(ts.t_env)
         episodes, stats = rollout(
             env, learner.agent.apply, params["agent"], explore_fn(ts.t_env), params,
-            learner.hidden_dim, k_collect, cfg.n_envs,
+            learner.hidden_dim, k_collect, cfg.n_envs, shaping_coef=coef,
         )
         buf = buffer_add(ts.buffer, episodes)
         t_env = ts.t_env + jnp.sum(stats.lengths)
@@ -125,7 +134,9 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
         out = {
             "learned": can_learn,
             "return": jnp.mean(stats.returns),
+            **{f"info/{k}": jnp.mean(stats.returns) * c for k, c in spec.return_metrics},
             "length": jnp.mean(stats.lengths.astype(jnp.float32)),
+            "shaping_coef": coef,
             **{f"info/{k}": jnp.mean(v) for k, v in stats.info.items()},
             **metrics,
         }
@@ -139,7 +150,7 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
         n_learned = jnp.maximum(jnp.sum(learned), 1.0)
         summary = {}
         for k, v in per_iter.items():
-            if k in ("return", "length") or k.startswith("info/"):
+            if k in ("return", "length", "shaping_coef") or k.startswith("info/"):
                 summary[f"train/{k}"] = jnp.mean(v)
             else:
                 summary[f"train/{k}"] = jnp.sum(v * learned) / n_learned
@@ -155,6 +166,7 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
         out = {"test/return": jnp.mean(stats.returns),
                "test/length": jnp.mean(stats.lengths.astype(jnp.float32))}
         out.update({f"test/{k}": jnp.mean(v) for k, v in stats.info.items()})
+        out.update({f"test/{k}": jnp.mean(stats.returns) * c for k, c in spec.return_metrics})
         return out
 
     return Trainer(init=init, run=run, evaluate=evaluate, chunk_iters=chunk_iters,

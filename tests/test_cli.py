@@ -31,7 +31,8 @@ def _error_line(capfd) -> str:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["train", "--alg", "qmx"], "unknown algorithm 'qmx'; allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn"),
+        (["train", "--alg", "qmx"],
+         "unknown algorithm 'qmx'; allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn"),
         (["train", "--env", "matrix:tabel1"],
          "unknown environment 'matrix:tabel1'. Did you mean: matrix:table1"),
         (["train", "lr_rat=0.1"], "unknown config key 'lr_rat'"),

@@ -67,6 +67,9 @@ class EnvSpec:
     #: the paper's per-scenario settings, ((config key, value), ...), applied to config
     #: fields the user left unset (:meth:`meigm.config.Config.resolve`).
     config_defaults: tuple[tuple[str, Any], ...] = ()
+    #: metrics that are a fixed multiple of the episode's return, ((name, scale), ...),
+    #: e.g. Overcooked's soups = return / 20; reported beside the return.
+    return_metrics: tuple[tuple[str, float], ...] = ()
 
 
 @struct.dataclass
@@ -75,7 +78,9 @@ class TimeStep:
 
     obs [N, O], state [S], avail [N, A] bool, reward [], terminated [] bool (a true
     terminal state: no bootstrap), truncated [] bool (episode limit reached: bootstrap),
-    info: dict of [] float scenario metrics, meaningful when the episode ends.
+    info: dict of [] float scenario metrics, meaningful when the episode ends;
+    shaped [] float: an auxiliary shaping reward (0 where a scenario has none), added to
+    the learning reward with a coefficient the trainer anneals (``reward_shaping_horizon``).
     """
 
     obs: jax.Array
@@ -85,6 +90,7 @@ class TimeStep:
     terminated: jax.Array
     truncated: jax.Array
     info: dict[str, jax.Array]
+    shaped: jax.Array
 
     @property
     def done(self) -> jax.Array:
@@ -137,6 +143,8 @@ class JaxMARLEnv(Env):
       episode_limit: steps after which an episode is truncated.
       default_t_max: training budget used when the config leaves ``t_max`` unset.
       config_defaults: the paper's settings for this scenario (see ``EnvSpec``).
+      shaped_fn: step info dict -> [] shaping reward (``TimeStep.shaped``).
+      return_metrics: {name: scale} metrics equal to scale × return (see ``EnvSpec``).
       limit_is_truncation: the wrapped environment itself reports ``done`` when its
         step limit is reached (JaxMARL's SMAX and MPE do) and that ``done`` is a time
         limit, not a terminal state: a ``done`` at ``t >= episode_limit`` is then
@@ -157,7 +165,10 @@ class JaxMARLEnv(Env):
         default_t_max: int = 1_000_000,
         limit_is_truncation: bool = False,
         config_defaults: dict[str, Any] | None = None,
+        shaped_fn: Callable[[dict[str, Any]], jax.Array] | None = None,
+        return_metrics: dict[str, float] | None = None,
     ) -> None:
+        self._shaped_fn = shaped_fn or (lambda info: 0.0)
         self._limit_is_truncation = limit_is_truncation
         self.env = env
         self.agents = tuple(env.agents)
@@ -186,6 +197,7 @@ class JaxMARLEnv(Env):
             default_t_max=default_t_max,
             agents=self.agents,
             config_defaults=tuple(sorted((config_defaults or {}).items())),
+            return_metrics=tuple(sorted((return_metrics or {}).items())),
         )
 
     def _global_state(self, inner: Any, obs: dict[str, jax.Array]) -> jax.Array:
@@ -204,7 +216,7 @@ class JaxMARLEnv(Env):
             rows.append(jnp.pad(row, (0, self.spec.n_actions - count)))
         return jnp.stack(rows)
 
-    def _timestep(self, inner, obs, reward, terminated, truncated, info) -> TimeStep:
+    def _timestep(self, inner, obs, reward, terminated, truncated, info, shaped=0.0) -> TimeStep:
         obs_arr = jnp.stack([obs[a].reshape(-1) for a in self.agents]).astype(jnp.float32)
         return TimeStep(
             obs=obs_arr,
@@ -214,6 +226,7 @@ class JaxMARLEnv(Env):
             terminated=jnp.asarray(terminated, bool),
             truncated=jnp.asarray(truncated, bool),
             info={k: jnp.asarray(v, jnp.float32) for k, v in info.items()},
+            shaped=jnp.asarray(shaped, jnp.float32),
         )
 
     def reset(self, key: jax.Array) -> tuple[EnvState, TimeStep]:
@@ -233,5 +246,6 @@ class JaxMARLEnv(Env):
         truncated = jnp.logical_and(at_limit, ~terminated)
         metrics = self._info_fn(info, inner)
         metrics = {k: jnp.asarray(metrics.get(k, 0.0), jnp.float32) for k in self.spec.info_keys}
-        ts = self._timestep(inner, obs, self._reward_fn(rewards), terminated, truncated, metrics)
+        ts = self._timestep(inner, obs, self._reward_fn(rewards), terminated, truncated, metrics,
+                            self._shaped_fn(info))
         return EnvState(inner=inner, t=t), ts

@@ -15,6 +15,7 @@ import numpy as np
 
 from meigm.envs.base import Env, JaxMARLEnv, team_mean
 from meigm.envs.matrix import PRESETS, MatrixGame
+from meigm.envs.overcooked import OVERCOOKED_LAYOUTS, build_overcooked
 from meigm.envs.smax import RACE_SCENARIOS, SMAX_MAPS, build_smax
 from meigm.errors import ConfigError, MeigmError
 
@@ -70,6 +71,12 @@ def _smax(scenario: str, args: dict[str, Any]) -> Env:
     return build_smax(scenario, name)
 
 
+def _overcooked(scenario: str, args: dict[str, Any]) -> Env:
+    name = f"overcooked:{scenario}"
+    _check_args(name, args, ())
+    return build_overcooked(scenario, name)
+
+
 def _mpe(scenario: str, args: dict[str, Any]) -> Env:
     name = f"mpe:{scenario}"
     _check_args(name, args, ())
@@ -84,6 +91,7 @@ def _mpe(scenario: str, args: dict[str, Any]) -> Env:
 FAMILIES: dict[str, tuple[Builder, tuple[str, ...]]] = {
     "matrix": (_matrix, (*PRESETS, "custom")),
     "smax": (_smax, (*RACE_SCENARIOS, *SMAX_MAPS)),
+    "overcooked": (_overcooked, OVERCOOKED_LAYOUTS),
     "mpe": (_mpe, ("simple_spread",)),
 }
 

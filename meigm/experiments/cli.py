@@ -1,4 +1,4 @@
-"""``meigm`` command line: train, compare, envs.
+"""``meigm`` command line: train, compare, eval, envs.
 
 User errors (unknown algorithm, environment or config key, wrong types, bad sizes,
 missing files, an existing run directory) print one line naming the problem and the
@@ -38,6 +38,7 @@ examples:
   meigm train --alg me_qmix --env matrix:table1 --seeds 10
   meigm train --alg qmix --env matrix:climbing lr=5e-4 batch_size=64
   meigm train --alg me_qmix --env matrix:custom 'env_args.payoff=[[1,0],[0,2]]'
+  meigm eval runs/exp1 --render episode.gif      # re-evaluate the newest checkpoint, animate
   meigm envs
 """
 
@@ -87,6 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="directory for the comparison and one run directory per variant")
     _add_run_args(p)
+
+    p = sub.add_parser(
+        "eval", help="re-evaluate a saved run's checkpoint greedily (reproduces its logged test metrics)",
+        description="Reload RUN_DIR/config.yaml and a checkpoint (default: the newest), run the "
+                    "greedy evaluation of every seed with the keys training used at that point, "
+                    "print a per-seed table and write RUN_DIR/eval.json. With the final checkpoint "
+                    "and the default episode count the numbers equal the last ones in metrics.jsonl.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by meigm train")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="checkpoint file, or its name under RUN_DIR/checkpoints (default: the newest)")
+    p.add_argument("--episodes", type=int, default=None, metavar="N",
+                   help="greedy episodes per seed (default: the run's test_episodes; "
+                        "another count no longer reproduces the log)")
+    p.add_argument("--render", default=None, metavar="OUT.gif",
+                   help="also animate one greedy episode to a GIF (smax and overcooked scenarios)")
+    p.add_argument("--seed-index", type=int, default=0, metavar="I",
+                   help="which of the run's seeds --render animates (0-based, default 0)")
 
     sub.add_parser("envs", help="list registered scenarios and their sizes")
     del registered
@@ -183,6 +202,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from meigm.experiments.evaluate import (
+        check_render,
+        evaluate_run,
+        format_table,
+        load_run,
+        render_run,
+        write_json,
+    )
+
+    run = load_run(args.run_dir, args.checkpoint, args.episodes)
+    if args.render is not None:
+        check_render(run, args.render, args.seed_index)  # before the evaluation, not after
+    result = evaluate_run(run)
+    print(f"{run.cfg.alg} on {run.cfg.env}: {run.checkpoint} "
+          f"({result['test_episodes']} greedy episodes per seed)")
+    print(format_table(result))
+    if result["reproduces_log"] is not None:
+        print("identical to metrics.jsonl at these env steps" if result["reproduces_log"]
+              else "differs from metrics.jsonl at these env steps (other episode count, machine or version?)")
+    if args.render is not None:
+        result["render"] = render_run(run, args.render, args.seed_index)
+        r = result["render"]
+        print(f"rendered seed {r['seed']}: {r['length']} steps, return {r['return']:.2f} -> {r['path']}")
+    write_json(run.run_dir / "eval.json", result)
+    print(f"saved: {run.run_dir / 'eval.json'}")
+    return 0
+
+
 def cmd_envs(args: argparse.Namespace) -> int:
     from meigm.envs import make_env, registered
 
@@ -200,7 +248,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"train": cmd_train, "compare": cmd_compare, "envs": cmd_envs}
+    commands = {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval, "envs": cmd_envs}
     try:
         return commands[args.command](args)
     except MeigmError as exc:

@@ -1,18 +1,38 @@
 """One training run on disk: compile, train all seeds together, evaluate, write the run directory.
 
-A run directory holds
+Run directory layout::
 
-* ``config.yaml`` — the resolved config (every default filled in), enough to re-run it;
-* ``metrics.jsonl`` — one JSON object per (evaluation point, seed): env steps, training
-  metrics averaged since the previous point, greedy test metrics;
-* ``results.json`` — final per-seed results, the run's wall time and throughput, and for
-  games small enough to enumerate the Table 1 view (learned ``Q_tot``, policies, greedy
-  joint action, misalignment);
-* ``checkpoints/final.safetensors`` — online and target parameters of every seed
-  (leading axis = seed), in a format that loads without executing code.
+    <run_dir>/
+      config.yaml                   resolved config (every default filled in): enough to re-run
+                                    it, and what ``meigm eval`` rebuilds the program from
+      metrics.jsonl                 one JSON object per (evaluation point, seed): env steps,
+                                    training metrics averaged since the previous point, greedy
+                                    test metrics
+      tb/seed_<n>/events.out.tfevents.*
+                                    the same scalars for TensorBoard, one directory (= one
+                                    TensorBoard run) per seed, step = that seed's env steps
+      checkpoints/step_<t>.safetensors
+                                    learner state of every seed (parameters, target parameters,
+                                    optimiser state, α; leading axis = seed) at the first
+                                    evaluation point at or after each multiple of
+                                    ``checkpoint_interval``; ``t`` = the fewest env steps of
+                                    any seed there (see :mod:`meigm.experiments.checkpoint`)
+      checkpoints/final.safetensors the same at the end of training
+      results.json                  final per-seed results, wall time and throughput, and for
+                                    games small enough to enumerate the Table 1 view (learned
+                                    ``Q_tot``, policies, greedy joint action, misalignment)
+      eval.json                     written by ``meigm eval``: per-seed test metrics of a
+                                    checkpoint re-evaluated
+      wandb/                        only with ``wandb=true``
 
-The directory is written incrementally (config first, metrics as they come), and an
-existing run is never overwritten.
+The directory is written incrementally (config first, metrics and checkpoints as they
+come), and an existing run is never overwritten. Checkpoints are written to a temporary
+file and renamed, so an interrupted run leaves only complete checkpoints.
+
+Evaluation ``k`` (0-based, one per chunk of ``chunk_iters`` iterations) of seed ``i`` uses
+:func:`evaluation_keys` — ``fold_in(fold_in(PRNGKey(seed + i), 0x7E57), k)`` — and every
+checkpoint records its ``k``; ``meigm eval`` re-derives the same keys, so re-evaluating a
+checkpoint with the run's ``test_episodes`` replays exactly the logged episodes.
 """
 
 from __future__ import annotations
@@ -27,13 +47,14 @@ from typing import Any
 import jax
 import numpy as np
 import yaml
-from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from meigm.config import Config
 from meigm.envs import make_env
 from meigm.errors import MeigmError
+from meigm.experiments.checkpoint import checkpoint_path, save_checkpoint
 from meigm.experiments.diagnostics import action_names, first_step_view, summarise_views
+from meigm.experiments.logging import MetricsLogger, headline_metric, require_wandb
 from meigm.learners import make_learner
 from meigm.train import init_seeds, make_train, seed_keys
 
@@ -63,13 +84,15 @@ def prepare_run_dir(out: Path) -> Path:
     return out
 
 
-def flatten_params(tree: Any, prefix: str) -> dict[str, np.ndarray]:
-    """Pytree of arrays -> ``{"prefix/a/b": array}`` (safetensors wants a flat dict)."""
-    flat = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-        flat[f"{prefix}/{name}"] = np.ascontiguousarray(np.asarray(leaf))
-    return flat
+def evaluation_keys(keys: jax.Array, index: int) -> jax.Array:
+    """Keys of evaluation point ``index`` (0-based), one per seed: keys [seeds, 2] -> [seeds, 2].
+
+    The one place the derivation lives: training and ``meigm eval`` both call it, so a
+    checkpoint re-evaluated with its recorded index plays the very episodes that were
+    logged at that point.
+    """
+    base = jax.vmap(lambda k: jax.random.fold_in(k, 0x7E57))(keys)
+    return jax.vmap(lambda k: jax.random.fold_in(k, index))(base)
 
 
 def _to_python(x: Any) -> Any:
@@ -88,6 +111,8 @@ def train_run(
     Returns the results dict that is also written to ``results.json``; with
     ``out=None`` nothing is written (used by tests and benchmarks).
     """
+    if cfg.wandb:
+        require_wandb()  # before the run directory exists: a failed start leaves nothing
     env = make_env(cfg.env, cfg.env_args)
     cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
     spec = env.spec
@@ -101,47 +126,53 @@ def train_run(
     run = jax.jit(jax.vmap(trainer.run))
     evaluate = jax.jit(jax.vmap(trainer.evaluate))
     keys = seed_keys(cfg)  # [seeds, 2]
-    eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x7E57))(keys)
+    interval = cfg.checkpoint_interval or 0
+    next_checkpoint = interval if interval > 0 else None
 
     t_start = time.perf_counter()
     state = init_seeds(trainer.init, keys)
-    metrics_file = (run_dir / "metrics.jsonl").open("a") if run_dir is not None else None
+    # Progress counts the slowest seed's env steps, so its rate is env steps/s per seed
+    # (x seeds for the whole program) and its ETA is the time to t_max.
     bar = tqdm(total=cfg.t_max, unit="step", unit_scale=True, disable=not progress,
                desc=f"{cfg.alg} {cfg.env} x{cfg.seeds}", dynamic_ncols=True)
     history: list[dict[str, Any]] = []
     compile_s = None
     evaluation = 0
-    try:
-        while True:
-            t0 = time.perf_counter()
-            state, train_metrics = run(state)
-            jax.block_until_ready(train_metrics)
-            if compile_s is None:
-                compile_s = time.perf_counter() - t0
-            t_env = np.asarray(state.t_env)  # [seeds]
-            ek = jax.vmap(lambda k, i=evaluation: jax.random.fold_in(k, i))(eval_keys)
-            test_metrics = jax.device_get(evaluate(state.learner.params, ek))
-            evaluation += 1
-            row = {k: np.asarray(v) for k, v in {**train_metrics, **test_metrics}.items()}
-            for s in range(cfg.seeds):
-                record = {"seed": cfg.seed + s, **{k: _to_python(v[s]) for k, v in row.items()}}
-                history.append(record)
-                if metrics_file is not None:
-                    metrics_file.write(json.dumps(record) + "\n")
-            if metrics_file is not None:
-                metrics_file.flush()
-            done_steps = int(t_env.min())
-            bar.update(min(done_steps, cfg.t_max) - bar.n)
-            bar.set_postfix({"test/return": f"{float(np.mean(row['test/return'])):.2f}"})
-            if done_steps >= cfg.t_max:
-                break
-    finally:
-        bar.close()
-        if metrics_file is not None:
-            metrics_file.close()
+    with MetricsLogger(cfg, run_dir) as logger:
+        try:
+            while True:
+                t0 = time.perf_counter()
+                state, train_metrics = run(state)
+                jax.block_until_ready(train_metrics)
+                if compile_s is None:
+                    compile_s = time.perf_counter() - t0
+                t_env = np.asarray(state.t_env)  # [seeds]
+                test_metrics = jax.device_get(
+                    evaluate(state.learner.params, evaluation_keys(keys, evaluation)))
+                row = {k: np.asarray(v) for k, v in {**train_metrics, **test_metrics}.items()}
+                records = [{"seed": cfg.seed + s, **{k: _to_python(v[s]) for k, v in row.items()}}
+                           for s in range(cfg.seeds)]
+                history.extend(records)
+                logger.log(records)
+                done_steps = int(t_env.min())
+                finished = done_steps >= cfg.t_max
+                if run_dir is not None and next_checkpoint is not None and not finished \
+                        and done_steps >= next_checkpoint:
+                    save_checkpoint(checkpoint_path(run_dir, done_steps), state.learner, cfg,
+                                    t_env, evaluation)
+                    next_checkpoint = (done_steps // interval + 1) * interval
+                if run_dir is not None and finished:
+                    save_checkpoint(checkpoint_path(run_dir, None), state.learner, cfg, t_env, evaluation)
+                evaluation += 1
+                bar.update(min(done_steps, cfg.t_max) - bar.n)
+                label, value = headline_metric(test_metrics)
+                bar.set_postfix({label: value})
+                if finished:
+                    break
+        finally:
+            bar.close()
     wall = time.perf_counter() - t_start
 
-    params = jax.device_get(state.learner.params)
     results: dict[str, Any] = {
         "alg": cfg.alg,
         "env": cfg.env,
@@ -162,12 +193,6 @@ def train_run(
         results["first_step"]["has_policy"] = bool(learner.has_policy)
 
     if run_dir is not None:
-        ckpt = run_dir / "checkpoints"
-        ckpt.mkdir(exist_ok=True)
-        tensors = {**flatten_params(params, "params"),
-                   **flatten_params(jax.device_get(state.learner.target_params), "target_params")}
-        save_file(tensors, str(ckpt / "final.safetensors"),
-                  metadata={"alg": cfg.alg, "env": cfg.env, "seeds": str(cfg.seeds)})
         (run_dir / "results.json").write_text(json.dumps(results, indent=1))
         results["run_dir"] = str(run_dir)
     results["config"] = cfg

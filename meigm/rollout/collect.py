@@ -10,6 +10,7 @@ Shapes: E environments, T episode limit, N agents, A actions.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,10 @@ class EpisodeStats:
     returns: jax.Array  # [E] undiscounted team return
     lengths: jax.Array  # [E] real steps
     info: dict[str, jax.Array]  # each [E], the scenario metrics at episode end
+    #: environment states, leaves [E, T+1, ...]: the state before each step, then the last
+    #: one (frozen after the episode ends). Only with ``rollout(..., keep_states=True)``,
+    #: for rendering; None otherwise, so the training roll-out carries no extra arrays.
+    env_states: Any = None
 
 
 def greedy_act(params: Params, q, state, avail, key) -> jax.Array:
@@ -55,8 +60,17 @@ def rollout(
     hidden_dim: int,
     key: jax.Array,
     n_envs: int,
+    keep_states: bool = False,
+    shaping_coef: jax.Array | float = 0.0,
 ) -> tuple[Episodes, EpisodeStats]:
-    """Run ``n_envs`` episodes in parallel; returns padded episodes [E, ...] and stats."""
+    """Run ``n_envs`` episodes in parallel; returns padded episodes [E, ...] and stats.
+
+    ``keep_states`` (static) also returns every environment state in
+    ``stats.env_states``; the episodes and stats are otherwise identical for the same key.
+    ``shaping_coef`` []: the stored (learning) reward is ``reward + coef · shaped``;
+    ``stats.returns`` stays the scenario's own return, so training and test returns stay
+    comparable while the shaping is annealed away.
+    """
     spec = env.spec
     k_reset, k_run = jax.random.split(key)
     env_state, ts = jax.vmap(env.reset)(jax.random.split(k_reset, n_envs))
@@ -73,10 +87,13 @@ def rollout(
         new_state, new_ts = jax.vmap(env.step)(jax.random.split(k_env, n_envs), env_state, actions)
         record = {
             "obs": ts.obs, "state": ts.state, "avail": ts.avail, "actions": actions,
-            "reward": jnp.where(alive, new_ts.reward, 0.0),
+            "reward": jnp.where(alive, new_ts.reward + shaping_coef * new_ts.shaped, 0.0),
+            "true_reward": jnp.where(alive, new_ts.reward, 0.0),
             "terminated": jnp.logical_and(alive, new_ts.terminated),
             "mask": alive,
         }
+        if keep_states:
+            record["env_state"] = env_state
         ending = jnp.logical_and(alive, new_ts.done)
         info = _where(ending, new_ts.info, info)
         env_state = _where(alive, new_state, env_state)
@@ -86,7 +103,7 @@ def rollout(
         return (env_state, ts, hidden, last_action, alive, info), record
 
     carry0 = (env_state, ts, hidden, last_action, alive, zero_info)
-    (_, ts_final, *_, info), rec = jax.lax.scan(
+    (state_final, ts_final, *_, info), rec = jax.lax.scan(
         step, carry0, jax.random.split(k_run, spec.episode_limit)
     )
     rec = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), rec)  # [T, E, ...] -> [E, T, ...]
@@ -104,10 +121,12 @@ def rollout(
         mask=rec["mask"],
     )
     stats = EpisodeStats(
-        returns=jnp.sum(rec["reward"], axis=1),
+        returns=jnp.sum(rec["true_reward"], axis=1),
         lengths=jnp.sum(rec["mask"], axis=1).astype(jnp.int32),
         info=info,
     )
+    if keep_states:
+        stats = stats.replace(env_states=jax.tree.map(with_final, rec["env_state"], state_final))
     return episodes, stats
 
 
