@@ -85,7 +85,7 @@ def test_run_reports_the_table1_view(me_qmix_runs):
 
 
 # ---------------------------------------------------------------- misalignment
-OPT_VARIANTS = {"me_qmix": (), "me_qmix-opt1": ("opt_layers=1",), "me_vdn": ()}
+OPT_VARIANTS = {"me_qmix": (), "me_qmix-opt1": ("opt_layers=1",), "me_vdn": (), "me_qplex": ()}
 
 
 def _views(variant: str, env: str, seeds: int, params=None):
@@ -146,7 +146,7 @@ def test_misalignment_check_catches_an_unconstrained_transform():
 
 
 # ---------------------------------------------------------------- learning
-@pytest.mark.parametrize("alg", ["vdn", "qmix", "me_vdn", "me_qmix"])
+@pytest.mark.parametrize("alg", ["vdn", "qmix", "qplex", "me_vdn", "me_qmix", "me_qplex"])
 def test_learns_a_monotonic_coordination_game(alg):
     """On a game every IGM mixer can represent, every algorithm finds the optimum."""
     cfg = config.build(
