@@ -62,6 +62,22 @@ class Trainer:
     steps_per_iter_max: int
 
 
+def shaping_coef(t_env: jax.Array, horizon: int | None) -> jax.Array:
+    """Weight of the scenario's shaping reward (``TimeStep.shaped``) in the learning reward.
+
+    Linear from 1 at ``t_env = 0`` to 0 at ``horizon`` env steps, 0 after; ``horizon`` 0 or
+    None: never shape. Counted in env steps, not updates, so a horizon means the same
+    whatever ``n_envs`` or ``updates_per_collect``. The shaping is only there to get
+    exploration started; once it is annealed away the agents optimise the scenario's own
+    reward, which is what evaluation measures.
+
+    t_env [] int (a seed's env-step counter) -> [] float32.
+    """
+    if not horizon or horizon <= 0:
+        return jnp.zeros((), jnp.float32)
+    return jnp.clip(1.0 - t_env / horizon, 0.0, 1.0).astype(jnp.float32)
+
+
 def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
     """Build the training program for a *resolved* config (see :meth:`Config.resolve`)."""
     spec = env.spec
@@ -78,14 +94,6 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
             t_env=zero, episodes=zero, updates=zero, last_target_update=zero,
         )
 
-    def shaping_coef(t_env: jax.Array) -> jax.Array:
-        """Weight of the scenario's shaping reward: 1 at the start, linearly 0 at
-        ``reward_shaping_horizon`` env steps (0 or None: no shaping)."""
-        horizon = cfg.reward_shaping_horizon or 0
-        if horizon <= 0:
-            return jnp.zeros((), jnp.float32)
-        return jnp.clip(1.0 - t_env / horizon, 0.0, 1.0).astype(jnp.float32)
-
     def explore_fn(t_env: jax.Array):
         return lambda params, q, state, avail, key: learner.explore(params, q, state, avail, key, t_env)
 
@@ -96,7 +104,7 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
     def iteration(ts: TrainState, _):
         key, k_collect, k_learn = jax.random.split(ts.key, 3)
         params = ts.learner.params
-        coef = shaping_coef(ts.t_env)
+        coef = shaping_coef(ts.t_env, cfg.reward_shaping_horizon)
         episodes, stats = rollout(
             env, learner.agent.apply, params["agent"], explore_fn(ts.t_env), params,
             learner.hidden_dim, k_collect, cfg.n_envs, shaping_coef=coef,
@@ -137,6 +145,9 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
             **{f"info/{k}": jnp.mean(stats.returns) * c for k, c in spec.return_metrics},
             "length": jnp.mean(stats.lengths.astype(jnp.float32)),
             "shaping_coef": coef,
+            # the unweighted shaping return: while the sparse return is still ~0 it is the
+            # only sign of progress (Overcooked); logged only where shaping is on.
+            **({"shaped_return": jnp.mean(stats.shaped_returns)} if cfg.reward_shaping_horizon else {}),
             **{f"info/{k}": jnp.mean(v) for k, v in stats.info.items()},
             **metrics,
         }
@@ -150,7 +161,7 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
         n_learned = jnp.maximum(jnp.sum(learned), 1.0)
         summary = {}
         for k, v in per_iter.items():
-            if k in ("return", "length", "shaping_coef") or k.startswith("info/"):
+            if k in ("return", "length", "shaping_coef", "shaped_return") or k.startswith("info/"):
                 summary[f"train/{k}"] = jnp.mean(v)
             else:
                 summary[f"train/{k}"] = jnp.sum(v * learned) / n_learned

@@ -27,8 +27,6 @@ import jax.numpy as jnp
 from meigm.envs.base import Env, JaxMARLEnv
 
 OVERCOOKED_LAYOUTS = ("cramped_room", "asymm_advantages")
-#: Reward of one delivered soup in JaxMARL's Overcooked.
-DELIVERY_REWARD = 20.0
 
 
 def _team_shaping(info: dict[str, Any]) -> jax.Array:
@@ -37,9 +35,11 @@ def _team_shaping(info: dict[str, Any]) -> jax.Array:
 
 
 def build_overcooked(layout: str, name: str) -> Env:
+    """JaxMARL's Overcooked on ``layout`` (a name in ``OVERCOOKED_LAYOUTS``) behind the adapter."""
     import warnings
 
     from jaxmarl.environments.overcooked import Overcooked, overcooked_layouts
+    from jaxmarl.environments.overcooked.overcooked import DELIVERY_REWARD
 
     with warnings.catch_warnings():  # JaxMARL suggests OvercookedV2; the paper used V1
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -49,9 +49,19 @@ def build_overcooked(layout: str, name: str) -> Env:
     def reward(rewards: dict[str, jax.Array]) -> jax.Array:
         return rewards["agent_0"]
 
+    # No state_fn: the adapter's default global state, both cooks' observations side by
+    # side. The kitchen is fully observable, so either one alone would carry the same
+    # facts, but each is egocentric (its own layers first); the pair is the state pymarl
+    # gives scenarios without one of their own. No get_avail_actions in JaxMARL's
+    # Overcooked (it raises NotImplementedError): the adapter makes every action available.
     return JaxMARLEnv(
         env, name=name, episode_limit=int(env.max_steps), reward_fn=reward,
         shaped_fn=_team_shaping, info_keys=(), default_t_max=5_000_000,
-        limit_is_truncation=True, config_defaults={"reward_shaping_horizon": 2_500_000},
-        return_metrics={"soups": 1.0 / DELIVERY_REWARD},  # each delivery pays exactly 20
+        # its only done is the step limit: a truncation, bootstrapped
+        limit_is_truncation=True,
+        # JaxMARL's IPPO Overcooked configs anneal the shaping over 2.5e6 of their 5e6 steps
+        config_defaults={"reward_shaping_horizon": 2_500_000},
+        # The sparse reward is exactly DELIVERY_REWARD per soup served (either cook, both
+        # cooks get it), nothing else, so the soup count is the return over it.
+        return_metrics={"soups": 1.0 / float(DELIVERY_REWARD)},
     )

@@ -27,7 +27,8 @@ ActFn = Callable[[Params, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array
 
 @struct.dataclass
 class EpisodeStats:
-    returns: jax.Array  # [E] undiscounted team return
+    returns: jax.Array  # [E] undiscounted team return (the scenario's own reward, never shaped)
+    shaped_returns: jax.Array  # [E] undiscounted sum of the shaping reward (0 where none)
     lengths: jax.Array  # [E] real steps
     info: dict[str, jax.Array]  # each [E], the scenario metrics at episode end
     #: environment states, leaves [E, T+1, ...]: the state before each step, then the last
@@ -89,6 +90,7 @@ def rollout(
             "obs": ts.obs, "state": ts.state, "avail": ts.avail, "actions": actions,
             "reward": jnp.where(alive, new_ts.reward + shaping_coef * new_ts.shaped, 0.0),
             "true_reward": jnp.where(alive, new_ts.reward, 0.0),
+            "shaped": jnp.where(alive, new_ts.shaped, 0.0),
             "terminated": jnp.logical_and(alive, new_ts.terminated),
             "mask": alive,
         }
@@ -122,6 +124,7 @@ def rollout(
     )
     stats = EpisodeStats(
         returns=jnp.sum(rec["true_reward"], axis=1),
+        shaped_returns=jnp.sum(rec["shaped"], axis=1),
         lengths=jnp.sum(rec["mask"], axis=1).astype(jnp.int32),
         info=info,
     )
