@@ -280,19 +280,20 @@ def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
     return cfg
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """A preset file as a dict; missing or malformed files are user errors."""
+def load_yaml(path: str | Path, what: str = "preset") -> dict[str, Any]:
+    """A YAML file of config keys (a preset, or a run's ``config.yaml``) as a dict;
+    missing or malformed files are user errors naming ``what`` the file is."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"preset file not found: {p}")
+        raise ConfigError(f"{what} file not found: {p}")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"preset {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{what} {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"preset {p} must be a mapping of config keys, got {type(data).__name__}")
+        raise ConfigError(f"{what} {p} must be a mapping of config keys, got {type(data).__name__}")
     return data
 
 

@@ -46,3 +46,12 @@ def random_params(template, seed: int, scale: float):
         return (w * scale).astype(np.float32)
 
     return jax.tree_util.tree_map_with_path(leaf, template)
+
+
+def error_line(capfd) -> str:
+    """The one line a user error prints on stderr (no traceback, nothing else)."""
+    err = capfd.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    return lines[0]

@@ -12,20 +12,12 @@ import sys
 
 import pytest
 import yaml
-from conftest import TINY
+from conftest import TINY, error_line
 from safetensors.numpy import load_file
 
 from meigm.experiments.cli import main
 
 RUN = [*TINY, "t_max=200", "test_interval=100"]
-
-
-def _error_line(capfd) -> str:
-    err = capfd.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -50,7 +42,7 @@ def _error_line(capfd) -> str:
 )
 def test_user_errors_are_one_line(argv, expected, capfd):
     assert main(argv) == 2
-    line = _error_line(capfd)
+    line = error_line(capfd)
     assert expected in line
     assert line.startswith(f"meigm {argv[0]}: error:")
 
@@ -59,21 +51,21 @@ def test_argparse_errors_are_one_line(capfd):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--seeds", "many"])
     assert exc.value.code == 2
-    assert "invalid int value: 'many'" in _error_line(capfd)
+    assert "invalid int value: 'many'" in error_line(capfd)
     with pytest.raises(SystemExit):
         main(["frobnicate"])
-    assert "invalid choice: 'frobnicate'" in _error_line(capfd)
+    assert "invalid choice: 'frobnicate'" in error_line(capfd)
 
 
 def test_corrupt_preset_is_one_line(tmp_path, capfd):
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: [1, 2\n")
     assert main(["train", "--preset", str(bad)]) == 2
-    assert "is not valid YAML" in _error_line(capfd)
+    assert "is not valid YAML" in error_line(capfd)
     listing = tmp_path / "list.yaml"
     listing.write_text("- lr\n- 0.1\n")
     assert main(["train", "--preset", str(listing)]) == 2
-    assert "must be a mapping" in _error_line(capfd)
+    assert "must be a mapping" in error_line(capfd)
 
 
 def test_help_and_subprocess_exit_status():
@@ -124,7 +116,7 @@ def test_train_writes_a_complete_run_directory_and_never_overwrites(tmp_path, ca
 
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert main(argv) == 2
-    assert "already holds a run" in _error_line(capfd)
+    assert "already holds a run" in error_line(capfd)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, error_line
 from PIL import Image
 
 from meigm import config
@@ -41,14 +41,6 @@ MATRIX = ["--env", "matrix:table1", "--seeds", "2", *TINY, "t_max=400", "test_in
 # floats: a real test of bitwise reproduction and of checkpoints "at or after" a multiple.
 SMAX = ["--env", "smax:3m", "--seeds", "2", *TINY, "n_envs=2", "batch_size=4", "buffer_size=8",
         "test_episodes=4", "t_max=300", "test_interval=100", "checkpoint_interval=100"]
-
-
-def _error_line(capfd) -> str:
-    err = capfd.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -186,7 +178,7 @@ def test_eval_user_errors_are_one_line(matrix_run, tmp_path, capfd):
     for argv, expected in cases:
         capfd.readouterr()
         assert main(argv) == 2, argv
-        line = _error_line(capfd)
+        line = error_line(capfd)
         assert line.startswith(f"meigm {argv[0]}: error:") and expected in line, line
 
 
@@ -199,14 +191,14 @@ def test_eval_of_a_corrupt_or_foreign_checkpoint_is_one_line(matrix_run, tmp_pat
         final.write_bytes(corrupt)
         capfd.readouterr()
         assert main(["eval", str(run)]) == 2
-        assert "cannot read checkpoint" in _error_line(capfd)
+        assert "cannot read checkpoint" in error_line(capfd)
 
     other_cfg, other = _trainer("me_qmix", ("hidden_dim=8",))
     state = jax.device_get(init_seeds(other.init, seed_keys(other_cfg)).learner)
     save_checkpoint(final, state, other_cfg, [0, 0], 0)
     capfd.readouterr()
     assert main(["eval", str(run)]) == 2
-    line = _error_line(capfd)
+    line = error_line(capfd)
     assert "does not match this config: tensor 'params/agent/params/fc1/bias' is float32[2, 8]" in line
 
 
@@ -217,7 +209,7 @@ def test_wandb_without_the_package_fails_before_writing(tmp_path, capfd):
         pytest.skip("wandb is installed")
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "wandb=true", *TINY]) == 2
-    assert "wandb package is not installed" in _error_line(capfd)
+    assert "wandb package is not installed" in error_line(capfd)
     assert not out.exists()
 
 
@@ -295,7 +287,7 @@ def test_smax_episode_renders_to_a_gif(smax_run, tmp_path, capfd):
     result = json.loads((smax_run / "eval.json").read_text())
     _assert_gif(gif, result["render"]["length"] + 1)
     assert main(["eval", str(smax_run), "--render", str(gif), "--seed-index", "2"]) == 2
-    assert "--seed-index must be in [0, 1]" in _error_line(capfd)
+    assert "--seed-index must be in [0, 1]" in error_line(capfd)
 
 
 @pytest.mark.filterwarnings("ignore:OvercookedV2 is now released")

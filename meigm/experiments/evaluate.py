@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
-import yaml
 
 from meigm import config as config_mod
 from meigm.config import Config
@@ -63,13 +62,7 @@ def load_config(run_dir: Path) -> Config:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise MeigmError(f"{run_dir} is not a run directory (no config.yaml)")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise MeigmError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(values, dict):
-        raise MeigmError(f"{path} is not a mapping of config keys")
-    return config_mod.from_dict(values)
+    return config_mod.from_dict(config_mod.load_yaml(path, what="run config"))
 
 
 def _resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
