@@ -35,6 +35,9 @@ def unroll_agent(
     b, _, n, _ = inputs.shape
     hidden0 = jnp.zeros((b, n, hidden_dim), inputs.dtype)
 
+    # Every layer stays inside the scan: hoisting the hidden-state-free layers out into
+    # one large product over all steps measured ~20% slower on CPU (the [T+1, B, N, 3H]
+    # intermediate leaves the cache); see benchmarks/README.md.
     def step(h: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
         h, q = agent.apply(agent_params, h, x_t)
         return h, q

@@ -13,18 +13,48 @@ import jax.numpy as jnp
 
 
 class RNNAgent(nn.Module):
-    """obs ⊕ id ⊕ last action -> Dense+ReLU -> GRU(H) -> Q_i(τ_i, ·) ∈ R^A."""
+    """obs ⊕ id ⊕ last action -> Dense+ReLU -> GRU(H) -> Q_i(τ_i, ·) ∈ R^A.
+
+    The GRU is written out (same equations as ``flax.linen.GRUCell``) so that its input
+    projection, like the first and last layers, can be split off from the recurrence:
+    ``embed`` and ``head`` do not depend on the hidden state, and an unroll over stored
+    episodes applies them to every step in one large product, scanning only ``recur``
+    (:func:`meigm.learners.common.unroll_agent`). The three gates' products are fused
+    into one ``[·, 3H]`` matrix each for input and hidden state.
+    """
 
     n_actions: int
     hidden_dim: int = 64
 
-    @nn.compact
+    def setup(self) -> None:
+        h = self.hidden_dim
+        self.fc1 = nn.Dense(h)
+        self.gru_in = nn.Dense(3 * h)  # W_i[r, z, n] x + b_[r, z, in]
+        self.gru_hidden = nn.Dense(3 * h, use_bias=False)  # W_h[r, z, n] h
+        self.gru_hn_bias = self.param("gru_hn_bias", nn.initializers.zeros_init(), (h,))
+        self.fc2 = nn.Dense(self.n_actions)
+
     def __call__(self, hidden: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """hidden [..., H], inputs [..., I] -> (new hidden [..., H], q [..., A])."""
-        x = nn.relu(nn.Dense(self.hidden_dim, name="fc1")(inputs))
-        hidden, x = nn.GRUCell(self.hidden_dim, name="gru")(hidden, x)
-        q = nn.Dense(self.n_actions, name="fc2")(x)
-        return hidden, q
+        hidden = self.recur(hidden, self.embed(inputs))
+        return hidden, self.head(hidden)
+
+    def embed(self, inputs: jax.Array) -> jax.Array:
+        """inputs [..., I] -> the GRU's input projection [..., 3H]."""
+        return self.gru_in(nn.relu(self.fc1(inputs)))
+
+    def recur(self, hidden: jax.Array, x_proj: jax.Array) -> jax.Array:
+        """hidden [..., H], input projection [..., 3H] -> new hidden [..., H]."""
+        xr, xz, xn = jnp.split(x_proj, 3, axis=-1)
+        hr, hz, hn = jnp.split(self.gru_hidden(hidden), 3, axis=-1)
+        r = nn.sigmoid(xr + hr)
+        z = nn.sigmoid(xz + hz)
+        n = jnp.tanh(xn + r * (hn + self.gru_hn_bias))
+        return (1.0 - z) * n + z * hidden
+
+    def head(self, hidden: jax.Array) -> jax.Array:
+        """hidden [..., H] -> Q_i(τ_i, ·) [..., A]."""
+        return self.fc2(hidden)
 
 
 def agent_inputs(obs: jax.Array, last_action_onehot: jax.Array) -> jax.Array:
