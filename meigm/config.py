@@ -31,7 +31,8 @@ class Config:
 
     # --- what to run
     alg: str = "me_qmix"
-    """Algorithm: me_qmix, me_qplex, me_vdn (ME-IGM), qmix, qplex, vdn (ε-greedy baselines)."""
+    """Algorithm: me_qmix, me_qplex, me_vdn (ME-IGM), qmix, qplex, vdn (ε-greedy baselines),
+    fop (FOP, the maximum-entropy actor-critic baseline)."""
     env: str = "matrix:table1"
     """Scenario registry name, ``family:scenario`` (``meigm envs`` lists them)."""
     env_args: dict = field(default_factory=dict)
@@ -73,17 +74,18 @@ class Config:
     hidden_dim: int = 64
     """GRU width of the agent network."""
     mixer: str | None = None
-    """Mixer override (vdn, qmix, qplex); None: the algorithm's own."""
+    """Mixer override (vdn, qmix, qplex); None: the algorithm's own. FOP only takes its
+    own attention mixer, fop."""
     mixing_embed: int = 32
-    """QMIX mixing width."""
+    """QMIX mixing width; FOP: hidden width of its mixer's V(s) (the authors' 32)."""
     hypernet_embed: int = 64
     """Hidden width of every hyper-network (mixer and OPT)."""
     qplex_heads: int = 4
-    """Attention heads of QPLEX's λ(s, a) (pymarl's default 4)."""
+    """Attention heads of QPLEX's λ(s, a) (pymarl's default 4), and of FOP's (authors' 4)."""
 
     # --- ε-greedy baselines
     epsilon_start: float = 1.0
-    """Initial ε (qmix, vdn)."""
+    """Initial ε (qmix, vdn; fop's roll-outs mix their policies with ε-uniform)."""
     epsilon_finish: float = 0.05
     """Final ε."""
     epsilon_anneal_steps: int | None = None
@@ -116,6 +118,21 @@ class Config:
     None: the scenario's paper setting — 0.32 for terran, 0.24 elsewhere."""
     alpha_loss: str = "exact"
     """Eq. (11) expectation: exact (−Σπ log π of each policy) or sampled (batch actions)."""
+
+    # --- FOP
+    actor_lr: float | None = None
+    """Adam learning rate of FOP's actors; None: ``lr`` (the critics and mixers always use
+    ``lr``; the authors use 5e-4 for both, with RMSprop)."""
+    fop_alpha_start: float = 0.5
+    """FOP's temperature α at the start of training (authors' code: 0.5)."""
+    fop_alpha_finish: float = 0.05
+    """FOP's final α (authors' code: 0.05)."""
+    fop_alpha_anneal_steps: int = 90_000
+    """Env steps over which FOP's α falls linearly from start to finish; the authors'
+    ``max(0.05, 0.5 - t_env / 200000)`` reaches 0.05 after 90k steps."""
+    fop_epsilon_anneal_steps: int = 50_000
+    """Env steps over which the ε of FOP's roll-outs falls linearly from ``epsilon_start``
+    to ``epsilon_finish`` (the authors' multinomial selector: 1.0 -> 0.05 over 50k)."""
 
     # --- evaluation and output
     reward_shaping_horizon: int | None = None
@@ -185,7 +202,8 @@ _POSITIVE = {
     "seeds", "t_max", "n_envs", "buffer_size", "batch_size", "updates_per_collect", "lr",
     "grad_clip", "target_update_interval", "hidden_dim", "mixing_embed", "hypernet_embed", "qplex_heads",
     "epsilon_anneal_steps", "opt_layers", "opt_hidden", "opt_lr", "alpha_init", "alpha_lr",
-    "test_interval", "test_episodes",
+    "test_interval", "test_episodes", "actor_lr", "fop_alpha_start", "fop_alpha_finish",
+    "fop_alpha_anneal_steps", "fop_epsilon_anneal_steps",
 }
 _UNIT = {"gamma", "td_lambda", "tau", "epsilon_start", "epsilon_finish"}
 
@@ -232,7 +250,9 @@ def _check_choices(cfg: Config) -> None:
         "alpha_loss": (cfg.alpha_loss, ALPHA_LOSSES),
     }
     if cfg.mixer is not None:
-        choices["mixer"] = (cfg.mixer, MIXERS)
+        # FOP's attention mixer belongs to FOP alone; the other algorithms take any IGM mixer.
+        own = ALGORITHMS.get(cfg.alg, (None, None))[1]
+        choices["mixer"] = (cfg.mixer, MIXERS if own in MIXERS else (own,))
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             label = "algorithm" if key == "alg" else f"{key}"

@@ -94,6 +94,10 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
             t_env=zero, episodes=zero, updates=zero, last_target_update=zero,
         )
 
+    # Optional learner hook: time-dependent values kept in the learner state (FOP's α),
+    # set from the env-step count before each round of updates.
+    schedule = getattr(learner, "schedule", None)
+
     def explore_fn(t_env: jax.Array):
         return lambda params, q, state, avail, key: learner.explore(params, q, state, avail, key, t_env)
 
@@ -126,7 +130,8 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
             shapes = update_metrics_shape(ls, buf, k_learn)
             return ls, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-        ls, metrics = jax.lax.cond(can_learn, learn, skip, ts.learner)
+        ls = ts.learner if schedule is None else schedule(ts.learner, t_env)
+        ls, metrics = jax.lax.cond(can_learn, learn, skip, ls)
         hard_due = (n_episodes - ts.last_target_update) >= cfg.target_update_interval
         do_hard = jnp.logical_and(can_learn, hard_due)
         if cfg.target_update == "polyak":

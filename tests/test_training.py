@@ -132,6 +132,13 @@ def test_me_igm_has_zero_misalignment_after_training(variant, me_qmix_runs):
     assert results["first_step"]["misaligned_seeds"] == 0
 
 
+def test_me_igm_logs_an_igm_gap_of_exactly_zero(me_qmix_runs):
+    """Figure 2's metric, logged at every evaluation point: the OPT keeps the policies'
+    argmaxes equal to the ``Q_i``' argmaxes, so the gap is exactly 0, not just small."""
+    gaps = [rec["train/igm_gap"] for rec in me_qmix_runs[0]["history"]]
+    assert gaps and all(g == 0.0 for g in gaps)
+
+
 def test_misalignment_check_catches_an_unconstrained_transform():
     """The Table 4 MLP in the OPT's place has no order guarantee: at random
     initialisation some seeds' policies disagree with Q_tot, so the check above can fail."""

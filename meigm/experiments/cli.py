@@ -1,4 +1,4 @@
-"""``meigm`` command line: train, compare, eval, envs.
+"""``meigm`` command line: train, compare, sweep, plot, table, eval, envs.
 
 User errors (unknown algorithm, environment or config key, wrong types, bad sizes,
 missing files, an existing run directory) print one line naming the problem and the
@@ -27,6 +27,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "+entropy": ("me_qmix", ["transform=none"]),
     "mlp": ("me_qmix", ["transform=mlp"]),
     "fixed_alpha": ("me_qmix", ["learn_alpha=false"]),
+    "fop": ("fop", []),
 }
 DEFAULT_COMPARE = ("me_qmix", "qmix", "vdn", "me_vdn", "+entropy")
 
@@ -39,6 +40,9 @@ examples:
   meigm train --alg qmix --env matrix:climbing lr=5e-4 batch_size=64
   meigm train --alg me_qmix --env matrix:custom 'env_args.payoff=[[1,0],[0,2]]'
   meigm eval runs/exp1 --render episode.gif      # re-evaluate the newest checkpoint, animate
+  meigm sweep table3 --budget smoke               # a paper preset (meigm sweep --list)
+  meigm plot runs/sweep_table3_smoke               # curves with 95% bootstrap bands
+  meigm table runs/sweep_table3_smoke              # Table 2 layout, IQM, P(improvement)
   meigm envs
 """
 
@@ -107,9 +111,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-index", type=int, default=0, metavar="I",
                    help="which of the run's seeds --render animates (0-based, default 0)")
 
+    p = sub.add_parser(
+        "sweep", help="a grid of algorithms x scenarios x overrides on Ray (resumable)",
+        description="Run a sweep preset: every configuration is one Ray task (its seeds train "
+                    "together in one program) writing one run directory under --out. Finished "
+                    "runs are skipped, so re-running a sweep resumes it; a failed or killed run "
+                    "is retried up to --max-retries times. Built-in presets: "
+                    + ", ".join(_builtin_presets()) + ".",
+    )
+    p.add_argument("preset", nargs="?", metavar="PRESET",
+                   help="a built-in preset name (see --list) or a sweep YAML file")
+    p.add_argument("--budget", default=None, help="smoke, laptop or paper (default: the preset's)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="sweep directory (default runs/sweep_<name>_<budget>)")
+    p.add_argument("--address", default=None,
+                   help="join this Ray cluster (e.g. ray://head:10001 or auto) instead of a local Ray")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs Ray reserves per run")
+    p.add_argument("--max-retries", type=int, default=2, help="retries of a failed run (default 2)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
+    p.add_argument("--list", action="store_true", help="list the built-in presets and exit")
+
+    for name, what in (("plot", "learning curves (PNG and PDF), mean and 95%% bootstrap band over seeds"),
+                       ("table", "final test metrics as Markdown and LaTeX tables, with IQM and "
+                                 "probability of improvement (rliable)")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("runs", nargs="+", metavar="RUN",
+                       help="run directories, or directories holding them (a sweep)")
+        p.add_argument("--out", default=None, metavar="DIR",
+                       help="output directory (default: the first RUN if it is a sweep, else .)")
+        p.add_argument("--metric", default=None,
+                       help="metric key (default test/won, else test/soups, else test/return)")
+        p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+
     sub.add_parser("envs", help="list registered scenarios and their sizes")
     del registered
     return parser
+
+
+def _builtin_presets() -> list[str]:
+    from meigm.experiments.sweep import builtin_presets
+
+    return builtin_presets()
 
 
 def _config(alg: str | None, env: str | None, args: argparse.Namespace,
@@ -231,6 +274,53 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from meigm.experiments.sweep import load_sweep, run_sweep
+
+    if args.list:
+        from meigm.config import load_yaml
+        from meigm.experiments.sweep import preset_path
+
+        for name in _builtin_presets():
+            desc = " ".join(str(load_yaml(preset_path(name)).get("description", "")).split())
+            print(f"{name:<8} {desc}")
+        return 0
+    if args.preset is None:
+        raise MeigmError("give a preset name or file (meigm sweep --list shows the built-in ones)")
+    sweep = load_sweep(args.preset, args.budget)
+    out = Path(args.out) if args.out else Path("runs") / f"sweep_{sweep.name}_{sweep.budget}"
+    status = run_sweep(sweep, out, address=args.address, max_retries=args.max_retries,
+                       num_cpus=args.num_cpus, cpus_per_run=args.cpus_per_run, dry_run=args.dry_run)
+    return 1 if any(r.get("status") == "failed" for r in status["runs"].values()) else 0
+
+
+def _analysis_out(args: argparse.Namespace) -> Path:
+    if args.out:
+        return Path(args.out)
+    first = Path(args.runs[0])
+    return first if (first / "sweep.json").is_file() else Path(".")
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from meigm.experiments.analysis import plot_runs
+
+    paths = plot_runs([Path(r) for r in args.runs], _analysis_out(args), metric=args.metric,
+                      seed=args.seed)
+    for p in paths:
+        print(f"saved: {p}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from meigm.experiments.analysis import table_runs
+
+    out = _analysis_out(args)
+    table_runs([Path(r) for r in args.runs], out, metric=args.metric, seed=args.seed)
+    print((out / "table.md").read_text())
+    print(f"saved: {out / 'table.md'}, {out / 'table.tex'}, {out / 'table.json'}")
+    return 0
+
+
 def cmd_envs(args: argparse.Namespace) -> int:
     from meigm.envs import make_env, registered
 
@@ -248,7 +338,8 @@ def cmd_envs(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval, "envs": cmd_envs}
+    commands = {"train": cmd_train, "compare": cmd_compare, "sweep": cmd_sweep, "plot": cmd_plot,
+                "table": cmd_table, "eval": cmd_eval, "envs": cmd_envs}
     try:
         return commands[args.command](args)
     except MeigmError as exc:

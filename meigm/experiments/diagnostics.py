@@ -3,8 +3,9 @@
 For a one-step (matrix) game the whole joint action space can be enumerated, so we can
 put side by side what the paper's Table 1 shows: the learned ``Q_tot`` for every joint
 action, each agent's local policy, the greedy joint action (decentralised argmax of
-``Q_i``), the joint action the local policies find most likely, and whether those
-agree with the argmax of ``Q_tot`` — the *misalignment* ME-IGM is built to remove.
+``Q_i``; of the actors' policies for FOP), the joint action the local policies find
+most likely, and whether those agree with the argmax of ``Q_tot`` — the *misalignment*
+ME-IGM is built to remove.
 
 Everything is a pure function of one seed's parameters; vmap it over seeds.
 Shapes: N agents, A actions (padded), ``A^N`` joint actions.
@@ -40,11 +41,16 @@ def first_step_view(learner: Learner, env: Env, params: Params, key: jax.Array) 
       ``q_local`` [N, A] — ``Q_i(τ_i, ·)``;
       ``q_tot`` [A^N] — ``Q_tot(s, a)`` for every joint action (row-major);
       ``probs`` [N, A] — local policies (one-hot greedy for ε-greedy learners);
-      ``greedy`` [N] — decentralised argmax of ``Q_i`` (what evaluation executes);
+      ``greedy`` [N] — decentralised argmax of the agent network's output, what
+      evaluation executes: ``Q_i`` for value-based learners, the actors' logits for FOP;
       ``policy_mode`` [N] — argmax of the joint local-policy probability, which is the
       per-agent argmax of π_i because the joint policy factorises;
       ``q_tot_argmax`` [N] — argmax of the enumerated ``Q_tot`` over available joints;
       ``igm_gap`` [] — ``max_a Q_tot(s,a) − Q_tot(s, policy_mode)`` (Figure 2's gap), ≥ 0.
+
+    A learner whose critic is not the agent network (FOP: actors run, twin critics and
+    mixers value) provides ``joint_values(params, inputs, state, avail, joints)`` giving
+    ``q_local`` and ``q_tot``; the others are valued here with their own mixer.
 
     Misalignment is judged on ``igm_gap``, not on action indices: when two joint actions
     have the same ``Q_tot`` to float precision (B and C in Table 1 are exactly
@@ -55,17 +61,23 @@ def first_step_view(learner: Learner, env: Env, params: Params, key: jax.Array) 
     ts = first_step(env, key)
     hidden = jnp.zeros((n, learner.hidden_dim), jnp.float32)
     last = jnp.zeros((n, a), jnp.float32)
-    _, q = learner.agent.apply(params["agent"], hidden, agent_inputs(ts.obs, last))  # [N, A]
+    inputs = agent_inputs(ts.obs, last)  # [N, I]
+    _, out = learner.agent.apply(params["agent"], hidden, inputs)  # [N, A] what execution argmaxes
 
     joints = joint_actions(n, a)  # [J, N]
     n_joints = joints.shape[0]
-    state = jnp.broadcast_to(ts.state, (n_joints, ts.state.shape[-1]))
-    q_tot = mix(learner.mixer, params["mixer"], jnp.broadcast_to(q, (n_joints, n, a)), joints,
-                jnp.broadcast_to(ts.avail, (n_joints, n, a)), state)  # [J]
+    joint_values = getattr(learner, "joint_values", None)  # learners with a separate critic (FOP)
+    if joint_values is None:  # the agent network is the critic: Q_i, mixed by the learner's mixer
+        q = out
+        state = jnp.broadcast_to(ts.state, (n_joints, ts.state.shape[-1]))
+        q_tot = mix(learner.mixer, params["mixer"], jnp.broadcast_to(q, (n_joints, n, a)), joints,
+                    jnp.broadcast_to(ts.avail, (n_joints, n, a)), state)  # [J]
+    else:
+        q, q_tot = joint_values(params, inputs, ts.state, ts.avail, joints)  # [N, A], [J]
     joint_avail = jnp.all(ts.avail[jnp.arange(n)[None, :], joints], axis=-1)  # [J]
     best = jnp.argmax(jnp.where(joint_avail, q_tot, -jnp.inf))
 
-    log_probs = learner.policy_log_probs(params, q, ts.state, ts.avail)  # [N, A]
+    log_probs = learner.policy_log_probs(params, out, ts.state, ts.avail)  # [N, A]
     probs = jnp.where(ts.avail, jnp.exp(log_probs), 0.0)
     mode = ops.masked_argmax(probs, ts.avail)  # [N]
     mode_index = jnp.sum(mode * (a ** jnp.arange(n - 1, -1, -1)))  # row-major joint index
@@ -73,7 +85,7 @@ def first_step_view(learner: Learner, env: Env, params: Params, key: jax.Array) 
         "q_local": q,
         "q_tot": q_tot,
         "probs": probs,
-        "greedy": ops.masked_argmax(q, ts.avail),
+        "greedy": ops.masked_argmax(out, ts.avail),
         "policy_mode": mode,
         "q_tot_argmax": joints[best],
         "igm_gap": q_tot[best] - q_tot[mode_index],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from meigm.learners.base import Learner
+from meigm.learners.fop import FOP
 from meigm.learners.me_igm import MEIGM
 from meigm.learners.value_decomposition import ValueDecomposition
 
@@ -20,6 +21,7 @@ ALGORITHMS: dict[str, tuple[type, str]] = {
     "qmix": (ValueDecomposition, "qmix"),
     "qplex": (ValueDecomposition, "qplex"),
     "vdn": (ValueDecomposition, "vdn"),
+    "fop": (FOP, "fop"),  # its own attention mixer (meigm.learners.fop.FOPMixer)
 }
 
 
@@ -28,4 +30,4 @@ def make_learner(cfg: Config, spec: EnvSpec) -> Learner:
     return cls(cfg, spec)
 
 
-__all__ = ["ALGORITHMS", "MEIGM", "Learner", "ValueDecomposition", "make_learner"]
+__all__ = ["ALGORITHMS", "FOP", "MEIGM", "Learner", "ValueDecomposition", "make_learner"]

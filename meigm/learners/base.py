@@ -8,8 +8,17 @@ A learner is a bundle of pure functions over :class:`~meigm.types.LearnerState`:
 * ``policy_log_probs(params, q, state, avail)`` — local policies, where the learner has
   them (used by diagnostics and the Table 1 view).
 
-Greedy execution is the same for every learner (decentralised argmax of ``Q_i`` over
-available actions), so it lives in the roll-out, not here.
+Optional, looked up with ``getattr`` (learners without them behave as before):
+
+* ``schedule(learner_state, t_env) -> learner_state`` — set time-dependent values kept
+  in the state before each round of updates (FOP's annealed α);
+* ``joint_values(params, inputs, state, avail, joints) -> (q_local, q_tot)`` — for a
+  learner whose critic is not the agent network (FOP), its local values and ``Q_tot``
+  of every joint action at one step, for the Table 1 view.
+
+Greedy execution is the same for every learner — the decentralised argmax over
+available actions of the agent network's output (``Q_i``; FOP's agent network is its
+actor, so there it is the argmax of ``π_i``) — so it lives in the roll-out, not here.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from meigm import ops
 from meigm.networks.agent import agent_inputs
 from meigm.types import Episodes, LearnerState, Params
 
@@ -69,6 +70,40 @@ def mix(
     q_max = jnp.where(jnp.isfinite(q_max), q_max, 0.0)  # padded steps may have no action
     onehot = jax.nn.one_hot(actions, q_all.shape[-1], dtype=q_all.dtype)
     return mixer.apply(mixer_params, take(q_all, actions), state, q_max, onehot)
+
+
+def igm_gap(
+    mixer: nn.Module,
+    mixer_params: Params,
+    q_all: jax.Array,
+    policy_scores: jax.Array,
+    avail: jax.Array,
+    state: jax.Array,
+    mask: jax.Array,
+) -> jax.Array:
+    """Figure 2's diagnostic: mean of ``Q_tot(s, a_greedy) − Q_tot(s, a_policy)``.
+
+    ``a_greedy`` is the local argmaxes of ``Q_i`` (the joint argmax of ``Q_tot`` when the
+    mixer satisfies IGM), ``a_policy`` the local argmaxes of the policies' scores. A gap
+    above 0 is the misalignment ME-IGM removes: the team executes a joint action the
+    critic values less than its best. Where the two joint actions agree the gap is
+    exactly 0 without evaluating the mixer, so a learner whose policies preserve the
+    order of ``Q_i`` (ME-IGM) pays nothing for logging it.
+
+    q_all, policy_scores, avail [B, T, N, A], state [B, T, S], mask [B, T] -> scalar.
+    """
+    sg = jax.lax.stop_gradient
+    q_all, policy_scores = sg(q_all), sg(policy_scores)
+    a_greedy = ops.masked_argmax(q_all, avail)  # [B, T, N]
+    a_policy = ops.masked_argmax(policy_scores, avail)
+    differ = jnp.any(a_greedy != a_policy, axis=-1) & (mask > 0)  # [B, T]
+
+    def gap(_):
+        q_g = mix(mixer, mixer_params, q_all, a_greedy, avail, state)  # [B, T]
+        q_p = mix(mixer, mixer_params, q_all, a_policy, avail, state)
+        return masked_mean(jnp.where(differ, q_g - q_p, 0.0), mask)
+
+    return jax.lax.cond(jnp.any(differ), gap, lambda _: jnp.zeros((), q_all.dtype), None)
 
 
 def init_mixer(mixer: nn.Module, key: jax.Array, n_agents: int, n_actions: int, state_dim: int) -> Params:

@@ -35,6 +35,7 @@ import optax
 
 from meigm import ops
 from meigm.learners.common import (
+    igm_gap,
     init_mixer,
     labelled_optimizer,
     masked_mean,
@@ -164,6 +165,9 @@ class MEIGM:
             "q_tot": masked_mean(q_tot, ep.mask),
             "target": masked_mean(y, ep.mask),
             "td_abs": masked_mean(jnp.abs(td_error), ep.mask),
+            # Figure 2: 0 by construction here (the OPT preserves the order of Q_i).
+            "igm_gap": igm_gap(self.mixer, params["mixer"], q[:, :-1], f[:, :-1],
+                               ep.avail[:, :-1], s_t, ep.mask),
         }
         return loss_q + loss_opt + loss_alpha, metrics
 

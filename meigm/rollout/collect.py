@@ -38,7 +38,9 @@ class EpisodeStats:
 
 
 def greedy_act(params: Params, q, state, avail, key) -> jax.Array:
-    """Decentralised execution: ``a_i = argmax_{available} Q_i(τ_i, ·)`` (no state used)."""
+    """Decentralised execution: ``a_i = argmax_{available}`` of the agent network's output
+    (no state used) — ``Q_i(τ_i, ·)``, or for FOP, whose agent network is the actor, the
+    policy logits, so the argmax of ``π_i``."""
     del params, state, key
     return ops.masked_argmax(q, avail)
 

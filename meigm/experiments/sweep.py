@@ -1,0 +1,356 @@
+"""Sweeps: a grid of algorithms × scenarios × overrides × seeds, run as Ray tasks.
+
+A sweep preset is a YAML file (the paper's experiments ship in ``meigm/presets``)::
+
+    name: table3
+    description: QMIX vs +Entropy vs ME-QMIX on the 5v5 races (Table 3)
+    seeds: 3                        # trained together in one compiled program (vmap)
+    scenarios: [smax:protoss_5_vs_5, smax:terran_5_vs_5, smax:zerg_5_vs_5]
+    algorithms:                     # label: algorithm, or label: {alg: ..., key: value...}
+      qmix: qmix
+      +entropy: {alg: me_qmix, transform: none}
+      me_qmix: me_qmix
+    overrides: {epsilon_anneal_steps: 100000}   # config keys for every run
+    grid: {alpha_lr: [1.0e-4, 3.0e-4]}          # optional: cross product, one run each;
+                                                # a list of mappings is a union of products
+    budget: laptop                  # default budget
+    budgets:                        # each may replace seeds, scenarios, grid and add overrides
+      smoke: {seeds: 2, scenarios: [smax:protoss_5_vs_5], overrides: {t_max: 300}}
+      laptop: {overrides: {t_max: 150000}}
+      paper: {seeds: 5, overrides: {t_max: 10050000}}
+
+Why Ray and one task per configuration: the seeds of one configuration already share
+one XLA program, which is the cheapest way to run them; separate configurations are
+separate programs, and Ray schedules them over the cores of one machine or the nodes
+of a cluster (``--address``) without a line of process management here. Each task
+declares the memory its replay buffers need, computed from the scenario before
+anything is allocated, so Ray never starts more runs than fit in memory.
+
+Layout: ``<out>/<scenario>/<label>[,key=value...]/`` is an ordinary run directory
+(see :mod:`meigm.experiments.run`) plus ``label.txt``; ``<out>/sweep.json`` records
+every run's status, attempts and errors, rewritten atomically after each change.
+
+Resuming: a run whose ``results.json`` exists is finished and skipped, so re-running a
+finished sweep does nothing. A run that did not finish (killed, crashed worker, an
+exception) is started again from scratch, up to ``max_retries`` times, and its partial
+directory is replaced. User errors (a bad config) are not retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from meigm import config
+from meigm.errors import ConfigError, MeigmError
+
+#: Built-in presets: ``meigm sweep table3`` means ``meigm/presets/table3.yaml``.
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+BUDGETS = ("smoke", "laptop", "paper")
+PRESET_KEYS = ("name", "description", "seeds", "scenarios", "algorithms", "overrides", "grid",
+               "budget", "budgets")
+BUDGET_KEYS = ("seeds", "scenarios", "grid", "overrides", "algorithms")
+#: Memory a run needs besides its replay buffers (XLA, networks, batches), for Ray.
+BASE_RUN_MEMORY = 1.5 * 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One configuration of the grid: all its seeds train in one program."""
+
+    run_id: str  # "<scenario>/<label>", the run directory relative to the sweep root
+    label: str
+    values: dict[str, Any]  # config keys (alg, env, seeds, overrides) for config.from_dict
+
+    def config(self) -> config.Config:
+        return config.from_dict(self.values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    name: str
+    budget: str
+    runs: tuple[RunSpec, ...]
+    source: str
+
+
+def builtin_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """A preset file, or the built-in preset of that name."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise MeigmError(f"sweep preset not found: {p}")
+        return p
+    builtin = PRESET_DIR / f"{p}.yaml"
+    if not builtin.is_file():
+        raise MeigmError(f"unknown sweep preset {str(name_or_path)!r}; built-in presets: "
+                         f"{', '.join(builtin_presets())} (or give a path to a .yaml file)")
+    return builtin
+
+
+def _check_keys(d: dict, allowed: tuple[str, ...], where: str) -> None:
+    unknown = [k for k in d if k not in allowed]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
+                          f"allowed: {', '.join(allowed)}")
+
+
+def _algorithms(spec: Any, where: str) -> dict[str, dict[str, Any]]:
+    """``algorithms`` as label -> {alg, overrides...}; a list means label = algorithm."""
+    if isinstance(spec, list):
+        spec = {str(a): str(a) for a in spec}
+    if not isinstance(spec, dict) or not spec:
+        raise ConfigError(f"{where}: 'algorithms' must be a non-empty mapping label: algorithm")
+    out = {}
+    for label, value in spec.items():
+        if isinstance(value, str):
+            value = {"alg": value}
+        if not isinstance(value, dict) or "alg" not in value:
+            raise ConfigError(f"{where}: algorithm {label!r} must be a name or a mapping with 'alg'")
+        out[str(label)] = dict(value)
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _grid_points(grid: Any, where: str) -> list[dict[str, Any]]:
+    """``grid``: a mapping key -> values (their cross product), or a list of such
+    mappings (the union of their products: e.g. two one-dimensional scans)."""
+    if not grid:
+        return [{}]
+    grids = grid if isinstance(grid, list) else [grid]
+    points: list[dict[str, Any]] = []
+    for g in grids:
+        if not isinstance(g, dict) or any(not isinstance(v, list) or not v for v in g.values()):
+            raise ConfigError(f"{where}: 'grid' must map config keys to non-empty lists of values "
+                              "(or be a list of such mappings)")
+        points += [dict(zip(g, p, strict=True)) for p in itertools.product(*g.values())]
+    return points
+
+
+def load_sweep(name_or_path: str | Path, budget: str | None = None) -> Sweep:
+    """Expand a preset at a budget into its runs, validating every run's config."""
+    path = preset_path(name_or_path)
+    where = f"sweep preset {path}"
+    raw = config.load_yaml(path, what="sweep preset")
+    _check_keys(raw, PRESET_KEYS, where)
+    budgets = raw.get("budgets") or {}
+    if not isinstance(budgets, dict):
+        raise ConfigError(f"{where}: 'budgets' must be a mapping of {', '.join(BUDGETS)}")
+    _check_keys(budgets, BUDGETS, f"{where} budgets")
+    budget = budget or raw.get("budget") or "laptop"
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {budget!r}; allowed: {', '.join(BUDGETS)}")
+    chosen = budgets.get(budget) or {}
+    if not isinstance(chosen, dict):
+        raise ConfigError(f"{where}: budget {budget!r} must be a mapping")
+    _check_keys(chosen, BUDGET_KEYS, f"{where} budget {budget!r}")
+
+    seeds = chosen.get("seeds", raw.get("seeds", 3))
+    scenarios = chosen.get("scenarios", raw.get("scenarios"))
+    if isinstance(scenarios, str):
+        scenarios = [scenarios]
+    if not scenarios or not isinstance(scenarios, list):
+        raise ConfigError(f"{where}: 'scenarios' must be a non-empty list of scenario names")
+    algorithms = _algorithms(chosen.get("algorithms", raw.get("algorithms")), where)
+    points = _grid_points(chosen.get("grid", raw.get("grid")), where)
+    overrides = {**(raw.get("overrides") or {}), **(chosen.get("overrides") or {})}
+
+    runs = []
+    for scenario, (label, alg_spec), point in itertools.product(scenarios, algorithms.items(), points):
+        values = {**overrides, **alg_spec, **point, "env": scenario, "seeds": seeds}
+        full_label = ",".join([label, *(f"{k}={_fmt(v)}" for k, v in point.items())])
+        run = RunSpec(run_id=f"{scenario.replace(':', '_')}/{full_label}", label=full_label,
+                      values=values)
+        try:
+            run.config()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}, run {run.run_id}: {exc}") from None
+        runs.append(run)
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{where}: two runs share a directory; give the algorithms distinct labels")
+    return Sweep(name=str(raw.get("name") or path.stem), budget=budget, runs=tuple(runs),
+                 source=str(path))
+
+
+def run_memory_bytes(run: RunSpec) -> int:
+    """What a run needs in memory: its seeds' replay buffers plus a fixed allowance."""
+    from meigm.envs import make_env
+    from meigm.rollout import buffer_bytes
+
+    cfg = run.config()
+    env = make_env(cfg.env, cfg.env_args)
+    cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
+    return int(buffer_bytes(env.spec, cfg.buffer_size) * cfg.seeds + BASE_RUN_MEMORY)
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / "results.json").is_file()
+
+
+# ----------------------------------------------------------------- the Ray task
+def train_task(values: dict[str, Any], run_dir: str, label: str, pid_file: str) -> dict[str, Any]:
+    """Body of one Ray task: (re)start one run from scratch and train it to the end."""
+    from meigm.experiments.run import train_run
+
+    Path(pid_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(pid_file).write_text(str(os.getpid()))  # lets tests and users kill a run's worker
+    out = Path(run_dir)
+    if out.exists() and not is_finished(out):
+        shutil.rmtree(out)  # an earlier attempt's partial directory (no resume before #6)
+    results = train_run(config.from_dict(values), out, progress=False, echo=lambda _: None)
+    (out / "label.txt").write_text(label + "\n")
+    return {"wall_seconds": results["wall_seconds"], "final": results["final"]}
+
+
+# ----------------------------------------------------------------- the driver
+class _Status:
+    """``sweep.json``: one entry per run, rewritten atomically on every change."""
+
+    def __init__(self, root: Path, sweep: Sweep) -> None:
+        self.path = root / "sweep.json"
+        old = {}
+        if self.path.is_file():
+            try:
+                old = json.loads(self.path.read_text()).get("runs", {})
+            except (json.JSONDecodeError, AttributeError):
+                old = {}
+        self.data = {"name": sweep.name, "budget": sweep.budget, "source": sweep.source, "runs": {}}
+        for run in sweep.runs:
+            prev = old.get(run.run_id, {})
+            self.data["runs"][run.run_id] = {
+                "label": run.label, "status": "pending", "attempts": prev.get("attempts", 0),
+                "errors": prev.get("errors", []), "config": run.values,
+            }
+
+    def set(self, run_id: str, **fields: Any) -> None:
+        self.data["runs"][run_id].update(fields)
+        self.write()
+
+    def write(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, default=str))
+        os.replace(tmp, self.path)
+
+
+def _error_line(exc: BaseException) -> tuple[str, bool]:
+    """(one-line description, whether retrying can help) of a failed Ray task."""
+    import ray
+
+    cause = exc
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = exc.cause if exc.cause is not None else exc
+    if isinstance(cause, MeigmError):
+        return f"{type(cause).__name__}: {cause}", False
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:300], True
+
+
+def run_sweep(
+    sweep: Sweep,
+    out: Path,
+    *,
+    address: str | None = None,
+    max_retries: int = 2,
+    num_cpus: int | None = None,
+    cpus_per_run: float = 1.0,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every unfinished run of ``sweep`` under ``out``; returns the status dict.
+
+    ``address=None`` starts a local Ray with ``num_cpus`` (default: all cores); otherwise
+    it joins that cluster, whose nodes must have meigm installed and see ``out``.
+    """
+    if max_retries < 0:
+        raise MeigmError(f"max_retries must be >= 0, got {max_retries}")
+    if cpus_per_run <= 0:
+        raise MeigmError(f"cpus_per_run must be > 0, got {cpus_per_run}")
+    todo = [r for r in sweep.runs if not is_finished(out / r.run_id)]
+    echo(f"sweep {sweep.name} ({sweep.budget} budget): {len(sweep.runs)} runs, "
+         f"{len(sweep.runs) - len(todo)} finished, {len(todo)} to run -> {out}")
+    if dry_run:
+        for r in sweep.runs:
+            state = "finished" if r not in todo else "to run"
+            extra = {k: v for k, v in r.values.items() if k not in ("env", "alg", "seeds")}
+            echo(f"  {state:>8}  {r.run_id:<48} alg={r.values['alg']} seeds={r.values['seeds']} "
+                 + " ".join(f"{k}={_fmt(v)}" for k, v in extra.items()))
+        return {"runs": {r.run_id: {"status": "finished" if r not in todo else "to run"}
+                         for r in sweep.runs}}
+    out.mkdir(parents=True, exist_ok=True)
+    status = _Status(out, sweep)
+    for r in sweep.runs:
+        if r not in todo:
+            status.data["runs"][r.run_id]["status"] = "finished"
+    status.write()
+    if not todo:
+        echo("nothing to do: every run has finished")
+        return status.data
+
+    import ray
+
+    memory = {r.run_id: run_memory_bytes(r) for r in todo}
+    env_vars = {k: v for k, v in os.environ.items()
+                if k.startswith(("JAX_", "XLA_", "MEIGM_")) or k in ("CUDA_VISIBLE_DEVICES",)}
+    own_ray = not ray.is_initialized()  # a caller (a test, a notebook) may hold one already
+    if own_ray:
+        ray.init(address=address, num_cpus=num_cpus if address is None else None,
+                 include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": env_vars} if env_vars else None)
+    try:
+        task = ray.remote(train_task)
+        by_id = {r.run_id: r for r in todo}
+        pending: dict[Any, str] = {}
+
+        def submit(run: RunSpec) -> None:
+            entry = status.data["runs"][run.run_id]
+            status.set(run.run_id, status="running", attempts=entry["attempts"] + 1,
+                       started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            ref = task.options(num_cpus=cpus_per_run, memory=memory[run.run_id], max_retries=0,
+                               name=f"meigm:{run.run_id}").remote(
+                run.values, str(out / run.run_id), run.label, str(out / ".pids" / f"{run.run_id}.pid"))
+            pending[ref] = run.run_id
+
+        for run in todo:
+            submit(run)
+        retries = {r.run_id: 0 for r in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            run_id = pending.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except Exception as exc:  # every task failure is recorded, retried or reported
+                line, retryable = _error_line(exc)
+                errors = [*status.data["runs"][run_id]["errors"], line]
+                if retryable and retries[run_id] < max_retries:
+                    retries[run_id] += 1
+                    status.set(run_id, errors=errors)
+                    echo(f"  retry {retries[run_id]}/{max_retries}: {run_id} ({line})")
+                    submit(by_id[run_id])
+                else:
+                    status.set(run_id, status="failed", errors=errors)
+                    echo(f"  FAILED  {run_id}: {line}")
+                continue
+            status.set(run_id, status="finished", wall_seconds=result["wall_seconds"])
+            echo(f"  done    {run_id} ({result['wall_seconds']:.0f} s)")
+    finally:
+        if own_ray:
+            ray.shutdown()
+    failed = [k for k, v in status.data["runs"].items() if v["status"] == "failed"]
+    echo(f"sweep {sweep.name}: {len(sweep.runs) - len(failed)} finished, {len(failed)} failed"
+         + (f" ({', '.join(failed)})" if failed else "") + f"; status in {status.path}")
+    return status.data

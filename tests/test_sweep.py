@@ -1,0 +1,194 @@
+"""Sweeps on a local Ray: expansion and validation of presets, a killed run retried,
+a finished sweep resumed as a no-op, plots and tables matching the runs' metrics, and
+every built-in preset at its smoke budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import error_line
+
+from meigm.errors import ConfigError, MeigmError
+from meigm.experiments.cli import main
+from meigm.experiments.sweep import builtin_presets, load_sweep
+
+TINY_OVERRIDES = {"hidden_dim": 16, "mixing_embed": 8, "hypernet_embed": 16, "opt_hidden": 8,
+                  "batch_size": 8, "buffer_size": 32, "test_episodes": 4}
+
+
+def _preset(tmp_path: Path, **changes) -> Path:
+    preset = {
+        "name": "tiny", "seeds": 2, "scenarios": ["matrix:table1"],
+        "algorithms": {"me_qmix": "me_qmix", "qmix": {"alg": "qmix", "lr": 0.002}},
+        "overrides": {**TINY_OVERRIDES, "t_max": 1200, "test_interval": 40},
+        "budgets": {"smoke": {"overrides": {"t_max": 200}}},
+        **changes,
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    return path
+
+
+# ------------------------------------------------------------- expansion
+def test_preset_expands_to_the_grid_with_budget_overrides(tmp_path):
+    path = _preset(tmp_path, grid=[{"lr": [0.001, 0.003]}, {"gamma": [0.9]}])
+    sweep = load_sweep(path, "laptop")
+    assert [r.run_id for r in sweep.runs] == [
+        "matrix_table1/me_qmix,lr=0.001", "matrix_table1/me_qmix,lr=0.003",
+        "matrix_table1/me_qmix,gamma=0.9", "matrix_table1/qmix,lr=0.001",
+        "matrix_table1/qmix,lr=0.003", "matrix_table1/qmix,gamma=0.9",
+    ]
+    assert all(r.config().t_max == 1200 and r.config().seeds == 2 for r in sweep.runs)
+    smoke = load_sweep(path, "smoke")
+    assert {r.config().t_max for r in smoke.runs} == {200}
+    assert smoke.runs[3].config().lr == 0.001  # the grid wins over the label's own lr
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"algorithms": {"x": "nope"}}, "unknown algorithm 'nope'"),
+    ({"overrides": {"t_maxx": 3}}, "t_maxx"),
+    ({"colour": "red"}, "unknown key(s) colour; allowed: name"),
+    ({"grid": {"lr": 0.1}}, "'grid' must map config keys to non-empty lists"),
+    ({"scenarios": []}, "'scenarios' must be a non-empty list"),
+])
+def test_bad_presets_are_one_line_errors(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        load_sweep(_preset(tmp_path, **change))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unknown_budget_and_preset_name_the_allowed_values(tmp_path, capfd):
+    with pytest.raises(ConfigError, match="unknown budget 'huge'; allowed: smoke, laptop, paper"):
+        load_sweep(_preset(tmp_path), "huge")
+    assert main(["sweep", "tabel3"]) == 2
+    line = error_line(capfd)
+    assert "unknown sweep preset 'tabel3'" in line and "table3" in line
+    with pytest.raises(MeigmError, match="max_retries must be >= 0"):
+        from meigm.experiments.sweep import run_sweep
+        run_sweep(load_sweep(_preset(tmp_path)), tmp_path / "o", max_retries=-1)
+
+
+@pytest.mark.parametrize("name", builtin_presets())
+@pytest.mark.parametrize("budget", ["smoke", "laptop", "paper"])
+def test_every_builtin_preset_loads_at_every_budget(name, budget):
+    sweep = load_sweep(name, budget)
+    assert sweep.runs and len({r.run_id for r in sweep.runs}) == len(sweep.runs)
+
+
+def test_dry_run_lists_and_runs_nothing(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(_preset(tmp_path)), "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "2 runs, 0 finished, 2 to run" in text and "matrix_table1/qmix" in text
+    assert not out.exists()
+
+
+# ------------------------------------------------------------- on Ray
+def _final_by_seed(run_dir: Path, metric: str) -> dict[int, float]:
+    last: dict[int, float] = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        last[rec["seed"]] = rec[metric]
+    return last
+
+
+@pytest.fixture(scope="module")
+def killed_sweep(tmp_path_factory):
+    """A two-run sweep in a subprocess whose first run's worker is SIGKILLed mid-way."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    preset, out = _preset(tmp), tmp / "out"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "JAX_COMPILATION_CACHE_DIR": os.environ.get("MEIGM_TEST_JAX_CACHE", str(tmp / "cache"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meigm.experiments.cli", "sweep", str(preset), "--out", str(out),
+         "--num-cpus", "2", "--max-retries", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    victim = "matrix_table1/me_qmix"
+    pid_file, metrics = out / ".pids" / f"{victim}.pid", out / victim / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if pid_file.is_file() and metrics.is_file() and metrics.read_text().count("\n") >= 2:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)  # mid-way: metrics written, not done
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"the run never got going:\n{proc.communicate()[0]}")
+    log, _ = proc.communicate(timeout=400)
+    return out, proc.returncode, log, victim
+
+
+def test_killed_run_is_retried_and_the_sweep_finishes(killed_sweep):
+    out, rc, log, victim = killed_sweep
+    assert rc == 0, log
+    status = json.loads((out / "sweep.json").read_text())["runs"]
+    assert status[victim]["status"] == "finished" and status[victim]["attempts"] == 2, status[victim]
+    assert len(status[victim]["errors"]) == 1
+    assert status["matrix_table1/qmix"] == {**status["matrix_table1/qmix"], "status": "finished",
+                                             "attempts": 1, "errors": []}
+    assert "retry 1/2: " + victim in log
+    for run_id in status:  # the retry started from scratch: no records of the killed attempt
+        recs = [json.loads(x) for x in (out / run_id / "metrics.jsonl").open()]
+        for seed in (0, 1):
+            episodes = [r["episodes"] for r in recs if r["seed"] == seed]
+            assert episodes == sorted(set(episodes))
+        assert (out / run_id / "results.json").is_file()
+        assert (out / run_id / "label.txt").read_text().strip() == run_id.split("/")[1]
+
+
+def test_rerunning_a_finished_sweep_does_nothing(killed_sweep, capsys):
+    out, _, _, _ = killed_sweep
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "sweep.json"}
+    preset = out.parent / "tiny.yaml"
+    assert main(["sweep", str(preset), "--out", str(out)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "sweep.json"}
+    assert after == before
+
+
+def test_plot_and_table_match_the_runs_metrics(killed_sweep, tmp_path):
+    out, _, _, _ = killed_sweep
+    assert main(["plot", str(out), "--out", str(tmp_path)]) == 0
+    assert main(["table", str(out), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "matrix_table1_test_return.png").is_file()
+    assert (tmp_path / "matrix_table1_test_return.pdf").is_file()
+    table = json.loads((tmp_path / "table.json").read_text())
+    text = json.dumps(table)
+    for label in ("me_qmix", "qmix"):
+        finals = _final_by_seed(out / "matrix_table1" / label, "test/return")
+        mean = sum(finals.values()) / len(finals)
+        assert f"{mean:.2f}" in (tmp_path / "table.md").read_text()
+        for v in finals.values():
+            assert repr(v)[:8] in text or f"{v}" in text
+
+
+# ------------------------------------------------------------- every preset
+def test_every_builtin_preset_runs_at_smoke_budget(tmp_path):
+    """All presets at their smoke budget in one local Ray; identical programs (the same
+    algorithm and scenario in several presets) compile once through JAX's cache."""
+    import ray
+
+    from meigm.experiments.sweep import run_sweep
+
+    cache = os.environ.get("MEIGM_TEST_JAX_CACHE") or "/tmp/meigm-test-jax-cache"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache,
+                                       "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}})
+    try:
+        for name in builtin_presets():
+            status = run_sweep(load_sweep(name, "smoke"), tmp_path / name, max_retries=0,
+                               echo=lambda _: None)
+            failed = {k: v["errors"] for k, v in status["runs"].items() if v["status"] != "finished"}
+            assert not failed, (name, failed)
+            for run_id in status["runs"]:
+                assert (tmp_path / name / run_id / "results.json").is_file()
+    finally:
+        ray.shutdown()
