@@ -30,7 +30,8 @@ class RNNAgent(nn.Module):
         h = self.hidden_dim
         self.fc1 = nn.Dense(h)
         self.gru_in = nn.Dense(3 * h)  # W_i[r, z, n] x + b_[r, z, in]
-        self.gru_hidden = nn.Dense(3 * h, use_bias=False)  # W_h[r, z, n] h
+        self.gru_hidden = nn.Dense(3 * h, use_bias=False,  # W_h[r, z, n] h
+                                   kernel_init=_orthogonal_blocks(3))
         self.gru_hn_bias = self.param("gru_hn_bias", nn.initializers.zeros_init(), (h,))
         self.fc2 = nn.Dense(self.n_actions)
 
@@ -55,6 +56,20 @@ class RNNAgent(nn.Module):
     def head(self, hidden: jax.Array) -> jax.Array:
         """hidden [..., H] -> Q_i(τ_i, ·) [..., A]."""
         return self.fc2(hidden)
+
+
+def _orthogonal_blocks(n: int) -> nn.initializers.Initializer:
+    """Flax GRUCell's recurrent initialisation for a fused kernel: n orthogonal
+    [H, H] blocks side by side (one per gate), so the fused cell starts where the
+    unfused one would."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        rows, cols = shape
+        keys = jax.random.split(key, n)
+        return jnp.concatenate(
+            [nn.initializers.orthogonal()(k, (rows, cols // n), dtype) for k in keys], axis=-1)
+
+    return init
 
 
 def agent_inputs(obs: jax.Array, last_action_onehot: jax.Array) -> jax.Array:
