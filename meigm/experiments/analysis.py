@@ -1,0 +1,280 @@
+"""Curves and tables from run directories: what ``meigm plot`` and ``meigm table`` write.
+
+Runs are found under the given paths (a run directory, or a sweep directory holding
+``<scenario>/<label>/`` run directories), grouped by scenario and label, and reduced
+per seed. Statistics follow Agarwal et al. (2021), via rliable where it has them:
+
+* curves: mean over seeds with a percentile-bootstrap 95% band of that mean;
+* tables: final greedy test metric (each seed's last evaluation) as mean ± std, the
+  best mean per scenario in bold; across scenarios the interquartile mean (IQM) with
+  a stratified-bootstrap 95% interval, and the probability of improvement of each
+  label over each other. Bootstraps take a fixed seed, so the files are reproducible.
+
+A label is the run's ``label.txt`` (written by sweeps), else its algorithm plus the
+config fields in which it differs from the other runs of the same algorithm and
+scenario, so ablations (``me_qmix transform=none``) get their own lines and columns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meigm.config import load_yaml
+from meigm.errors import MeigmError
+
+#: Default metric, in order of preference: SMAX win rate, Overcooked soups, return.
+DEFAULT_METRICS = ("test/won", "test/soups", "test/return")
+#: Config fields that never distinguish one experiment from another.
+IGNORED_FIELDS = ("seed", "seeds", "wandb", "wandb_project", "checkpoint_interval")
+
+
+@dataclass
+class Run:
+    path: Path
+    env: str
+    alg: str
+    config: dict[str, Any]
+    records: list[dict[str, Any]]
+    label: str = ""
+
+    def per_seed(self) -> dict[int, list[dict[str, Any]]]:
+        out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for rec in self.records:
+            out[int(rec["seed"])].append(rec)
+        return dict(out)
+
+
+# ------------------------------------------------------------------ loading
+def find_runs(paths: list[Path]) -> list[Run]:
+    """Every run directory at or up to three levels below ``paths``."""
+    dirs: list[Path] = []
+    for p in paths:
+        if not p.exists():
+            raise MeigmError(f"no such file or directory: {p}")
+        candidates = [p, *sorted(q.parent for q in p.glob("*/config.yaml")),
+                      *sorted(q.parent for q in p.glob("*/*/config.yaml")),
+                      *sorted(q.parent for q in p.glob("*/*/*/config.yaml"))]
+        dirs += [d for d in candidates if (d / "config.yaml").is_file()
+                 and (d / "metrics.jsonl").is_file() and d not in dirs]
+    if not dirs:
+        raise MeigmError(f"no run directories (config.yaml + metrics.jsonl) under "
+                         f"{', '.join(map(str, paths))}")
+    runs = [_load_run(d) for d in dirs]
+    _assign_labels(runs)
+    return runs
+
+
+def _load_run(d: Path) -> Run:
+    cfg = load_yaml(d / "config.yaml", what="run config")
+    records = []
+    for i, line in enumerate((d / "metrics.jsonl").read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            raise MeigmError(f"{d / 'metrics.jsonl'} line {i} is not valid JSON") from None
+        if not isinstance(rec, dict) or "seed" not in rec or "t_env" not in rec:
+            raise MeigmError(f"{d / 'metrics.jsonl'} line {i} lacks 'seed' or 't_env'")
+        records.append(rec)
+    if not records:
+        raise MeigmError(f"{d / 'metrics.jsonl'} holds no evaluation yet")
+    label = (d / "label.txt").read_text().strip() if (d / "label.txt").is_file() else ""
+    return Run(path=d, env=str(cfg.get("env")), alg=str(cfg.get("alg")), config=cfg,
+               records=records, label=label)
+
+
+def _assign_labels(runs: list[Run]) -> None:
+    """Label runs without ``label.txt``: alg + the fields that differ within (env, alg)."""
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for r in runs:
+        if not r.label:
+            groups[(r.env, r.alg)].append(r)
+    for group in groups.values():
+        keys = sorted({k for r in group for k in r.config} - set(IGNORED_FIELDS))
+        differ = [k for k in keys if len({json.dumps(r.config.get(k), sort_keys=True)
+                                          for r in group}) > 1]
+        for r in group:
+            r.label = " ".join([r.alg, *(f"{k}={r.config.get(k)}" for k in differ)])
+
+
+def choose_metric(runs: list[Run], metric: str | None) -> str:
+    available = sorted({k for r in runs for rec in r.records for k in rec
+                        if isinstance(rec[k], int | float) and k not in ("seed",)})
+    if metric is None:
+        for m in DEFAULT_METRICS:
+            if all(any(m in rec for rec in r.records) for r in runs):
+                return m
+        metric = DEFAULT_METRICS[-1]
+    if not all(any(metric in rec for rec in r.records) for r in runs):
+        raise MeigmError(f"metric {metric!r} is not in every run; available: {', '.join(available)}")
+    return metric
+
+
+def finals(runs: list[Run], metric: str) -> dict[str, dict[str, list[float]]]:
+    """scenario -> label -> final value per seed (each seed's last record with the metric)."""
+    out: dict[str, dict[str, list[float]]] = defaultdict(dict)
+    for r in runs:
+        values = [float([x for x in recs if metric in x][-1][metric])
+                  for _, recs in sorted(r.per_seed().items())]
+        out[r.env].setdefault(r.label, []).extend(values)
+    return dict(out)
+
+
+# ------------------------------------------------------------------ statistics
+def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap interval of the mean over seeds, per point.
+
+    values [seeds, points] -> (lo [points], hi [points]); one seed gives a zero-width band.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[0]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))  # resampled seeds
+    means = values[idx].mean(axis=1)  # [n_boot, points]
+    tail = (1.0 - level) / 2 * 100
+    return np.percentile(means, tail, axis=0), np.percentile(means, 100 - tail, axis=0)
+
+
+def curve(run: Run, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """x (mean env steps across seeds per evaluation index) [P], values [seeds, P].
+
+    Seeds are aligned by evaluation index and cut to the shortest seed."""
+    per_seed = [[rec for rec in recs if metric in rec] for _, recs in sorted(run.per_seed().items())]
+    points = min(len(s) for s in per_seed)
+    x = np.mean([[rec["t_env"] for rec in s[:points]] for s in per_seed], axis=0)
+    y = np.array([[rec[metric] for rec in s[:points]] for s in per_seed], dtype=np.float64)
+    return x, y
+
+
+# ------------------------------------------------------------------ outputs
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def plot_runs(run_dirs: list[Path], out_dir: Path, metric: str | None = None, x: str = "t_env",
+              n_boot: int = 2000, seed: int = 0) -> list[Path]:
+    """One figure per scenario, one line per label: mean and 95% bootstrap band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if x != "t_env":
+        raise MeigmError(f"unknown x axis {x!r}; allowed: t_env")
+    runs = find_runs(run_dirs)
+    metric = choose_metric(runs, metric)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_env: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        by_env[r.env].append(r)
+    written = []
+    for env, env_runs in sorted(by_env.items()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in sorted(env_runs, key=lambda r: r.label):
+            xs, ys = curve(r, metric)
+            lo, hi = bootstrap_ci(ys, n_boot, seed)
+            (line,) = ax.plot(xs, ys.mean(axis=0), label=f"{r.label} ({ys.shape[0]} seeds)")
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{env}: mean and 95% bootstrap CI over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        stem = out_dir / f"{_slug(env.replace(':', '_'))}_{_slug(metric.replace('/', '_'))}"
+        for ext in (".png", ".pdf"):
+            fig.savefig(stem.with_suffix(ext), dpi=120)
+            written.append(stem.with_suffix(ext))
+        plt.close(fig)
+    return written
+
+
+def aggregate(table: dict[str, dict[str, list[float]]], labels: list[str], n_boot: int,
+              seed: int) -> dict[str, Any]:
+    """IQM with stratified-bootstrap 95% CIs and pairwise probability of improvement
+    (rliable), over the scenarios every label covers, each cut to the fewest seeds."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    shared = sorted(env for env, cols in table.items() if all(lab in cols for lab in labels))
+    if not shared:
+        return {"note": "no scenario is covered by every label; no aggregate"}
+    n = min(len(table[env][lab]) for env in shared for lab in labels)
+    scores = {lab: np.array([table[env][lab][:n] for env in shared]).T for lab in labels}  # [runs, tasks]
+    np.random.seed(seed)  # rliable's bootstrap draws from numpy's global generator
+    point, ci = rly.get_interval_estimates(
+        scores, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=n_boot)
+    iqm = {lab: {"iqm": float(point[lab][0]), "ci95": [float(ci[lab][0, 0]), float(ci[lab][1, 0])]}
+           for lab in labels}
+    poi = {}
+    for a in labels:
+        for b in labels:
+            if a != b:
+                poi[f"{a} > {b}"] = float(metrics.probability_of_improvement(scores[a], scores[b]))
+    return {"scenarios": shared, "seeds_used": n, "iqm": iqm, "probability_of_improvement": poi}
+
+
+def table_runs(run_dirs: list[Path], out_dir: Path, metric: str | None = None, n_boot: int = 2000,
+               seed: int = 0) -> dict[str, Any]:
+    """Table 2 layout (scenario rows, label columns) as Markdown, LaTeX and JSON."""
+    runs = find_runs(run_dirs)
+    metric = choose_metric(runs, metric)
+    table = finals(runs, metric)
+    labels = sorted({lab for cols in table.values() for lab in cols})
+    result: dict[str, Any] = {"metric": metric, "labels": labels, "rows": {}}
+    md = [f"| scenario | {' | '.join(labels)} |", "|---|" + "---|" * len(labels)]
+    tex = ["\\begin{tabular}{l" + "c" * len(labels) + "}", "\\toprule",
+           "scenario & " + " & ".join(lab.replace("_", "\\_") for lab in labels) + " \\\\",
+           "\\midrule"]
+    for env in sorted(table):
+        cols = table[env]
+        stats = {lab: (float(np.mean(v)), float(np.std(v)), v) for lab, v in cols.items()}
+        best = max(m for m, _, _ in stats.values())
+        result["rows"][env] = {lab: {"mean": m, "std": s, "per_seed": v, "best": m == best}
+                               for lab, (m, s, v) in stats.items()}
+        md_cells, tex_cells = [], []
+        for lab in labels:
+            if lab not in stats:
+                md_cells.append("–")
+                tex_cells.append("--")
+                continue
+            m, s, _ = stats[lab]
+            cell = f"{m:.2f} ± {s:.2f}"
+            md_cells.append(f"**{cell}**" if m == best else cell)
+            tcell = f"{m:.2f} $\\pm$ {s:.2f}"
+            tex_cells.append(f"\\textbf{{{tcell}}}" if m == best else tcell)
+        md.append(f"| {env} | {' | '.join(md_cells)} |")
+        tex.append(f"{env.replace('_', chr(92) + '_')} & {' & '.join(tex_cells)} \\\\")
+    tex += ["\\bottomrule", "\\end{tabular}"]
+    agg = aggregate(table, labels, n_boot, seed)
+    result["aggregate"] = agg
+    md.append("")
+    md.append(f"Final greedy `{metric}`, mean ± std over seeds; best per row in bold.")
+    if "iqm" in agg:
+        md.append(f"Aggregate over {len(agg['scenarios'])} scenario(s), {agg['seeds_used']} seeds "
+                  "each (rliable, stratified bootstrap):")
+        md.append("")
+        md.append("| label | IQM | 95% CI |")
+        md.append("|---|---|---|")
+        for lab, v in agg["iqm"].items():
+            md.append(f"| {lab} | {v['iqm']:.3f} | [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}] |")
+        md.append("")
+        md.append("| probability of improvement | P |")
+        md.append("|---|---|")
+        for pair, p in agg["probability_of_improvement"].items():
+            md.append(f"| {pair} | {p:.3f} |")
+    else:
+        md.append(agg["note"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "table.md").write_text("\n".join(md) + "\n")
+    (out_dir / "table.tex").write_text("\n".join(tex) + "\n")
+    (out_dir / "table.json").write_text(json.dumps(result, indent=1))
+    return result

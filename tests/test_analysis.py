@@ -1,0 +1,95 @@
+"""``meigm plot`` / ``meigm table`` on synthetic run directories with hand-known numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from meigm.errors import MeigmError
+from meigm.experiments.analysis import bootstrap_ci, find_runs, plot_runs, table_runs
+
+
+def _run(root: Path, name: str, env: str, alg: str, finals: list[float], **cfg) -> Path:
+    """A run whose seed s logs 0.0 then finals[s] for test/won."""
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump({"alg": alg, "env": env, "seeds": len(finals),
+                                                   "seed": 0, "lr": 0.001, **cfg}))
+    lines = []
+    for t, values in ((100, [0.0] * len(finals)), (200, finals)):
+        lines += [json.dumps({"seed": s, "t_env": t + s, "test/won": v, "test/return": 2 * v})
+                  for s, v in enumerate(values)]
+    (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return d
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    _run(root, "a", "smax:x", "me_qmix", [0.5, 0.7, 0.9])
+    _run(root, "b", "smax:x", "qmix", [0.1, 0.2, 0.3])
+    _run(root, "c", "smax:y", "me_qmix", [1.0, 1.0, 1.0])
+    _run(root, "d", "smax:y", "qmix", [0.0, 0.2, 0.4])
+    return root
+
+
+def test_table_has_hand_computed_means_stds_and_bold_best(runs, tmp_path):
+    result = table_runs([runs], tmp_path)
+    md = (tmp_path / "table.md").read_text()
+    assert result["metric"] == "test/won"
+    assert "| smax:x | **0.70 ± 0.16** | 0.20 ± 0.08 |" in md  # std of [.5,.7,.9] = 0.1633
+    assert "| smax:y | **1.00 ± 0.00** | 0.20 ± 0.16 |" in md
+    assert result["rows"]["smax:x"]["qmix"]["per_seed"] == [0.1, 0.2, 0.3]
+    assert "\\textbf{0.70 $\\pm$ 0.16}" in (tmp_path / "table.tex").read_text()
+    agg = result["aggregate"]
+    assert agg["probability_of_improvement"]["me_qmix > qmix"] == 1.0  # better in every pair
+    assert agg["probability_of_improvement"]["qmix > me_qmix"] == 0.0
+
+
+def test_iqm_of_constant_scores_is_that_constant_with_a_collapsed_interval(tmp_path):
+    _run(tmp_path / "r", "a", "smax:x", "vdn", [0.25] * 4)
+    _run(tmp_path / "r", "b", "smax:y", "vdn", [0.25] * 4)
+    iqm = table_runs([tmp_path / "r"], tmp_path / "o")["aggregate"]["iqm"]["vdn"]
+    assert iqm["iqm"] == pytest.approx(0.25) and iqm["ci95"] == pytest.approx([0.25, 0.25])
+
+
+def test_bootstrap_band_contains_the_mean_and_is_reproducible():
+    values = np.random.default_rng(0).normal(size=(5, 7))
+    lo, hi = bootstrap_ci(values, seed=3)
+    assert np.all(lo <= values.mean(0)) and np.all(values.mean(0) <= hi) and np.all(lo < hi)
+    lo2, hi2 = bootstrap_ci(values, seed=3)
+    assert np.array_equal(lo, lo2) and np.array_equal(hi, hi2)
+    lo1, hi1 = bootstrap_ci(values[:1])
+    assert np.array_equal(lo1, hi1)  # one seed: no spread
+
+
+def test_plot_writes_png_and_pdf_per_scenario(runs, tmp_path):
+    paths = plot_runs([runs], tmp_path, metric="test/return")
+    assert sorted(p.name for p in paths) == sorted(
+        f"smax_{e}_test_return.{x}" for e in "xy" for x in ("png", "pdf"))
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_runs_differing_only_in_a_field_get_separate_labels(tmp_path):
+    _run(tmp_path, "a", "smax:x", "me_qmix", [0.5], transform="opt")
+    _run(tmp_path, "b", "smax:x", "me_qmix", [0.5], transform="none")
+    assert sorted(r.label for r in find_runs([tmp_path])) == [
+        "me_qmix transform=none", "me_qmix transform=opt"]
+
+
+def test_bad_input_names_the_problem(runs, tmp_path):
+    with pytest.raises(MeigmError, match=r"no such file or directory: .*missing"):
+        table_runs([tmp_path / "missing"], tmp_path)
+    (tmp_path / "empty2").mkdir()
+    with pytest.raises(MeigmError, match="no run directories"):
+        table_runs([tmp_path / "empty2"], tmp_path)
+    with pytest.raises(MeigmError, match=r"metric 'test/soups' is not in every run; available: .*test/won"):
+        table_runs([runs], tmp_path, metric="test/soups")
+    with (runs / "a" / "metrics.jsonl").open("a") as f:
+        f.write("{not json\n")
+    with pytest.raises(MeigmError, match=r"a/metrics.jsonl line 7 is not valid JSON"):
+        table_runs([runs], tmp_path)
