@@ -14,7 +14,8 @@ A sweep preset is a YAML file (the paper's experiments ship in ``meigm/presets``
     grid: {alpha_lr: [1.0e-4, 3.0e-4]}          # optional: cross product, one run each;
                                                 # a list of mappings is a union of products
     budget: laptop                  # default budget
-    budgets:                        # each may replace seeds, scenarios, grid and add overrides
+    budgets:                        # each may replace seeds, scenarios, algorithms, grid and
+                                    # add overrides (which win over the labels' settings)
       smoke: {seeds: 2, scenarios: [smax:protoss_5_vs_5], overrides: {t_max: 300}}
       laptop: {overrides: {t_max: 150000}}
       paper: {seeds: 5, overrides: {t_max: 10050000}}
@@ -167,11 +168,13 @@ def load_sweep(name_or_path: str | Path, budget: str | None = None) -> Sweep:
         raise ConfigError(f"{where}: 'scenarios' must be a non-empty list of scenario names")
     algorithms = _algorithms(chosen.get("algorithms", raw.get("algorithms")), where)
     points = _grid_points(chosen.get("grid", raw.get("grid")), where)
-    overrides = {**(raw.get("overrides") or {}), **(chosen.get("overrides") or {})}
+    # Precedence, lowest first: the preset's overrides, the label's own settings, the
+    # budget's overrides (so a smoke budget shrinks every run), the grid point.
+    common, budget_overrides = raw.get("overrides") or {}, chosen.get("overrides") or {}
 
     runs = []
     for scenario, (label, alg_spec), point in itertools.product(scenarios, algorithms.items(), points):
-        values = {**overrides, **alg_spec, **point, "env": scenario, "seeds": seeds}
+        values = {**common, **alg_spec, **budget_overrides, **point, "env": scenario, "seeds": seeds}
         full_label = ",".join([label, *(f"{k}={_fmt(v)}" for k, v in point.items())])
         run = RunSpec(run_id=f"{scenario.replace(':', '_')}/{full_label}", label=full_label,
                       values=values)
