@@ -24,7 +24,7 @@ RUN = [*TINY, "t_max=200", "test_interval=100"]
     ("argv", "expected"),
     [
         (["train", "--alg", "qmx"],
-         "unknown algorithm 'qmx'; allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn"),
+         "unknown algorithm 'qmx'; allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn, fop"),
         (["train", "--env", "matrix:tabel1"],
          "unknown environment 'matrix:tabel1'. Did you mean: matrix:table1"),
         (["train", "lr_rat=0.1"], "unknown config key 'lr_rat'"),
@@ -77,7 +77,7 @@ def test_help_and_subprocess_exit_status():
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
-        "meigm train: error: unknown algorithm 'nope'; allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn"
+        "meigm train: error: unknown algorithm 'nope'; allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn, fop"
     ]
 
 
