@@ -13,7 +13,8 @@ from meigm.errors import MeigmError
 from meigm.experiments.analysis import bootstrap_ci, find_runs, plot_runs, table_runs
 
 
-def _run(root: Path, name: str, env: str, alg: str, finals: list[float], **cfg) -> Path:
+def _run(root: Path, name: str, env: str, alg: str, finals: list[float], finished: bool = True,
+         **cfg) -> Path:
     """A run whose seed s logs 0.0 then finals[s] for test/won."""
     d = root / name
     d.mkdir(parents=True)
@@ -24,6 +25,8 @@ def _run(root: Path, name: str, env: str, alg: str, finals: list[float], **cfg) 
         lines += [json.dumps({"seed": s, "t_env": t + s, "test/won": v, "test/return": 2 * v})
                   for s, v in enumerate(values)]
     (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    if finished:
+        (d / "results.json").write_text("{}")
     return d
 
 
@@ -85,7 +88,7 @@ def test_bad_input_names_the_problem(runs, tmp_path):
     with pytest.raises(MeigmError, match=r"no such file or directory: .*missing"):
         table_runs([tmp_path / "missing"], tmp_path)
     (tmp_path / "empty2").mkdir()
-    with pytest.raises(MeigmError, match="no run directories"):
+    with pytest.raises(MeigmError, match="no finished run directories"):
         table_runs([tmp_path / "empty2"], tmp_path)
     with pytest.raises(MeigmError, match=r"metric 'test/soups' is not in every run; available: .*test/won"):
         table_runs([runs], tmp_path, metric="test/soups")
@@ -93,3 +96,9 @@ def test_bad_input_names_the_problem(runs, tmp_path):
         f.write("{not json\n")
     with pytest.raises(MeigmError, match=r"a/metrics.jsonl line 7 is not valid JSON"):
         table_runs([runs], tmp_path)
+
+
+def test_tables_leave_out_unfinished_runs_plots_draw_them(runs, tmp_path):
+    _run(runs, "e", "smax:z", "vdn", [0.3], finished=False)  # still training
+    assert "smax:z" not in table_runs([runs], tmp_path)["rows"]
+    assert any("smax_z" in p.name for p in plot_runs([runs], tmp_path))

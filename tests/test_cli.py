@@ -77,7 +77,8 @@ def test_help_and_subprocess_exit_status():
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
-        "meigm train: error: unknown algorithm 'nope'; allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn, fop"
+        "meigm train: error: unknown algorithm 'nope'; "
+        "allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn, fop"
     ]
 
 

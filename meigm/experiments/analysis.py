@@ -51,8 +51,10 @@ class Run:
 
 
 # ------------------------------------------------------------------ loading
-def find_runs(paths: list[Path]) -> list[Run]:
-    """Every run directory at or up to three levels below ``paths``."""
+def find_runs(paths: list[Path], finished_only: bool = False) -> list[Run]:
+    """Every run directory at or up to three levels below ``paths``; with
+    ``finished_only``, only those with ``results.json`` (a table of final metrics must
+    not mix in a run still training, or one a crash cut short)."""
     dirs: list[Path] = []
     for p in paths:
         if not p.exists():
@@ -61,9 +63,12 @@ def find_runs(paths: list[Path]) -> list[Run]:
                       *sorted(q.parent for q in p.glob("*/*/config.yaml")),
                       *sorted(q.parent for q in p.glob("*/*/*/config.yaml"))]
         dirs += [d for d in candidates if (d / "config.yaml").is_file()
-                 and (d / "metrics.jsonl").is_file() and d not in dirs]
+                 and (d / "metrics.jsonl").is_file() and d not in dirs
+                 and (not finished_only or (d / "results.json").is_file())]
     if not dirs:
-        raise MeigmError(f"no run directories (config.yaml + metrics.jsonl) under "
+        what = "finished run directories (with results.json)" if finished_only else \
+            "run directories (config.yaml + metrics.jsonl)"
+        raise MeigmError(f"no {what} under "
                          f"{', '.join(map(str, paths))}")
     runs = [_load_run(d) for d in dirs]
     _assign_labels(runs)
@@ -224,8 +229,9 @@ def aggregate(table: dict[str, dict[str, list[float]]], labels: list[str], n_boo
 
 def table_runs(run_dirs: list[Path], out_dir: Path, metric: str | None = None, n_boot: int = 2000,
                seed: int = 0) -> dict[str, Any]:
-    """Table 2 layout (scenario rows, label columns) as Markdown, LaTeX and JSON."""
-    runs = find_runs(run_dirs)
+    """Table 2 layout (scenario rows, label columns) as Markdown, LaTeX and JSON; finished
+    runs only."""
+    runs = find_runs(run_dirs, finished_only=True)
     metric = choose_metric(runs, metric)
     table = finals(runs, metric)
     labels = sorted({lab for cols in table.values() for lab in cols})
