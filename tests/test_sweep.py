@@ -20,6 +20,11 @@ from meigm.errors import ConfigError, MeigmError
 from meigm.experiments.cli import main
 from meigm.experiments.sweep import builtin_presets, load_sweep
 
+#: Sweep tests train tiny programs whose time is all XLA compilation: LLVM's
+#: optimisation level 0 halves it (a smoke SMAX run: 23 s -> 12 s) and changes nothing
+#: these tests check.
+FAST_COMPILE = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
+
 TINY_OVERRIDES = {"hidden_dim": 16, "mixing_embed": 8, "hypernet_embed": 16, "opt_hidden": 8,
                   "batch_size": 8, "buffer_size": 32, "test_episodes": 4}
 
@@ -83,10 +88,10 @@ def test_every_builtin_preset_loads_at_every_budget(name, budget):
     assert sweep.runs and len({r.run_id for r in sweep.runs}) == len(sweep.runs)
 
 
-def test_dry_run_lists_and_runs_nothing(tmp_path, capsys):
+def test_dry_run_lists_and_runs_nothing(tmp_path, capfd):
     out = tmp_path / "sweep"
     assert main(["sweep", str(_preset(tmp_path)), "--dry-run", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
+    text = capfd.readouterr().out
     assert "2 runs, 0 finished, 2 to run" in text and "matrix_table1/qmix" in text
     assert not out.exists()
 
@@ -105,7 +110,7 @@ def killed_sweep(tmp_path_factory):
     """A two-run sweep in a subprocess whose first run's worker is SIGKILLed mid-way."""
     tmp = tmp_path_factory.mktemp("sweep")
     preset, out = _preset(tmp), tmp / "out"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, **FAST_COMPILE, "JAX_PLATFORMS": "cpu",
            "JAX_COMPILATION_CACHE_DIR": os.environ.get("MEIGM_TEST_JAX_CACHE", str(tmp / "cache"))}
     proc = subprocess.Popen(
         [sys.executable, "-m", "meigm.experiments.cli", "sweep", str(preset), "--out", str(out),
@@ -180,7 +185,8 @@ def test_every_builtin_preset_runs_at_smoke_budget(tmp_path):
 
     cache = os.environ.get("MEIGM_TEST_JAX_CACHE") or "/tmp/meigm-test-jax-cache"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache,
+             runtime_env={"env_vars": {**FAST_COMPILE, "JAX_PLATFORMS": "cpu",
+                                       "JAX_COMPILATION_CACHE_DIR": cache,
                                        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}})
     try:
         for name in builtin_presets():
