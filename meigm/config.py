@@ -47,6 +47,11 @@ class Config:
     # --- roll-out and replay (pymarl2 defaults)
     n_envs: int = 4
     """Parallel environments per seed; one collection = one episode from each."""
+    env_workers: int = 0
+    """Host environments only (PettingZoo, SMACv2): worker processes stepping the
+    ``seeds × n_envs`` copies (it must divide that number); 0 steps them in this process,
+    best when a step is cheap (MPE); worth it when a step is slow (StarCraft II).
+    Evaluation reuses the same copies. Ignored by JAX environments."""
     buffer_size: int = 5000
     """Replay capacity in episodes (padded to the episode limit)."""
     batch_size: int = 128
@@ -270,6 +275,9 @@ def _check_choices(cfg: Config) -> None:
     if cfg.reward_shaping_horizon is not None and cfg.reward_shaping_horizon < 0:
         raise ConfigError("config key 'reward_shaping_horizon' must be >= 0 (0: no shaping), "
                           f"got {cfg.reward_shaping_horizon}")
+    if cfg.env_workers < 0:
+        raise ConfigError(f"config key 'env_workers' must be >= 0 (0: in this process), "
+                          f"got {cfg.env_workers}")
     if cfg.checkpoint_interval is not None and cfg.checkpoint_interval < 0:
         raise ConfigError("config key 'checkpoint_interval' must be >= 0 (0: only at the end), "
                           f"got {cfg.checkpoint_interval}")

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from meigm.config import Config
 from meigm.envs import Env
+from meigm.envs.host import HostEnv, HostVecEnv
 from meigm.learners import Learner
 from meigm.learners.common import refresh_target
 from meigm.rollout import (
@@ -37,7 +39,9 @@ from meigm.rollout import (
     greedy_act,
     rollout,
 )
-from meigm.types import LearnerState
+from meigm.rollout.collect import EpisodeStats
+from meigm.rollout.host import host_rollout, make_policy_step
+from meigm.types import Episodes, LearnerState
 
 
 @struct.dataclass
@@ -60,6 +64,11 @@ class Trainer:
     evaluate: Callable[[dict, jax.Array], dict[str, jax.Array]]
     chunk_iters: int
     steps_per_iter_max: int
+    #: True for host environments: ``run``/``evaluate`` already take stacked seeds and
+    #: must not be jitted or vmapped again (see :func:`compiled`).
+    batched: bool = False
+    #: releases the host environments (a no-op for JAX environments).
+    close: Callable[[], None] = lambda: None
 
 
 def shaping_coef(t_env: jax.Array, horizon: int | None) -> jax.Array:
@@ -78,7 +87,7 @@ def shaping_coef(t_env: jax.Array, horizon: int | None) -> jax.Array:
     return jnp.clip(1.0 - t_env / horizon, 0.0, 1.0).astype(jnp.float32)
 
 
-def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
+def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
     """Build the training program for a *resolved* config (see :meth:`Config.resolve`)."""
     spec = env.spec
     steps_per_iter_max = cfg.n_envs * spec.episode_limit
@@ -105,14 +114,10 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
         batch = buffer_sample(buf, key, cfg.batch_size)
         return jax.eval_shape(learner.update, ls, batch, key)[1]
 
-    def iteration(ts: TrainState, _):
-        key, k_collect, k_learn = jax.random.split(ts.key, 3)
-        params = ts.learner.params
-        coef = shaping_coef(ts.t_env, cfg.reward_shaping_horizon)
-        episodes, stats = rollout(
-            env, learner.agent.apply, params["agent"], explore_fn(ts.t_env), params,
-            learner.hidden_dim, k_collect, cfg.n_envs, shaping_coef=coef,
-        )
+    def absorb(ts: TrainState, key: jax.Array, k_learn: jax.Array, coef: jax.Array,
+               episodes: Episodes, stats: EpisodeStats) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Everything after a collection, for either roll-out: store the E episodes
+        [E, ...], update, refresh targets, count. ``key`` becomes the seed's next key."""
         buf = buffer_add(ts.buffer, episodes)
         t_env = ts.t_env + jnp.sum(stats.lengths)
         n_episodes = ts.episodes + cfg.n_envs
@@ -158,10 +163,20 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
         }
         return new, out
 
-    def run(ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        """``chunk_iters`` iterations; metrics averaged over the chunk (updates only
-        where learning had started)."""
-        ts, per_iter = jax.lax.scan(iteration, ts, None, length=chunk_iters)
+    def iteration(ts: TrainState, _):
+        key, k_collect, k_learn = jax.random.split(ts.key, 3)
+        params = ts.learner.params
+        coef = shaping_coef(ts.t_env, cfg.reward_shaping_horizon)
+        episodes, stats = rollout(
+            env, learner.agent.apply, params["agent"], explore_fn(ts.t_env), params,
+            learner.hidden_dim, k_collect, cfg.n_envs, shaping_coef=coef,
+        )
+        return absorb(ts, key, k_learn, coef, episodes, stats)
+
+    def summarise(ts: TrainState, per_iter: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Per-iteration metrics [iters] -> one chunk summary (update metrics averaged only
+        over iterations where learning had started)."""
+        per_iter = dict(per_iter)
         learned = per_iter.pop("learned").astype(jnp.float32)
         n_learned = jnp.maximum(jnp.sum(learned), 1.0)
         summary = {}
@@ -171,7 +186,12 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
             else:
                 summary[f"train/{k}"] = jnp.sum(v * learned) / n_learned
         summary.update(t_env=ts.t_env, episodes=ts.episodes, updates=ts.updates)
-        return ts, summary
+        return summary
+
+    def run(ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """``chunk_iters`` iterations and their summary."""
+        ts, per_iter = jax.lax.scan(iteration, ts, None, length=chunk_iters)
+        return ts, summarise(ts, per_iter)
 
     def evaluate(params: dict, key: jax.Array) -> dict[str, jax.Array]:
         """Greedy decentralised evaluation over ``test_episodes`` episodes."""
@@ -185,8 +205,74 @@ def make_train(cfg: Config, env: Env, learner: Learner) -> Trainer:
         out.update({f"test/{k}": jnp.mean(stats.returns) * c for k, c in spec.return_metrics})
         return out
 
+    if isinstance(env, HostEnv):
+        return _host_trainer(cfg, env, learner, init, absorb, summarise, chunk_iters,
+                             steps_per_iter_max)
     return Trainer(init=init, run=run, evaluate=evaluate, chunk_iters=chunk_iters,
                    steps_per_iter_max=steps_per_iter_max)
+
+
+def _host_trainer(cfg: Config, env: HostEnv, learner: Learner, init, absorb, summarise,
+                  chunk_iters: int, steps_per_iter_max: int) -> Trainer:
+    """The training program for a host environment (:mod:`meigm.rollout.host`).
+
+    Same state, same update, same metrics as the compiled program; only the collection
+    runs on the host between two jitted calls. ``run`` and ``evaluate`` here take the
+    *stacked* seeds (``batched=True``) — they are Python loops around jitted pieces, so
+    the caller must not ``jit``/``vmap`` them again.
+    """
+    vec = HostVecEnv(env, cfg.seeds * cfg.n_envs, cfg.env_workers)
+    explore = make_policy_step(learner.agent.apply, learner.explore)
+    greedy = make_policy_step(learner.agent.apply,
+                              lambda p, q, s, a, k, t: greedy_act(p, q, s, a, k))
+
+    @jax.jit
+    def prepare(ts: TrainState):  # [S] states -> keys and shaping coefficients per seed
+        keys = jax.vmap(lambda k: jax.random.split(k, 3))(ts.key)  # [S, 3, 2]
+        coef = jax.vmap(lambda t: shaping_coef(t, cfg.reward_shaping_horizon))(ts.t_env)
+        return keys[:, 0], keys[:, 1], keys[:, 2], coef
+
+    absorb_all = jax.jit(jax.vmap(absorb))
+    summarise_all = jax.jit(jax.vmap(summarise))
+
+    def run(ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        outs = []
+        for _ in range(chunk_iters):
+            key, k_collect, k_learn, coef = prepare(ts)
+            episodes, stats = host_rollout(vec, explore, ts.learner.params, learner.hidden_dim,
+                                           k_collect, ts.t_env, cfg.seeds)
+            ts, out = absorb_all(ts, key, k_learn, coef, episodes, stats)
+            outs.append(out)
+        per_iter = jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *outs)  # [S, iters]
+        return ts, summarise_all(ts, per_iter)
+
+    def evaluate(params: dict, keys: jax.Array) -> dict[str, jax.Array]:
+        """Greedy episodes, ``test_episodes`` per seed, in rounds of ``n_envs``.
+        params leaves [S, ...], keys [S, 2] -> {metric: [S]}."""
+        rounds = -(-cfg.test_episodes // cfg.n_envs)
+        parts = []
+        for r in range(rounds):
+            round_keys = jax.vmap(lambda k, r=r: jax.random.fold_in(k, r))(keys)
+            parts.append(host_rollout(vec, greedy, params, learner.hidden_dim, round_keys,
+                                      jnp.zeros(cfg.seeds, jnp.int32), cfg.seeds)[1])
+        returns = np.concatenate([p.returns for p in parts], 1)[:, :cfg.test_episodes]
+        lengths = np.concatenate([p.lengths for p in parts], 1)[:, :cfg.test_episodes]
+        out = {"test/return": returns.mean(1), "test/length": lengths.astype(np.float32).mean(1)}
+        for k in env.spec.info_keys:
+            out[f"test/{k}"] = np.concatenate([p.info[k] for p in parts], 1)[:, :cfg.test_episodes].mean(1)
+        out.update({f"test/{k}": returns.mean(1) * c for k, c in env.spec.return_metrics})
+        return out
+
+    return Trainer(init=init, run=run, evaluate=evaluate, chunk_iters=chunk_iters,
+                   steps_per_iter_max=steps_per_iter_max, batched=True, close=vec.close)
+
+
+def compiled(trainer: Trainer) -> tuple[Callable, Callable]:
+    """``(run, evaluate)`` over stacked seeds: ``jit(vmap(·))`` of a JAX trainer's
+    functions, a host trainer's own (already batched) ones."""
+    if trainer.batched:
+        return trainer.run, trainer.evaluate
+    return jax.jit(jax.vmap(trainer.run)), jax.jit(jax.vmap(trainer.evaluate))
 
 
 def init_seeds(init: Callable[[jax.Array], object], keys: jax.Array):

@@ -77,6 +77,17 @@ def test_plot_writes_png_and_pdf_per_scenario(runs, tmp_path):
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
+def test_plot_reference_lines_from_the_cli(runs, tmp_path, capfd):
+    from meigm.experiments.cli import main
+
+    out = tmp_path / "ref"
+    assert main(["plot", str(runs), "--out", str(out), "--metric", "test/return",
+                 "--reference", "random policy=-0.25"]) == 0
+    assert (out / "smax_x_test_return.png").is_file()
+    assert main(["plot", str(runs), "--out", str(out), "--reference", "random"]) != 0
+    assert "--reference must be LABEL=NUMBER, got 'random'" in capfd.readouterr().err
+
+
 def test_runs_differing_only_in_a_field_get_separate_labels(tmp_path):
     _run(tmp_path, "a", "smax:x", "me_qmix", [0.5], transform="opt")
     _run(tmp_path, "b", "smax:x", "me_qmix", [0.5], transform="none")

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from meigm.envs.base import Env, JaxMARLEnv, team_mean
+from meigm.envs.host import HostEnv
 from meigm.envs.matrix import PRESETS, MatrixGame
 from meigm.envs.overcooked import OVERCOOKED_LAYOUTS, build_overcooked
 from meigm.envs.smax import RACE_SCENARIOS, SMAX_MAPS, build_smax
@@ -87,7 +88,26 @@ def _mpe(scenario: str, args: dict[str, Any]) -> Env:
                       default_t_max=2_000_000, limit_is_truncation=True)
 
 
-# family -> (builder, scenarios)
+def _pettingzoo(target: str, args: dict[str, Any]) -> HostEnv:
+    from meigm.envs.pettingzoo import PettingZooEnv
+
+    if not target:
+        raise MeigmError("pettingzoo: needs a module, e.g. pettingzoo:mpe2.simple_spread_v3")
+    return PettingZooEnv(f"pettingzoo:{target}", target, args)
+
+
+def _smacv2(scenario: str, args: dict[str, Any]) -> HostEnv:
+    from meigm.envs.smacv2 import build_smacv2  # imports nothing of smacv2 until called
+
+    return build_smacv2(scenario, f"smacv2:{scenario}", args)
+
+
+#: SMACv2's 15 scenarios (the paper's Table 2): race x (allies_vs_enemies).
+SMACV2_SCENARIOS = tuple(f"{race}_{size}" for race in ("protoss", "terran", "zerg")
+                         for size in ("5_vs_5", "10_vs_10", "10_vs_11", "20_vs_20", "20_vs_23"))
+
+
+# family -> (builder, scenarios) for JAX environments (jitted roll-out)
 FAMILIES: dict[str, tuple[Builder, tuple[str, ...]]] = {
     "matrix": (_matrix, (*PRESETS, "custom")),
     "smax": (_smax, (*RACE_SCENARIOS, *SMAX_MAPS)),
@@ -95,19 +115,45 @@ FAMILIES: dict[str, tuple[Builder, tuple[str, ...]]] = {
     "mpe": (_mpe, ("simple_spread",)),
 }
 
+# family -> (builder, scenarios or None for any name) for host environments
+# (:mod:`meigm.envs.host`, stepped outside JAX by :mod:`meigm.rollout.host`)
+HOST_FAMILIES: dict[str, tuple[Callable[[str, dict[str, Any]], HostEnv], tuple[str, ...] | None]] = {
+    "pettingzoo": (_pettingzoo, None),
+    "smacv2": (_smacv2, SMACV2_SCENARIOS),
+}
+
 
 def registered() -> list[str]:
-    """Every registered scenario name, ``family:scenario``."""
+    """Every registered JAX scenario name, ``family:scenario``."""
     return [f"{fam}:{s}" for fam, (_, scenarios) in FAMILIES.items() for s in scenarios]
 
 
-def make_env(name: str, env_args: dict[str, Any] | None = None) -> Env:
-    """Build a scenario by registry name; unknown names list close matches."""
+def host_registered() -> list[str]:
+    """Host scenario names; ``family:<...>`` where a family takes any name."""
+    out = []
+    for fam, (_, scenarios) in HOST_FAMILIES.items():
+        out += [f"{fam}:{s}" for s in scenarios] if scenarios is not None else [f"{fam}:<module>"]
+    return out
+
+
+def make_env(name: str, env_args: dict[str, Any] | None = None) -> Env | HostEnv:
+    """Build a scenario by registry name; unknown names list close matches.
+
+    JAX scenarios return an :class:`Env`, host ones (PettingZoo, SMACv2) a
+    :class:`~meigm.envs.host.HostEnv`; the trainer picks the matching roll-out.
+    """
+    family, _, scenario = name.partition(":")
+    if family in HOST_FAMILIES:
+        builder, scenarios = HOST_FAMILIES[family]
+        if scenarios is not None and scenario not in scenarios:
+            raise MeigmError(f"unknown environment {name!r}; {family} scenarios: "
+                             f"{', '.join(f'{family}:{s}' for s in scenarios)}")
+        return builder(scenario, dict(env_args or {}))
     names = registered()
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
+        close = difflib.get_close_matches(name, names + host_registered(), n=3, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise MeigmError(f"unknown environment {name!r}.{hint} Registered: {', '.join(names)}")
-    family, scenario = name.split(":", 1)
+        raise MeigmError(f"unknown environment {name!r}.{hint} Registered: "
+                         f"{', '.join(names + host_registered())}")
     builder, _ = FAMILIES[family]
     return builder(scenario, dict(env_args or {}))

@@ -165,8 +165,12 @@ def _slug(text: str) -> str:
 
 
 def plot_runs(run_dirs: list[Path], out_dir: Path, metric: str | None = None, x: str = "t_env",
-              n_boot: int = 2000, seed: int = 0) -> list[Path]:
-    """One figure per scenario, one line per label: mean and 95% bootstrap band."""
+              n_boot: int = 2000, seed: int = 0,
+              references: dict[str, float] | None = None) -> list[Path]:
+    """One figure per scenario, one line per label: mean and 95% bootstrap band.
+
+    ``references`` {label: value}: dashed horizontal lines drawn on every figure — a
+    random policy's return, a paper's figure — so a curve is read against its floor."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,6 +192,9 @@ def plot_runs(run_dirs: list[Path], out_dir: Path, metric: str | None = None, x:
             lo, hi = bootstrap_ci(ys, n_boot, seed)
             (line,) = ax.plot(xs, ys.mean(axis=0), label=f"{r.label} ({ys.shape[0]} seeds)")
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        for i, (name, value) in enumerate(sorted((references or {}).items())):
+            ax.axhline(value, color="0.4", linestyle=("--", ":", "-.")[i % 3], linewidth=1,
+                       label=f"{name} ({value:g})")
         ax.set_xlabel("env steps")
         ax.set_ylabel(metric)
         ax.set_title(f"{env}: mean and 95% bootstrap CI over seeds")

@@ -1,4 +1,4 @@
-"""``meigm`` command line: train, compare, sweep, plot, table, eval, envs.
+"""``meigm`` command line: train, compare, sweep, plot, table, eval, export, envs.
 
 User errors (unknown algorithm, environment or config key, wrong types, bad sizes,
 missing files, an existing run directory) print one line naming the problem and the
@@ -40,6 +40,7 @@ examples:
   meigm train --alg qmix --env matrix:climbing lr=5e-4 batch_size=64
   meigm train --alg me_qmix --env matrix:custom 'env_args.payoff=[[1,0],[0,2]]'
   meigm eval runs/exp1 --render episode.gif      # re-evaluate the newest checkpoint, animate
+  meigm export runs/exp1 team.npz                 # one seed's agents as NumPy (+ team_policy.py)
   meigm sweep table3 --budget smoke               # a paper preset (meigm sweep --list)
   meigm plot runs/sweep_table3_smoke               # curves with 95% bootstrap bands
   meigm table runs/sweep_table3_smoke              # Table 2 layout, IQM, P(improvement)
@@ -112,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which of the run's seeds --render animates (0-based, default 0)")
 
     p = sub.add_parser(
+        "export", help="write one seed's agent network as a NumPy policy that runs without meigm",
+        description="Write the agent network of one seed of RUN_DIR (from a checkpoint, default: "
+                    "the newest) to OUT.npz (weights and metadata, no pickle) and the NumPy "
+                    "reference implementation of greedy decentralised execution next to it as "
+                    "<OUT stem>_policy.py, which needs only NumPy (see its docstring).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by meigm train")
+    p.add_argument("out", metavar="OUT.npz", help="output file; its directory must exist")
+    p.add_argument("--seed-index", type=int, default=0, metavar="I",
+                   help="which of the run's seeds to export (0-based, default 0)")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="checkpoint file, or its name under RUN_DIR/checkpoints (default: the newest)")
+
+    p = sub.add_parser(
         "sweep", help="a grid of algorithms x scenarios x overrides on Ray (resumable)",
         description="Run a sweep preset: every configuration is one Ray task (its seeds train "
                     "together in one program) writing one run directory under --out. Finished "
@@ -143,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--metric", default=None,
                        help="metric key (default test/won, else test/soups, else test/return)")
         p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+        if name == "plot":
+            p.add_argument("--reference", action="append", default=[], metavar="LABEL=VALUE",
+                           help="a dashed horizontal line (e.g. random=-27.5); repeatable")
 
     sub.add_parser("envs", help="list registered scenarios and their sizes")
     del registered
@@ -274,6 +292,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from meigm.experiments.export import export_run, policy_module_path
+
+    out = export_run(args.run_dir, args.out, seed_index=args.seed_index, checkpoint=args.checkpoint)
+    print(f"saved: {out} (agent network of seed index {args.seed_index})")
+    print(f"saved: {policy_module_path(out)} (NumPy policy: Policy.load({str(out)!r}))")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from meigm.experiments.sweep import load_sweep, run_sweep
 
@@ -304,8 +331,17 @@ def _analysis_out(args: argparse.Namespace) -> Path:
 def cmd_plot(args: argparse.Namespace) -> int:
     from meigm.experiments.analysis import plot_runs
 
+    references = {}
+    for item in args.reference:
+        label, sep, value = item.rpartition("=")
+        try:
+            if not sep or not label:
+                raise ValueError
+            references[label] = float(value)
+        except ValueError:
+            raise MeigmError(f"--reference must be LABEL=NUMBER, got {item!r}") from None
     paths = plot_runs([Path(r) for r in args.runs], _analysis_out(args), metric=args.metric,
-                      seed=args.seed)
+                      seed=args.seed, references=references)
     for p in paths:
         print(f"saved: {p}")
     return 0
@@ -339,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"train": cmd_train, "compare": cmd_compare, "sweep": cmd_sweep, "plot": cmd_plot,
-                "table": cmd_table, "eval": cmd_eval, "envs": cmd_envs}
+                "table": cmd_table, "eval": cmd_eval, "export": cmd_export, "envs": cmd_envs}
     try:
         return commands[args.command](args)
     except MeigmError as exc:

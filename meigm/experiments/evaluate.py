@@ -34,7 +34,7 @@ from meigm.envs import Env, make_env
 from meigm.errors import MeigmError
 from meigm.experiments.checkpoint import latest_checkpoint, load_checkpoint
 from meigm.learners import Learner, make_learner
-from meigm.train import Trainer, make_train, seed_keys
+from meigm.train import Trainer, compiled, make_train, seed_keys
 from meigm.types import LearnerState
 
 if TYPE_CHECKING:
@@ -127,8 +127,11 @@ def evaluate_run(run: LoadedRun) -> dict[str, Any]:
     cfg = run.cfg
     index = int(run.meta["eval_index"])
     keys = evaluation_keys(seed_keys(cfg), index)  # [seeds, 2]
-    evaluate = jax.jit(jax.vmap(run.trainer.evaluate))
-    metrics = jax.device_get(evaluate(run.state.params, keys))  # each [seeds]
+    _, evaluate = compiled(run.trainer)
+    try:
+        metrics = jax.device_get(evaluate(run.state.params, keys))  # each [seeds]
+    finally:
+        run.trainer.close()
     headline = [k for k in ("test/return", "test/won") if k in metrics]
     metrics = {k: metrics[k] for k in [*headline, *sorted(set(metrics) - set(headline))]}
     seeds = [cfg.seed + i for i in range(cfg.seeds)]

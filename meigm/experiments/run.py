@@ -51,12 +51,13 @@ from tqdm import tqdm
 
 from meigm.config import Config
 from meigm.envs import make_env
+from meigm.envs.host import HostEnv
 from meigm.errors import MeigmError
 from meigm.experiments.checkpoint import checkpoint_path, save_checkpoint
 from meigm.experiments.diagnostics import action_names, first_step_view, summarise_views
 from meigm.experiments.logging import MetricsLogger, headline_metric, require_wandb
 from meigm.learners import make_learner
-from meigm.train import init_seeds, make_train, seed_keys
+from meigm.train import compiled, init_seeds, make_train, seed_keys
 
 #: Enumerate joint actions for the Table 1 view only up to this many.
 MAX_VIEW_JOINTS = 4096
@@ -123,8 +124,7 @@ def train_run(
     if run_dir is not None:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-    run = jax.jit(jax.vmap(trainer.run))
-    evaluate = jax.jit(jax.vmap(trainer.evaluate))
+    run, evaluate = compiled(trainer)
     keys = seed_keys(cfg)  # [seeds, 2]
     interval = cfg.checkpoint_interval or 0
     next_checkpoint = interval if interval > 0 else None
@@ -171,6 +171,7 @@ def train_run(
                     break
         finally:
             bar.close()
+            trainer.close()
     wall = time.perf_counter() - t_start
 
     results: dict[str, Any] = {
@@ -186,7 +187,7 @@ def train_run(
             for rec in history[-cfg.seeds:]
         ],
     }
-    if math.prod([spec.n_actions] * spec.n_agents) <= MAX_VIEW_JOINTS:
+    if not isinstance(env, HostEnv) and math.prod([spec.n_actions] * spec.n_agents) <= MAX_VIEW_JOINTS:
         view_fn = jax.jit(jax.vmap(lambda p: first_step_view(learner, env, p, jax.random.PRNGKey(0))))
         views = jax.device_get(view_fn(state.learner.params))
         results["first_step"] = summarise_views(views, env, action_names(spec.n_actions))
