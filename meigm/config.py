@@ -23,6 +23,7 @@ from meigm.errors import ConfigError
 
 TARGET_UPDATES = ("hard", "polyak")
 ALPHA_LOSSES = ("exact", "sampled")
+DIVERGENCE = ("stop", "mask")
 
 
 @dataclass(frozen=True)
@@ -149,11 +150,20 @@ class Config:
     """Env steps between greedy evaluations; None: t_max / 20."""
     test_episodes: int = 32
     """Greedy decentralised episodes per evaluation (per seed)."""
+    keep_checkpoints: int = 2
+    """Interval checkpoints kept (the newest K); older ones are deleted once a newer one is
+    safely on disk. Each holds the replay buffer (``meigm train --resume`` needs it)."""
+    on_divergence: str = "stop"
+    """A non-finite loss, Q-value or parameter in a seed: stop (end the run with a message
+    naming it; the last good checkpoint stays) or mask (freeze that seed at its last finite
+    state, report it, let the other seeds finish)."""
     checkpoint_interval: int | None = None
     """Env steps between checkpoints, written at the first evaluation point at or after each
     multiple; 0 or None: only the final one. A checkpoint is the whole learner state
     (parameters, target parameters, optimiser state, α) of every seed, so ``meigm eval``
-    can re-evaluate a run at any of them and the logged test metrics can be reproduced."""
+    can re-evaluate a run at any of them and the logged test metrics can be reproduced;
+    interval checkpoints also hold the replay buffer, keys and counters, which
+    ``meigm train --resume`` continues from exactly."""
     wandb: bool = False
     """Also log metrics to Weights & Biases; needs ``pip install wandb`` and is imported
     only when true (``metrics.jsonl`` and TensorBoard files are always written)."""
@@ -208,7 +218,7 @@ _POSITIVE = {
     "grad_clip", "target_update_interval", "hidden_dim", "mixing_embed", "hypernet_embed", "qplex_heads",
     "epsilon_anneal_steps", "opt_layers", "opt_hidden", "opt_lr", "alpha_init", "alpha_lr",
     "test_interval", "test_episodes", "actor_lr", "fop_alpha_start", "fop_alpha_finish",
-    "fop_alpha_anneal_steps", "fop_epsilon_anneal_steps",
+    "fop_alpha_anneal_steps", "fop_epsilon_anneal_steps", "keep_checkpoints",
 }
 _UNIT = {"gamma", "td_lambda", "tau", "epsilon_start", "epsilon_finish"}
 
@@ -253,6 +263,7 @@ def _check_choices(cfg: Config) -> None:
         "transform": (cfg.transform, TRANSFORMS),
         "target_update": (cfg.target_update, TARGET_UPDATES),
         "alpha_loss": (cfg.alpha_loss, ALPHA_LOSSES),
+        "on_divergence": (cfg.on_divergence, DIVERGENCE),
     }
     if cfg.mixer is not None:
         # FOP's attention mixer belongs to FOP alone; the other algorithms take any IGM mixer.

@@ -46,8 +46,9 @@ The file is a NumPy ``.npz`` archive read with ``allow_pickle=False``: nothing i
 executed on load. Its entries: the weights (``fc1.kernel`` [O+N+A, H], ``fc1.bias`` [H],
 ``gru_in.kernel`` [H, 3H], ``gru_in.bias`` [3H], ``gru_hidden.kernel`` [H, 3H],
 ``gru_hn_bias`` [H], ``fc2.kernel`` [H, A], ``fc2.bias`` [A], all float32) and metadata
-(``format``, ``meigm_version``, ``alg``, ``env``, ``seed``, ``n_agents``, ``n_actions``,
-``obs_dim``, ``hidden_dim``, ``agents``, ``t_env``, ``checkpoint``).
+(``format``, ``meigm_version``, ``alg``, ``env``, ``env_args`` (JSON), ``seed``,
+``n_agents``, ``n_actions``, ``obs_dim``, ``hidden_dim``, ``agents``, ``t_env`` (the
+seed's env steps at the checkpoint), ``checkpoint`` (its file name)).
 """
 
 from __future__ import annotations

@@ -186,6 +186,9 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
             else:
                 summary[f"train/{k}"] = jnp.sum(v * learned) / n_learned
         summary.update(t_env=ts.t_env, episodes=ts.episodes, updates=ts.updates)
+        # the divergence guard's view of the parameters (the run loop pops it)
+        summary["finite_params"] = jnp.all(jnp.stack(
+            [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(ts.learner.params)]))
         return summary
 
     def run(ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:

@@ -15,11 +15,28 @@ run's seed order)::
     opt_state/inner_states/critic/inner_state/1/0/mu/agent/params/fc1/kernel
     opt_state/inner_states/critic/inner_state/1/0/count             [seeds] int32
 
+Interval checkpoints (``step_<t>``) also hold the rest of the training state, so a run
+can resume exactly (``meigm train --resume``): the replay buffer, the seeds' key streams
+and the counters, under ``train/``::
+
+    train/buffer/data/obs                                           [seeds, C, T+1, N, O]
+    train/buffer/ptr, train/key, train/t_env, train/episodes, ...   [seeds, ...]
+
+No environment state is stored: every collection starts fresh episodes from the key
+stream (the JAX roll-out resets its environments with a key split from the seed's key,
+the host roll-out with integer seeds drawn from it), so the key *is* the re-seeding rule.
+The final checkpoint leaves the buffer out (a finished run is not resumed, and the
+paper's buffer is ~4 GB per seed).
+
 Metadata (safetensors allows str -> str; values are JSON): ``format``,
 ``meigm_version``, ``alg``, ``env``, ``seeds`` (the seed numbers), ``t_env`` (env steps
 of each seed), ``eval_index`` (the evaluation point the file was written at, which
-``meigm eval`` needs to replay that evaluation's episodes), ``config`` (the resolved
-config).
+``meigm eval`` needs to replay that evaluation's episodes, and the number of
+``metrics.jsonl`` points a resumed run keeps), ``config`` (the resolved config),
+``sha256`` ({tensor name: digest of its dtype, shape and bytes}: a truncated or
+bit-flipped file is detected on load, tensor by tensor, so loading only the learner
+state does not read the buffer), ``run`` (resume bookkeeping: next checkpoint step,
+diverged seeds).
 
 Why this shape: safetensors never executes code on load (unlike pickle), and a flat
 ``{name: array}`` dict is all it stores. Optax states are pytrees of arrays with
@@ -32,9 +49,12 @@ written under another config (another mixer, width, algorithm) then fails with a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,10 +67,15 @@ from meigm.errors import MeigmError
 
 if TYPE_CHECKING:
     from meigm.config import Config
+    from meigm.train import TrainState
     from meigm.types import LearnerState
 
 #: Written into every checkpoint; bump when the tensor naming or metadata changes.
-FORMAT = "meigm-checkpoint/1"
+FORMAT = "meigm-checkpoint/2"
+#: Formats this version reads (1: learner state only, no checksums).
+READABLE = ("meigm-checkpoint/1", FORMAT)
+#: Prefix of the tensors that are not part of the learner state.
+TRAIN = "train"
 FINAL = "final.safetensors"
 _STEP = re.compile(r"^step_(\d+)\.safetensors$")
 _PARTS = ("params", "target_params", "opt_state")
@@ -90,29 +115,69 @@ def _named_leaves(state: LearnerState) -> tuple[list[str], list[Any]]:
     return names, leaves
 
 
-def flatten_state(state: LearnerState) -> dict[str, np.ndarray]:
-    """Learner state (leaves [seeds, ...]) -> flat ``{name: array}`` for safetensors."""
-    names, leaves = _named_leaves(state)
+def _train_rest(state: TrainState, with_buffer: bool) -> dict[str, Any]:
+    rest = {"key": state.key, "t_env": state.t_env, "episodes": state.episodes,
+            "updates": state.updates, "last_target_update": state.last_target_update}
+    if with_buffer:
+        rest["buffer"] = state.buffer
+    return rest
+
+
+def flatten_state(state: LearnerState | TrainState, with_buffer: bool = True) -> dict[str, np.ndarray]:
+    """Learner or training state (leaves [seeds, ...]) -> flat ``{name: array}``.
+
+    A :class:`~meigm.train.TrainState` adds its other fields under ``train/``; the
+    buffer only with ``with_buffer``."""
+    learner = getattr(state, "learner", state)
+    names, leaves = _named_leaves(learner)
+    if learner is not state:
+        rest = _train_rest(state, with_buffer)
+        names += leaf_names(rest, TRAIN)
+        leaves += jax.tree_util.tree_leaves(rest)
     return {n: np.ascontiguousarray(np.asarray(leaf)) for n, leaf in zip(names, leaves, strict=True)}
+
+
+def tensor_digest(arr: np.ndarray) -> str:
+    """sha256 of a tensor's dtype, shape and bytes (what the checksum metadata holds)."""
+    h = hashlib.sha256(f"{arr.dtype.str}{list(arr.shape)}".encode())
+    h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    return h.hexdigest()
+
+
+class CheckpointWriteError(MeigmError):
+    """A checkpoint could not be written (full disk, permissions); the previous one stands."""
 
 
 def save_checkpoint(
     path: str | Path,
-    state: LearnerState,
+    state: LearnerState | TrainState,
     cfg: Config,
     t_env: Sequence[int],
     eval_index: int,
+    with_buffer: bool = True,
+    run_meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``state`` (leaves [seeds, ...]) atomically: a temporary file, then a rename.
 
     A crash mid-write leaves at most a stray ``.tmp`` file, never a truncated checkpoint
-    under the real name, so :func:`latest_checkpoint` only ever sees complete files.
+    under the real name, and the previous checkpoints are untouched. A disk without room
+    for the file is found before writing (and an ``OSError`` while writing is caught):
+    either raises :class:`CheckpointWriteError`, with nothing left behind.
     """
     from safetensors.numpy import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = flatten_state(jax.device_get(state))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointWriteError(f"cannot create {path.parent}: {exc.strerror}") from None
+    tensors = flatten_state(jax.device_get(state), with_buffer=with_buffer)
+    size = sum(a.nbytes for a in tensors.values())
+    free = shutil.disk_usage(path.parent).free
+    if size + (1 << 20) > free:
+        raise CheckpointWriteError(
+            f"not enough disk space for checkpoint {path.name} in {path.parent}: it needs "
+            f"{size / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free")
     metadata = {
         "format": FORMAT,
         "meigm_version": meigm.__version__,
@@ -122,6 +187,8 @@ def save_checkpoint(
         "t_env": json.dumps([int(t) for t in t_env]),
         "eval_index": json.dumps(int(eval_index)),
         "config": json.dumps(cfg.to_dict()),
+        "sha256": json.dumps({n: tensor_digest(a) for n, a in tensors.items()}),
+        "run": json.dumps(run_meta or {}),
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -129,6 +196,9 @@ def save_checkpoint(
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise CheckpointWriteError(
+            f"could not write checkpoint {path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -151,11 +221,18 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             raw = f.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types for bad headers
         raise _unreadable(path, exc) from None
-    if raw.get("format") != FORMAT:
+    if raw.get("format") not in READABLE:
         found = raw.get("format", "none")
-        raise MeigmError(f"{path} is not a {FORMAT} checkpoint (format: {found}); it cannot be evaluated")
+        raise MeigmError(f"{path} is not a meigm checkpoint this version reads (format: {found}; "
+                         f"readable: {', '.join(READABLE)})")
+    if raw.get("meigm_version") != meigm.__version__:
+        raise MeigmError(
+            f"checkpoint {path} was written by meigm {raw.get('meigm_version', 'unknown')}, this is "
+            f"meigm {meigm.__version__}; load it with that version (tensor layouts may differ)")
     meta: dict[str, Any] = dict(raw)
-    for key in ("seeds", "t_env", "eval_index", "config"):
+    meta.setdefault("sha256", "{}")
+    meta.setdefault("run", "{}")
+    for key in ("seeds", "t_env", "eval_index", "config", "sha256", "run"):
         try:
             meta[key] = json.loads(raw[key])
         except (KeyError, json.JSONDecodeError):
@@ -167,25 +244,21 @@ def _shape(x: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in x.shape)
 
 
-def load_checkpoint(path: str | Path, template: LearnerState) -> tuple[LearnerState, dict[str, Any]]:
-    """Restore a learner state into the structure of ``template``.
-
-    ``template``: a learner state with leaves [seeds, ...] — arrays or
-    ``jax.ShapeDtypeStruct`` (``jax.eval_shape`` of the vmapped ``init`` costs nothing).
-    Returns the state with numpy leaves and the decoded metadata. Every tensor name,
-    shape and dtype is checked against the template; a mismatch names the tensor.
-    """
+def _read_tensors(path: Path, meta: dict[str, Any], names: list[str], leaves: list[Any],
+                  train_part: bool) -> list[np.ndarray]:
+    """The tensors ``names`` of a checkpoint, each checked against its template leaf
+    (shape, dtype) and its recorded digest. Only one part is read — the learner state or
+    the ``train/`` tensors; a tensor of that part the template lacks is a config mismatch."""
     from safetensors import safe_open
 
-    path = Path(path)
-    meta = read_metadata(path)
-    names, leaves = _named_leaves(template)
     expected = dict(zip(names, leaves, strict=True))
+    digests = meta.get("sha256") or {}
     try:
         with safe_open(str(path), framework="numpy") as f:
             found = set(f.keys())
             missing = [n for n in names if n not in found]
-            extra = sorted(found - set(names))
+            extra = sorted(n for n in found - set(names)
+                           if n.startswith(TRAIN + "/") == train_part)
             if missing or extra:
                 what = (f"tensor {missing[0]!r} expected by this config is missing" if missing
                         else f"tensor {extra[0]!r} is not part of this config's state")
@@ -204,11 +277,30 @@ def load_checkpoint(path: str | Path, template: LearnerState) -> tuple[LearnerSt
                         f"{arr.dtype}{list(arr.shape)} in the file, {np.dtype(want.dtype)}"
                         f"{list(_shape(want))} expected ([seeds, ...]; another config or seed count?)"
                     )
+                if name in digests and tensor_digest(arr) != digests[name]:
+                    raise MeigmError(f"checkpoint {path} is corrupt: tensor {name!r} does not "
+                                     "match its checksum")
                 arrays.append(arr)
     except MeigmError:
         raise
     except Exception as exc:
         raise _unreadable(path, exc) from None
+    return arrays
+
+
+def load_checkpoint(path: str | Path, template: LearnerState) -> tuple[LearnerState, dict[str, Any]]:
+    """Restore a learner state into the structure of ``template``.
+
+    ``template``: a learner state with leaves [seeds, ...] — arrays or
+    ``jax.ShapeDtypeStruct`` (``jax.eval_shape`` of the vmapped ``init`` costs nothing).
+    Returns the state with numpy leaves and the decoded metadata. Every tensor name,
+    shape, dtype and checksum is checked; a mismatch names the tensor. The ``train/``
+    tensors of an interval checkpoint are not read.
+    """
+    path = Path(path)
+    meta = read_metadata(path)
+    names, leaves = _named_leaves(template)
+    arrays = _read_tensors(path, meta, names, leaves, train_part=False)
     parts = _parts(template)
     restored = {}
     start = 0
@@ -217,6 +309,60 @@ def load_checkpoint(path: str | Path, template: LearnerState) -> tuple[LearnerSt
         restored[p] = jax.tree_util.tree_unflatten(treedef, arrays[start:start + treedef.num_leaves])
         start += treedef.num_leaves
     return template.replace(**restored), meta
+
+
+def load_train_state(path: str | Path, template: TrainState) -> tuple[TrainState, dict[str, Any]]:
+    """Restore a whole training state (what ``--resume`` continues from): the learner
+    state as :func:`load_checkpoint`, plus the buffer, keys and counters under
+    ``train/``. A checkpoint without them (a final one) is an error."""
+    path = Path(path)
+    read_metadata(path)
+    if not _has_buffer(path):
+        raise MeigmError(f"checkpoint {path} holds no replay buffer (a final checkpoint, or one "
+                         "written before meigm-checkpoint/2); it cannot be resumed from")
+    learner, meta = load_checkpoint(path, template.learner)
+    rest = _train_rest(template, with_buffer=True)
+    names = leaf_names(rest, TRAIN)
+    arrays = _read_tensors(path, meta, names, jax.tree_util.tree_leaves(rest), train_part=True)
+    rest = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(rest), arrays)
+    return template.replace(learner=learner, **rest), meta
+
+
+def _has_buffer(path: Path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return any(k.startswith(TRAIN + "/buffer/") for k in f.keys())
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
+
+
+def newest_resumable(run_dir: str | Path, template: TrainState,
+                     warn: Any = None) -> tuple[TrainState, dict[str, Any], Path] | None:
+    """The newest interval checkpoint that loads and passes its checksums, or None.
+
+    A truncated, bit-flipped or otherwise unreadable file is skipped with a warning
+    naming it (``warn(message)``, default :func:`warnings.warn`), and the one before it
+    is tried."""
+    warn = warn or (lambda m: warnings.warn(m, stacklevel=3))
+    for path in reversed([p for p in list_checkpoints(run_dir) if p.name != FINAL]):
+        try:
+            state, meta = load_train_state(path, template)
+        except MeigmError as exc:
+            warn(f"skipping checkpoint {path}: {exc}")
+            continue
+        return state, meta, path
+    return None
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` interval checkpoints; returns the deleted."""
+    steps = [p for p in list_checkpoints(run_dir) if p.name != FINAL]
+    doomed = steps[:-keep] if keep > 0 else steps
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    return doomed
 
 
 def checkpoint_path(run_dir: str | Path, t_env: int | None) -> Path:

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default=None, help="scenario, e.g. matrix:table1 (see `meigm envs`)")
     p.add_argument("--out", default=None, metavar="RUN_DIR",
                    help="run directory (default runs/<alg>_<env>_<time>)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run from its newest complete checkpoint "
+                        "(its config.yaml is the config; no other options)")
     _add_run_args(p)
 
     p = sub.add_parser("compare", help="the paper's Table 1: several algorithms on one game")
@@ -212,6 +215,19 @@ def _summary_line(label: str, results: dict[str, Any]) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from meigm.experiments.run import default_run_dir, train_run
 
+    if args.resume is not None:
+        from meigm.experiments.evaluate import load_config
+
+        given = [f"--{k}" for k in ("alg", "env", "out", "seeds", "seed", "preset")
+                 if getattr(args, k) is not None] + list(args.overrides)
+        if given:
+            raise MeigmError(f"--resume takes no other options (got {' '.join(given)}): a resumed "
+                             "run keeps its own config.yaml")
+        cfg = load_config(Path(args.resume))
+        results = train_run(cfg, args.resume, progress=not args.no_progress, resume=True)
+        print(_summary_line(cfg.alg, results))
+        print(f"run directory: {results['run_dir']}")
+        return 0
     cfg = _config(args.alg, args.env, args)
     out = Path(args.out) if args.out else default_run_dir(cfg)
     results = train_run(cfg, out, progress=not args.no_progress)

@@ -59,10 +59,14 @@ def _check_out(out: Path) -> None:
         raise MeigmError(f"output {out} is a directory")
 
 
-def _agent_tensors(path: Path, seed_index: int) -> dict[str, np.ndarray]:
-    """The agent network of seed ``seed_index`` from a checkpoint, as export names -> float32."""
+def _agent_tensors(path: Path, meta: dict[str, Any], seed_index: int) -> dict[str, np.ndarray]:
+    """The agent network of seed ``seed_index`` from a checkpoint, as export names -> float32;
+    each tensor is checked against its recorded checksum (where the file has one)."""
     from safetensors import safe_open
 
+    from meigm.experiments.checkpoint import tensor_digest
+
+    digests = meta.get("sha256") or {}
     try:
         with safe_open(str(path), framework="numpy") as f:
             found = set(f.keys())
@@ -70,9 +74,15 @@ def _agent_tensors(path: Path, seed_index: int) -> dict[str, np.ndarray]:
             if missing:
                 raise MeigmError(f"checkpoint {path} has no agent network tensor {missing[0]!r} "
                                  f"(not a meigm agent checkpoint?)")
-            return {out: np.ascontiguousarray(f.get_tensor(_AGENT_PREFIX + name)[seed_index],
-                                              dtype=np.float32)
-                    for name, out in _TENSORS.items()}
+            weights = {}
+            for name, out in _TENSORS.items():
+                full = _AGENT_PREFIX + name
+                arr = f.get_tensor(full)
+                if full in digests and tensor_digest(arr) != digests[full]:
+                    raise MeigmError(f"checkpoint {path} is corrupt: tensor {full!r} does not "
+                                     "match its checksum")
+                weights[out] = np.ascontiguousarray(arr[seed_index], dtype=np.float32)
+            return weights
     except MeigmError:
         raise
     except Exception as exc:  # safetensors' own error types for a corrupt file
@@ -131,7 +141,7 @@ def export_run(run_dir: str | Path, out: str | Path, seed_index: int = 0,
         raise MeigmError(f"checkpoint {path} belongs to another run ({meta['alg']} on "
                          f"{meta['env']}); this run is {cfg.alg} on {cfg.env}")
     spec = make_env(cfg.env, cfg.env_args).spec
-    weights = _agent_tensors(path, seed_index)
+    weights = _agent_tensors(path, meta, seed_index)
     hidden_dim = int(weights["fc1.bias"].shape[0])
     t_env = meta.get("t_env") or []
     fields: dict[str, Any] = {

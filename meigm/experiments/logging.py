@@ -60,10 +60,13 @@ class JsonlSink:
 class TensorBoardSink:
     """One tensorboardX ``SummaryWriter`` per seed under ``<root>/seed_<n>``."""
 
-    def __init__(self, root: Path, seeds: list[int]) -> None:
+    def __init__(self, root: Path, seeds: list[int], purge_step: int | None = None) -> None:
         from tensorboardX import SummaryWriter
 
-        self._writers = {s: SummaryWriter(logdir=str(root / f"seed_{s}"), flush_secs=30) for s in seeds}
+        # purge_step (a resumed run): TensorBoard discards the events at or after it that
+        # the interrupted run had written past its checkpoint, so no step appears twice.
+        self._writers = {s: SummaryWriter(logdir=str(root / f"seed_{s}"), flush_secs=30,
+                                          purge_step=purge_step) for s in seeds}
 
     def write(self, records: list[dict[str, Any]]) -> None:
         for record in records:
@@ -127,13 +130,13 @@ class MetricsLogger:
     Use as a context manager so event files are flushed and closed even on Ctrl-C.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path | None) -> None:
+    def __init__(self, cfg: Config, run_dir: Path | None, purge_step: int | None = None) -> None:
         self.sinks: list[JsonlSink | TensorBoardSink | WandbSink] = []
         try:
             if run_dir is not None:
                 self.sinks.append(JsonlSink(run_dir / "metrics.jsonl"))
                 seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
-                self.sinks.append(TensorBoardSink(run_dir / "tb", seeds))
+                self.sinks.append(TensorBoardSink(run_dir / "tb", seeds, purge_step))
             if cfg.wandb:
                 self.sinks.append(WandbSink(cfg, run_dir))
         except BaseException:

