@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,7 +110,8 @@ def _final_by_seed(run_dir: Path, metric: str) -> dict[int, float]:
 def killed_sweep(tmp_path_factory):
     """A two-run sweep in a subprocess whose first run's worker is SIGKILLed mid-way."""
     tmp = tmp_path_factory.mktemp("sweep")
-    preset, out = _preset(tmp), tmp / "out"
+    overrides = {**TINY_OVERRIDES, "t_max": 1200, "test_interval": 40, "checkpoint_interval": 80}
+    preset, out = _preset(tmp, overrides=overrides), tmp / "out"
     env = {**os.environ, **FAST_COMPILE, "JAX_PLATFORMS": "cpu",
            "JAX_COMPILATION_CACHE_DIR": os.environ.get("MEIGM_TEST_JAX_CACHE", str(tmp / "cache"))}
     proc = subprocess.Popen(
@@ -120,8 +122,9 @@ def killed_sweep(tmp_path_factory):
     pid_file, metrics = out / ".pids" / f"{victim}.pid", out / victim / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if pid_file.is_file() and metrics.is_file() and metrics.read_text().count("\n") >= 2:
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)  # mid-way: metrics written, not done
+        if pid_file.is_file() and metrics.is_file() and metrics.read_text().count("\n") >= 6:
+            # mid-way: 3 evaluation points and the checkpoint at 80 env steps written
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
             break
         time.sleep(0.2)
     else:
@@ -140,7 +143,10 @@ def test_killed_run_is_retried_and_the_sweep_finishes(killed_sweep):
     assert status["matrix_table1/qmix"] == {**status["matrix_table1/qmix"], "status": "finished",
                                              "attempts": 1, "errors": []}
     assert "retry 1/2: " + victim in log
-    for run_id in status:  # the retry started from scratch: no records of the killed attempt
+    # the retry resumed the killed attempt from its checkpoint
+    resumed = json.loads((out / victim / "results.json").read_text())["resumed_from"]
+    assert re.search(r"checkpoints/step_\d+\.safetensors$", resumed), resumed
+    for run_id in status:  # no evaluation point twice, whatever the kill left in metrics.jsonl
         recs = [json.loads(x) for x in (out / run_id / "metrics.jsonl").open()]
         for seed in (0, 1):
             episodes = [r["episodes"] for r in recs if r["seed"] == seed]
@@ -149,12 +155,12 @@ def test_killed_run_is_retried_and_the_sweep_finishes(killed_sweep):
         assert (out / run_id / "label.txt").read_text().strip() == run_id.split("/")[1]
 
 
-def test_rerunning_a_finished_sweep_does_nothing(killed_sweep, capsys):
+def test_rerunning_a_finished_sweep_does_nothing(killed_sweep, capfd):
     out, _, _, _ = killed_sweep
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "sweep.json"}
     preset = out.parent / "tiny.yaml"
     assert main(["sweep", str(preset), "--out", str(out)]) == 0
-    assert "nothing to do" in capsys.readouterr().out
+    assert "nothing to do" in capfd.readouterr().out
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "sweep.json"}
     assert after == before
 

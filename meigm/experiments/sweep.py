@@ -207,15 +207,32 @@ def is_finished(run_dir: Path) -> bool:
 
 # ----------------------------------------------------------------- the Ray task
 def train_task(values: dict[str, Any], run_dir: str, label: str, pid_file: str) -> dict[str, Any]:
-    """Body of one Ray task: (re)start one run from scratch and train it to the end."""
+    """Body of one Ray task: train one run to the end, resuming an earlier attempt.
+
+    A directory an earlier attempt left (killed, pre-empted) is resumed from its newest
+    complete checkpoint when it has one and holds the same config; otherwise it is
+    cleared and the run starts from scratch."""
+    from meigm.experiments.evaluate import load_config
     from meigm.experiments.run import train_run
 
     Path(pid_file).parent.mkdir(parents=True, exist_ok=True)
     Path(pid_file).write_text(str(os.getpid()))  # lets tests and users kill a run's worker
     out = Path(run_dir)
+    cfg = config.from_dict(values)
+    resume = False
     if out.exists() and not is_finished(out):
-        shutil.rmtree(out)  # an earlier attempt's partial directory (no resume before #6)
-    results = train_run(config.from_dict(values), out, progress=False, echo=lambda _: None)
+        from meigm.envs import make_env
+
+        spec = make_env(cfg.env, cfg.env_args).spec
+        resolved = cfg.resolve(spec.default_t_max, dict(spec.config_defaults))
+        try:
+            same = load_config(out) == resolved
+        except Exception:  # no or unreadable config.yaml: nothing worth keeping
+            same = False
+        resume = same and (out / "checkpoints").is_dir()
+        if not resume:
+            shutil.rmtree(out)
+    results = train_run(cfg, out, progress=False, echo=lambda _: None, resume=resume)
     (out / "label.txt").write_text(label + "\n")
     return {"wall_seconds": results["wall_seconds"], "final": results["final"]}
 
