@@ -333,3 +333,23 @@ def test_full_disk_while_checkpointing_keeps_the_last_good_one(tmp_path, monkeyp
     names = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir())
     assert "step_160.safetensors" not in names and not any(n.endswith(".tmp") for n in names)
     assert results["t_env"] == [400, 400]
+
+
+def test_checkpoints_of_the_first_format_still_load(tmp_path):
+    """meigm-checkpoint/1 files (no checksums, no run metadata) stay readable for eval."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    train_run(_cfg(t_max=80), tmp_path / "a", progress=False, echo=_quiet)
+    final = tmp_path / "a" / "checkpoints" / "final.safetensors"
+    with safe_open(str(final), framework="numpy") as f:
+        meta = dict(f.metadata())
+    meta.pop("sha256"), meta.pop("run")
+    meta["format"] = "meigm-checkpoint/1"
+    tensors = {k: v for k, v in load_file(str(final)).items() if not k.startswith("train/")}
+    save_file(tensors, str(final), metadata=meta)
+    got = ckpt.read_metadata(final)
+    assert got["sha256"] == {} and got["run"] == {} and got["t_env"] == [80, 80]
+    from meigm.experiments.evaluate import evaluate_run, load_run
+
+    assert evaluate_run(load_run(tmp_path / "a"))["reproduces_log"]

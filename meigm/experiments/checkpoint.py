@@ -234,7 +234,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     meta.setdefault("run", "{}")
     for key in ("seeds", "t_env", "eval_index", "config", "sha256", "run"):
         try:
-            meta[key] = json.loads(raw[key])
+            meta[key] = json.loads(meta[key])
         except (KeyError, json.JSONDecodeError):
             raise MeigmError(f"checkpoint {path} has no valid {key!r} metadata") from None
     return meta
