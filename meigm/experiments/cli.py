@@ -384,6 +384,16 @@ def cmd_envs(args: argparse.Namespace) -> int:
         s = make_env(name).spec
         print(f"{name:<24}{s.n_agents:>7}{s.n_actions:>8}{s.obs_dim:>6}{s.state_dim:>7}"
               f"{s.episode_limit:>7}  {s.default_t_max}")
+    from meigm.envs.registry import HOST_FAMILIES
+
+    print("\nstepped on the host (sizes come from the installed environment):")
+    for family, (_, scenarios) in HOST_FAMILIES.items():
+        if scenarios is None:
+            print(f"  {family}:<module>[:<factory>]   any PettingZoo ParallelEnv with discrete "
+                  "actions, e.g. pettingzoo:mpe2.simple_spread_v3")
+        else:
+            print(f"  {family}: {', '.join(scenarios)}  (needs smacv2 and StarCraft II: "
+                  "docs/smacv2.md)")
     return 0
 
 
