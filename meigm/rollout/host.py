@@ -14,6 +14,7 @@ Shapes: S seeds, E environments per seed, T episode limit, N agents, A actions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -33,14 +34,16 @@ def make_policy_step(agent_apply: Callable, act: HostActFn) -> Callable:
     """One jitted decision for all seeds and environments.
 
     (params [S, ...], hidden [S,E,N,H], obs [S,E,N,O], last action [S,E,N,A],
-    state [S,E,Sd], avail [S,E,N,A], key [S,2], t_env [S]) -> (hidden, actions [S,E,N]).
+    state [S,E,Sd], avail [S,E,N,A], key [S,2], t_env [S], t []) -> (hidden, actions
+    [S,E,N]); step ``t``'s key is ``fold_in(key, t)``, folded inside the program so a
+    step costs one dispatch.
     """
 
-    def one_seed(params, hidden, obs, last_action, state, avail, key, t_env):
+    def one_seed(params, hidden, obs, last_action, state, avail, key, t_env, t):
         hidden, q = agent_apply(params["agent"], hidden, agent_inputs(obs, last_action))
-        return hidden, act(params, q, state, avail, key, t_env)
+        return hidden, act(params, q, state, avail, jax.random.fold_in(key, t), t_env)
 
-    return jax.jit(jax.vmap(one_seed))
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, 0, 0, 0, 0, 0, None)))
 
 
 def reset_seeds(keys: jax.Array, n_envs: int) -> np.ndarray:
@@ -48,9 +51,13 @@ def reset_seeds(keys: jax.Array, n_envs: int) -> np.ndarray:
 
     Host environments take integer seeds; deriving them from the run's key stream keeps
     a host run as reproducible as its environment allows."""
-    draw = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0x5EED), (n_envs,),
-                                                 0, 2**31 - 1))
-    return np.asarray(draw(keys))
+    return np.asarray(_draw_seeds(keys, n_envs))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _draw_seeds(keys: jax.Array, n_envs: int) -> jax.Array:
+    return jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0x5EED), (n_envs,),
+                                                 0, 2**31 - 1))(keys)
 
 
 def host_rollout(
@@ -92,9 +99,8 @@ def host_rollout(
     for t in range(t_lim):
         obs[:, :, t], state[:, :, t] = shaped(ts["obs"]), shaped(ts["state"])
         avail[:, :, t] = shaped(ts["avail"]).astype(bool)
-        step_keys = jax.vmap(lambda k, i=t: jax.random.fold_in(k, i))(keys)
         hidden, act = policy_step(params, hidden, obs[:, :, t], last_action, state[:, :, t],
-                                  avail[:, :, t], step_keys, t_env)
+                                  avail[:, :, t], keys, t_env, t)
         act = np.asarray(act, np.int32)  # [S, E, N]
         actions[:, :, t] = act
         ts = vec.step(act.reshape(s_ * e_, n))
