@@ -78,6 +78,24 @@ def collect_host(n_envs: int, workers: int, learner, params, repeats: int):
         vec.close()
 
 
+def random_return(episodes: int, learner, params) -> tuple[float, float]:
+    """Mean and standard error of the random policy's team return on the host scenario
+    over ``episodes`` episodes: the floor drawn under the learning curves."""
+    env = make_env(HOST, HOST_ARGS)
+    vec = HostVecEnv(env, 8)
+    step = make_policy_step(learner.agent.apply, random_act)
+    returns = []
+    try:
+        for i in range(-(-episodes // 8)):
+            _, stats = host_rollout(vec, step, params, learner.hidden_dim,
+                                    jax.random.PRNGKey(10_000 + i)[None], jnp.zeros(1, jnp.int32), 1)
+            returns.extend(np.asarray(stats.returns).ravel().tolist())
+    finally:
+        vec.close()
+    r = np.asarray(returns[:episodes])
+    return float(r.mean()), float(r.std(ddof=1) / np.sqrt(len(r)))
+
+
 def collect_native(n_envs: int, learner, params, repeats: int):
     env = make_env(NATIVE)
 
@@ -125,6 +143,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--n-envs", type=int, default=4, help="environments per collection")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (host side)")
+    ap.add_argument("--random-episodes", type=int, default=400,
+                    help="episodes for the random policy's return on the host scenario")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("overrides", nargs="*", help="training config key=value (e.g. batch_size=32)")
     args = ap.parse_args()
@@ -138,6 +158,7 @@ def main() -> None:
     host_w_rate, _ = collect_host(args.n_envs, args.workers, learner, params, args.repeats)
     native_rate, native_ret = collect_native(args.n_envs, learner,
                                              jax.tree.map(lambda x: x[0], params), args.repeats)
+    rand_mean, rand_se = random_return(args.random_episodes, learner, params)
     overrides = [f"n_envs={args.n_envs}", *args.overrides]
     host_train = train_rate(HOST, HOST_ARGS, overrides, args.repeats)
     native_train = train_rate(NATIVE, {}, overrides, args.repeats)
@@ -150,14 +171,17 @@ def main() -> None:
                                 "native": native_rate, "native_over_host": native_rate / host_rate},
         "train_steps_per_s": {"host": host_train, "native": native_train,
                               "native_over_host": native_train / host_train},
-        "random_return": {"host": host_ret, "native": native_ret},
+        "random_return": {"host": host_ret, "native": native_ret,
+                          f"host_{args.random_episodes}_episodes": rand_mean,
+                          "host_standard_error": rand_se},
     }
     print(f"collect, random actions ({args.n_envs} envs): host {host_rate:,.0f} steps/s, "
           f"host with {args.workers} workers {host_w_rate:,.0f}, JAX-native {native_rate:,.0f} "
           f"({native_rate / host_rate:.1f}x)")
     print(f"train me_qmix: host {host_train:,.0f} steps/s, JAX-native {native_train:,.0f} "
           f"({native_train / host_train:.2f}x)")
-    print(f"random policy return: host {host_ret:.2f}, JAX-native {native_ret:.2f}")
+    print(f"random policy return: host {host_ret:.2f}, JAX-native {native_ret:.2f} (timed "
+          f"collections); host over {args.random_episodes} episodes {rand_mean:.2f} ± {rand_se:.2f} (s.e.)")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
 
