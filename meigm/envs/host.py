@@ -53,6 +53,9 @@ class HostEnv:
     """One host-stepped environment; see the module docstring for the conventions."""
 
     spec: EnvSpec
+    #: the registry arguments it was built with: :class:`HostVecEnv` rebuilds copies
+    #: (in this process or in workers) as ``make_env(spec.name, env_args)``.
+    env_args: dict[str, Any]
 
     def reset(self, seed: int) -> HostStep:
         raise NotImplementedError
