@@ -88,7 +88,10 @@ def igm_gap(
     above 0 is the misalignment ME-IGM removes: the team executes a joint action the
     critic values less than its best. Where the two joint actions agree the gap is
     exactly 0 without evaluating the mixer, so a learner whose policies preserve the
-    order of ``Q_i`` (ME-IGM) pays nothing for logging it.
+    order of ``Q_i`` (ME-IGM) pays nothing for logging it. For ME-IGM it is 0 up to
+    float32: two ``Q_i`` values within rounding of each other can come out of the OPT
+    tied or swapped, the argmaxes then differ and the gap is that rounding (at most
+    1.5e-11 over Figure 2's laptop run, benchmarks/README.md).
 
     q_all, policy_scores, avail [B, T, N, A], state [B, T, S], mask [B, T] -> scalar.
     """
