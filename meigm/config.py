@@ -140,6 +140,15 @@ class Config:
     """Env steps over which the ε of FOP's roll-outs falls linearly from ``epsilon_start``
     to ``epsilon_finish`` (the authors' multinomial selector: 1.0 -> 0.05 over 50k)."""
 
+    bootstrap_truncated: bool | None = None
+    """Whether targets bootstrap past an episode cut by the time limit (the textbook
+    choice: a time limit is not a terminal state) or treat it as terminal. None: the
+    scenario's setting — bootstrap everywhere except MPE, whose 25-step episodes are
+    always cut, whose observations carry no time and are unbounded: there bootstrapping
+    from the cut state lets the mixer's V(s) extrapolate upward along the episode, and
+    QMIX's Q_tot diverged to +100 on all-negative rewards (benchmarks/README.md);
+    JaxMARL's MPE baselines also end the episode there."""
+
     # --- evaluation and output
     reward_shaping_horizon: int | None = None
     """Env steps over which a scenario's shaping reward (Overcooked's) is annealed
@@ -209,6 +218,7 @@ class Config:
 #: Values of the scenario-dependent fields for scenarios that set none.
 GLOBAL_DEFAULTS: dict[str, Any] = {
     "opt_layers": 2, "target_entropy": 0.24, "alpha_init": 1.0, "reward_shaping_horizon": 0,
+    "bootstrap_truncated": True,
 }
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}

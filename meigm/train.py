@@ -87,6 +87,13 @@ def shaping_coef(t_env: jax.Array, horizon: int | None) -> jax.Array:
     return jnp.clip(1.0 - t_env / horizon, 0.0, 1.0).astype(jnp.float32)
 
 
+def last_step(mask: jax.Array) -> jax.Array:
+    """[E, T] real-step mask -> [E, T] bool, true at each episode's last real step."""
+    mask = mask.astype(bool)
+    after = jnp.concatenate([mask[:, 1:], jnp.zeros_like(mask[:, :1])], axis=1)
+    return mask & ~after
+
+
 def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
     """Build the training program for a *resolved* config (see :meth:`Config.resolve`)."""
     spec = env.spec
@@ -118,6 +125,8 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
                episodes: Episodes, stats: EpisodeStats) -> tuple[TrainState, dict[str, jax.Array]]:
         """Everything after a collection, for either roll-out: store the E episodes
         [E, ...], update, refresh targets, count. ``key`` becomes the seed's next key."""
+        if not cfg.bootstrap_truncated:  # a cut episode's last real step becomes terminal
+            episodes = episodes.replace(terminated=episodes.terminated | last_step(episodes.mask))
         buf = buffer_add(ts.buffer, episodes)
         t_env = ts.t_env + jnp.sum(stats.lengths)
         n_episodes = ts.episodes + cfg.n_envs

@@ -58,6 +58,11 @@ def load_factory(target: str) -> Any:
     return factory
 
 
+def _is_mpe(target: str) -> bool:
+    module = target.partition(":")[0]
+    return module.startswith(("mpe2.", "pettingzoo.mpe."))
+
+
 def _space_size(space: Any) -> tuple[int, ...]:
     shape = getattr(space, "shape", None)
     if shape is None:
@@ -119,6 +124,9 @@ class PettingZooEnv(HostEnv):
             name=name, n_agents=len(self.agents), n_actions=n_actions, obs_dim=obs_dim,
             state_dim=int(first.state.shape[0]), episode_limit=limit, agents=self.agents,
             default_t_max=int(own.get("t_max", 1_000_000)),
+            # MPE (mpe2, or PettingZoo's old copy): its time limit ends the episode, as in
+            # meigm's JAX MPE (Config.bootstrap_truncated).
+            config_defaults=(("bootstrap_truncated", False),) if _is_mpe(target) else (),
         )
 
     # -- conversion --------------------------------------------------------------------

@@ -78,6 +78,10 @@ def _overcooked(scenario: str, args: dict[str, Any]) -> Env:
     return build_overcooked(scenario, name)
 
 
+#: MPE's paper-free settings: its time limit ends the episode (see Config.bootstrap_truncated).
+MPE_DEFAULTS = {"bootstrap_truncated": False}
+
+
 def _mpe(scenario: str, args: dict[str, Any]) -> Env:
     name = f"mpe:{scenario}"
     _check_args(name, args, ())
@@ -85,7 +89,8 @@ def _mpe(scenario: str, args: dict[str, Any]) -> Env:
 
     env = make("MPE_simple_spread_v3")
     return JaxMARLEnv(env, name=name, episode_limit=int(env.max_steps), reward_fn=team_mean,
-                      default_t_max=2_000_000, limit_is_truncation=True)
+                      default_t_max=2_000_000, limit_is_truncation=True,
+                      config_defaults=MPE_DEFAULTS)
 
 
 def _pettingzoo(target: str, args: dict[str, Any]) -> HostEnv:
