@@ -283,3 +283,36 @@ def test_training_on_a_host_environment_is_reproducible(tmp_path):
     assert "first_step" not in a  # the Table 1 view needs a JAX environment
     # the two seeds are independent programs, not copies
     assert a["history"][-1]["test/return"] != a["history"][-2]["test/return"]
+
+
+def test_mpe_time_limit_ends_the_episode_by_default():
+    """bootstrap_truncated: MPE (JAX or PettingZoo) defaults to a terminal time limit,
+    other scenarios bootstrap; the last real step of each episode is where it applies."""
+    from meigm.train import last_step
+
+    mask = jnp.array([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]], bool)
+    np.testing.assert_array_equal(last_step(mask), [[0, 0, 1, 0], [0, 0, 0, 1], [1, 0, 0, 0]])
+    for name, args, want in ((SPREAD, DISCRETE, False), ("mpe:simple_spread", {}, False),
+                             ("smax:3m", {}, True)):
+        spec = make_env(name, args).spec
+        cfg = Config(env=name, env_args=args).resolve(spec.default_t_max, dict(spec.config_defaults))
+        assert cfg.bootstrap_truncated is want, name
+    spec = make_env(SPREAD, DISCRETE).spec
+    cfg = Config(env=SPREAD, bootstrap_truncated=True).resolve(1000, dict(spec.config_defaults))
+    assert cfg.bootstrap_truncated is True  # an explicit setting wins
+
+
+def test_a_terminal_time_limit_reaches_the_replay_buffer():
+    from meigm.learners import make_learner
+    from meigm.train import make_train
+
+    for bootstrap in (False, True):
+        cfg = Config(alg="qmix", env="mpe:simple_spread", t_max=100, test_interval=50, n_envs=2,
+                     batch_size=4, buffer_size=8, hidden_dim=8, bootstrap_truncated=bootstrap)
+        env = make_env(cfg.env)
+        cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
+        trainer = make_train(cfg, env, make_learner(cfg, env.spec))
+        ts, _ = jax.jit(trainer.run)(jax.jit(trainer.init)(jax.random.PRNGKey(0)))
+        term = np.asarray(ts.buffer.data.terminated[: int(ts.buffer.size)])
+        assert term[:, :-1].sum() == 0
+        assert (term[:, -1] == (not bootstrap)).all()  # 25-step episodes end at slot 24
