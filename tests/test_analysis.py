@@ -88,6 +88,13 @@ def test_plot_reference_lines_from_the_cli(runs, tmp_path, capfd):
     assert "--reference must be LABEL=NUMBER, got 'random'" in capfd.readouterr().err
 
 
+def test_plot_names_keep_dots_in_scenario_names(tmp_path):
+    _run(tmp_path, "a", "pettingzoo:mpe2.simple_spread_v3", "qmix", [0.5])
+    paths = plot_runs([tmp_path], tmp_path / "out", metric="test/return")
+    assert sorted(p.name for p in paths) == [
+        f"pettingzoo_mpe2.simple_spread_v3_test_return.{x}" for x in ("pdf", "png")]
+
+
 def test_runs_differing_only_in_a_field_get_separate_labels(tmp_path):
     _run(tmp_path, "a", "smax:x", "me_qmix", [0.5], transform="opt")
     _run(tmp_path, "b", "smax:x", "me_qmix", [0.5], transform="none")

@@ -197,14 +197,15 @@ def plot_runs(run_dirs: list[Path], out_dir: Path, metric: str | None = None, x:
                        label=f"{name} ({value:g})")
         ax.set_xlabel("env steps")
         ax.set_ylabel(metric)
-        ax.set_title(f"{env}: mean and 95% bootstrap CI over seeds")
+        ax.set_title(f"{env}: mean and 95% bootstrap CI over seeds", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
         stem = out_dir / f"{_slug(env.replace(':', '_'))}_{_slug(metric.replace('/', '_'))}"
         for ext in (".png", ".pdf"):
-            fig.savefig(stem.with_suffix(ext), dpi=120)
-            written.append(stem.with_suffix(ext))
+            path = stem.with_name(stem.name + ext)  # not with_suffix: names may hold dots
+            fig.savefig(path, dpi=120)
+            written.append(path)
         plt.close(fig)
     return written
 
