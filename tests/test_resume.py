@@ -109,10 +109,12 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_metrics(tmp_path):
                    writing_checkpoint,
                    after_progress(rng.randint(9, 11), rng.uniform(0, 0.3))]
     proc = _meigm("train", "--out", str(cut), *KILL_ARGS)
-    kills, resumed_from = 0, []
+    kills, resumed_from, writes_interrupted = 0, [], [False]
     for ready in kill_points:
         assert _kill_when(proc, ready), "the run finished before it could be killed"
         kills += 1
+        if ready is writing_checkpoint:
+            writes_interrupted[0] = writing_checkpoint()
         left = [p.name for p in ckdir.iterdir()] if ckdir.is_dir() else []
         # never a half-written checkpoint under a real name: each one loads
         for name in left:
@@ -127,8 +129,13 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_metrics(tmp_path):
     assert _records(cut) == _records(ref)
     final_ref = json.loads((ref / "results.json").read_text())["final"]
     assert json.loads((cut / "results.json").read_text())["final"] == final_ref
-    # the kill inside a write left its temporary file, never a broken checkpoint
-    assert not any(p.name.endswith(".tmp") for p in ckdir.iterdir()) or True
+    # the kill inside a write left only a temporary file, which the resume removed
+    if not writes_interrupted[0]:  # the rename won the ~1 ms race against the kill (rare)
+        import warnings
+
+        warnings.warn("the write-triggered kill landed just after the checkpoint's rename",
+                      stacklevel=1)
+    assert not any(p.name.endswith(".tmp") for p in ckdir.iterdir())
     assert len([p for p in ckdir.iterdir() if p.name.startswith("step_")]) <= 2  # keep K
 
 

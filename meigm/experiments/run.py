@@ -224,6 +224,8 @@ def train_run(
         run_dir = Path(out)
         if (run_dir / "results.json").is_file():
             raise MeigmError(f"{run_dir} has finished (results.json exists); nothing to resume")
+        for stray in (run_dir / "checkpoints").glob(".*.tmp"):  # a killed writer's leftovers
+            stray.unlink(missing_ok=True)
         template = jax.eval_shape(jax.vmap(trainer.init), keys)
         restored = newest_resumable(run_dir, template, warn=lambda m: echo(f"warning: {m}"))
     elif out is not None:
