@@ -65,8 +65,9 @@ def load_config(run_dir: Path) -> Config:
     return config_mod.from_dict(config_mod.load_yaml(path, what="run config"))
 
 
-def _resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
-    """``--checkpoint`` as given, else relative to ``<run_dir>/checkpoints``, else the newest."""
+def resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
+    """``--checkpoint`` as given, else relative to ``<run_dir>/checkpoints``, else the newest
+    (shared by ``meigm eval`` and ``meigm export``)."""
     if checkpoint is None:
         return latest_checkpoint(run_dir)
     path = Path(checkpoint)
@@ -89,7 +90,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
         if episodes <= 0:
             raise MeigmError(f"--episodes must be positive, got {episodes}")
         cfg = dataclasses.replace(cfg, test_episodes=episodes)
-    path = _resolve_checkpoint(run_dir, checkpoint)
+    path = resolve_checkpoint(run_dir, checkpoint)
     env = make_env(cfg.env, cfg.env_args)
     cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))  # no-op if resolved
     learner = make_learner(cfg, env.spec)

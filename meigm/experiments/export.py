@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 
 import meigm
-from meigm import config as config_mod
 from meigm import numpy_policy
 from meigm.errors import MeigmError
-from meigm.experiments.checkpoint import latest_checkpoint, read_metadata
+from meigm.experiments.checkpoint import read_metadata
 
 #: Checkpoint tensors of one seed's agent network -> names in the export.
 _AGENT_PREFIX = "params/agent/params/"
@@ -36,18 +35,6 @@ _TENSORS = {
     "gru_hidden/kernel": "gru_hidden.kernel", "gru_hn_bias": "gru_hn_bias",
     "fc2/kernel": "fc2.kernel", "fc2/bias": "fc2.bias",
 }
-
-
-def _resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
-    """As ``meigm eval``: a path as given, else a name under ``<run_dir>/checkpoints``, else the newest."""
-    if checkpoint is None:
-        return latest_checkpoint(run_dir)
-    path = Path(checkpoint)
-    if not path.exists() and (run_dir / "checkpoints" / path).exists():
-        return run_dir / "checkpoints" / path
-    if not path.is_file():
-        raise MeigmError(f"checkpoint not found: {path}")
-    return path
 
 
 def _check_out(out: Path) -> None:
@@ -122,16 +109,12 @@ def export_run(run_dir: str | Path, out: str | Path, seed_index: int = 0,
     :class:`~meigm.errors.MeigmError` before anything is written.
     """
     from meigm.envs import make_env
+    from meigm.experiments.evaluate import load_config, resolve_checkpoint
 
     run_dir, out = Path(run_dir), Path(out)
-    if not run_dir.is_dir():
-        raise MeigmError(f"run directory not found: {run_dir}")
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise MeigmError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = load_config(run_dir)
     _check_out(out)
-    cfg = config_mod.from_dict(config_mod.load_yaml(cfg_path, what="run config"))
-    path = _resolve_checkpoint(run_dir, checkpoint)
+    path = resolve_checkpoint(run_dir, checkpoint)
     meta = read_metadata(path)
     seeds = list(meta["seeds"])
     if not isinstance(seed_index, int) or not 0 <= seed_index < len(seeds):
