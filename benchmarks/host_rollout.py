@@ -123,15 +123,18 @@ def train_rate(env_name: str, env_args: dict, overrides: list[str], repeats: int
     trainer = make_train(cfg, env, make_learner(cfg, env.spec))
     run, _ = compiled(trainer)
     ts = init_seeds(trainer.init, seed_keys(cfg))
+    def run_chunk(ts):  # one test_interval of env steps
+        return run(ts, np.asarray(ts.t_env) + cfg.test_interval)
+
     while int(ts.buffer.size[0]) < cfg.batch_size:
-        ts, _ = run(ts)
-    ts, _ = run(ts)  # warm-up once learning runs
+        ts, _ = run_chunk(ts)
+    ts, _ = run_chunk(ts)  # warm-up once learning runs
     jax.block_until_ready(ts)
     rates = []
     for _ in range(repeats):
         before = int(ts.t_env[0])
         t0 = time.perf_counter()
-        ts, out = run(ts)
+        ts, out = run_chunk(ts)
         jax.block_until_ready(out)
         rates.append((int(ts.t_env[0]) - before) / (time.perf_counter() - t0))
     trainer.close()

@@ -3,6 +3,7 @@
     python benchmarks/throughput.py                                  # smax:protoss_5_vs_5
     python benchmarks/throughput.py --env overcooked:cramped_room batch_size=512 td_lambda=0.6
     python benchmarks/throughput.py --algs me_qmix --repeats 5 n_envs=8
+    python benchmarks/throughput.py --env smax:3m --buckets 1,4,8
 
 For each algorithm, all in this process and with the paper's hyper-parameters unless
 overridden (4 parallel envs, batch 128 episodes, one update per collection):
@@ -13,10 +14,16 @@ overridden (4 parallel envs, batch 128 episodes, one update per collection):
 * **bare fwd+bwd** — the agent network unrolled over one training batch
   (``batch_size`` episodes × (T+1) steps × N agents) and differentiated: the least
   work any update on that batch has to do;
-* **update** — one whole ``learner.update`` on a sampled batch (online + target
-  unroll, mixer, targets, every loss, Adam), and its ratio to bare fwd+bwd;
+* **update** — one whole update on a sampled batch (online + target unroll, mixer,
+  targets, every loss, Adam) as the trainer runs it: trimmed to the smallest of
+  ``length_buckets`` lengths that holds the batch's longest episode, and its ratio to
+  bare fwd+bwd (which is always full-length);
 * **train env steps/s** — the whole compiled loop (collect + buffer + update +
-  target refresh) once the buffer holds a batch, compile excluded.
+  target refresh) once the buffer holds a batch, compile excluded, each repeat from
+  the same state.
+
+Each ``--buckets`` setting (``1`` = every update over the whole episode limit, the
+behaviour before issue 14) is measured on the same filled buffer and the same batch.
 
 Each figure is the median of ``--repeats`` timed calls after a warm-up call.
 """
@@ -32,13 +39,15 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from meigm import config, ops
 from meigm.envs import make_env
 from meigm.learners import make_learner
 from meigm.learners.common import unroll_agent
 from meigm.rollout import buffer_sample, rollout
-from meigm.train import make_train
+from meigm.rollout.buffer import longest_episode
+from meigm.train import bucketed_update, compiled, init_seeds, make_train, seed_keys
 
 
 def timed(fn, *args, repeats: int) -> float:
@@ -71,21 +80,27 @@ def env_only(env, n_envs: int, repeats: int) -> float:
     return steps / timed(collect, jax.random.PRNGKey(1), repeats=repeats)
 
 
-def measure(alg: str, env_name: str, overrides: list[str], repeats: int) -> dict[str, float]:
+def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
+            buckets: list[int]) -> dict[str, dict[str, float]]:
+    """Figures of one algorithm for each ``length_buckets`` setting, from the same
+    filled buffer and the same sampled batch (so the settings differ only in the update)."""
     env = make_env(env_name)
-    cfg = config.build(None, overrides, alg=alg, env=env_name, seeds=1).resolve(
-        env.spec.default_t_max, dict(env.spec.config_defaults))
-    learner = make_learner(cfg, env.spec)
-    trainer = make_train(cfg, env, learner)
-    ts = jax.jit(trainer.init)(jax.random.PRNGKey(0))
 
-    # Fill the buffer past one batch with the exploration policy (untimed; the first
-    # call also compiles the training chunk).
-    run = jax.jit(trainer.run)
-    while int(ts.buffer.size) < cfg.batch_size:
-        ts, _ = run(ts)
-    batch = buffer_sample(ts.buffer, jax.random.PRNGKey(2), cfg.batch_size)
-    params = ts.learner.params
+    def build(n_buckets: int):
+        cfg = config.build(None, [*overrides, f"length_buckets={n_buckets}"], alg=alg,
+                           env=env_name, seeds=1).resolve(env.spec.default_t_max,
+                                                          dict(env.spec.config_defaults))
+        learner = make_learner(cfg, env.spec)
+        return cfg, learner, make_train(cfg, env, learner)
+
+    cfg, learner, trainer = build(buckets[0])
+    run, _ = compiled(trainer)
+    ts = init_seeds(trainer.init, seed_keys(cfg))
+    # Fill the buffer past one batch with the exploration policy (untimed).
+    while int(ts.buffer.size[0]) < cfg.batch_size:
+        ts, _ = run(ts, np.asarray(ts.t_env) + cfg.n_envs)
+    one = jax.tree.map(lambda x: x[0], ts)
+    batch = buffer_sample(one.buffer, jax.random.PRNGKey(2), cfg.batch_size)
 
     @jax.jit
     def fwd_bwd(agent_params, episodes):
@@ -93,29 +108,38 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int) -> dict
             return jnp.sum(unroll_agent(learner.agent, p, episodes, learner.hidden_dim))
         return jax.grad(total_q)(agent_params)
 
-    update = jax.jit(learner.update)
-    bare = timed(fwd_bwd, params["agent"], batch, repeats=repeats)
-    upd = timed(update, ts.learner, batch, jax.random.PRNGKey(3), repeats=repeats)
-
-    ts = run(ts)  # warm-up
-    jax.block_until_ready(ts)
-    rates = []
-    for _ in range(repeats):
-        t_before = int(ts[0].t_env)
+    bare = timed(fwd_bwd, one.learner.params["agent"], batch, repeats=repeats)
+    out: dict[str, dict[str, float]] = {}
+    for n_buckets in buckets:
+        cfg, learner, trainer = build(n_buckets)
+        run, _ = compiled(trainer)
+        update = jax.jit(lambda ls, b, k, tr=trainer, le=learner: bucketed_update(le, tr.buckets, ls, b, k))
+        upd = timed(update, one.learner, batch, jax.random.PRNGKey(3), repeats=repeats)
         t0 = time.perf_counter()
-        out = run(ts[0])
-        jax.block_until_ready(out)
-        rates.append((int(out[0].t_env) - t_before) / (time.perf_counter() - t0))
-        ts = out
-    return {
-        "env_steps_per_s_random": env_only(env, cfg.n_envs, repeats),
-        "bare_fwd_bwd_s": bare,
-        "update_s": upd,
-        "update_over_bare": upd / bare,
-        "train_env_steps_per_s": statistics.median(rates),
-        "mean_episode_length": float(out[1]["train/length"]),
-        "chunk_iters": trainer.chunk_iters,
-    }
+        warm = run(ts, np.asarray(ts.t_env) + cfg.test_interval)  # compiles
+        jax.block_until_ready(warm)
+        compile_s = time.perf_counter() - t0
+        rates, lengths = [], []
+        start = warm[0]
+        for _ in range(repeats):  # every repeat from the same state: settings compare alike
+            before = int(start.t_env[0])
+            t0 = time.perf_counter()
+            new, metrics = run(start, before + cfg.test_interval)
+            jax.block_until_ready(metrics)
+            rates.append((int(new.t_env[0]) - before) / (time.perf_counter() - t0))
+            lengths.append(float(metrics["train/length"][0]))
+        out[f"length_buckets={n_buckets}"] = {
+            "buckets": list(trainer.buckets),
+            "batch_longest_episode": int(longest_episode(batch)),
+            "bare_fwd_bwd_s": bare,
+            "update_s": upd,
+            "update_over_bare": upd / bare,
+            "train_env_steps_per_s": statistics.median(rates),
+            "first_chunk_with_compile_s": compile_s,
+            "mean_episode_length": statistics.median(lengths),
+        }
+    out["env"] = {"env_steps_per_s_random": env_only(env, cfg.n_envs, repeats)}
+    return out
 
 
 def main() -> None:
@@ -123,6 +147,8 @@ def main() -> None:
     p.add_argument("--env", default="smax:protoss_5_vs_5")
     p.add_argument("--algs", default="me_qmix,qmix", help="comma-separated algorithms")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--buckets", default="1,4",
+                   help="comma-separated length_buckets settings to compare (1: full-length update)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("overrides", nargs="*", default=[], help="config key=value (default test_interval=10000)")
     a = p.parse_args()
@@ -131,14 +157,19 @@ def main() -> None:
     print(f"# {a.env}, {' '.join(overrides) or 'paper defaults'}; median of {a.repeats}; "
           f"{platform.machine()} x{jax.local_device_count()} {device.platform} ({device.device_kind}), "
           f"jax {jax.__version__}")
-    rows = {alg: measure(alg, a.env, overrides, a.repeats) for alg in a.algs.split(",")}
-    print("| algorithm | env-only steps/s (random) | bare fwd+bwd s | update s | update / bare "
-          "| train env steps/s | mean episode length |")
-    print("|---|---|---|---|---|---|---|")
-    for alg, r in rows.items():
-        print(f"| {alg} | {r['env_steps_per_s_random']:.0f} | {r['bare_fwd_bwd_s']:.3f} | "
-              f"{r['update_s']:.3f} | {r['update_over_bare']:.2f} | {r['train_env_steps_per_s']:.0f} | "
-              f"{r['mean_episode_length']:.1f} |")
+    rows = {alg: measure(alg, a.env, overrides, a.repeats, [int(b) for b in a.buckets.split(",")])
+            for alg in a.algs.split(",")}
+    print("| algorithm | length_buckets | env-only steps/s (random) | batch's longest episode "
+          "| bare fwd+bwd s | update s | update / bare | train env steps/s | mean episode length |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for alg, by_setting in rows.items():
+        for setting, r in by_setting.items():
+            if setting == "env":
+                continue
+            print(f"| {alg} | {setting.split('=')[1]} {tuple(r['buckets'])} | "
+                  f"{by_setting['env']['env_steps_per_s_random']:.0f} | {r['batch_longest_episode']} | "
+                  f"{r['bare_fwd_bwd_s']:.3f} | {r['update_s']:.3f} | {r['update_over_bare']:.2f} | "
+                  f"{r['train_env_steps_per_s']:.0f} | {r['mean_episode_length']:.1f} |")
     if a.json:
         Path(a.json).write_text(json.dumps({"env": a.env, "overrides": overrides, "rows": rows}, indent=1))
 

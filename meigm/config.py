@@ -59,6 +59,13 @@ class Config:
     """Episodes per update; learning starts once the buffer holds this many."""
     updates_per_collect: int = 1
     """Gradient updates after each collection of ``n_envs`` episodes."""
+    length_buckets: int = 4
+    """Batch lengths the update is compiled for, evenly spaced up to the episode limit
+    (4 on SMAX's 100 steps: 25, 50, 75, 100). Each sampled batch is trimmed to the
+    smallest that holds its longest real episode, so an update costs what its episodes
+    cost (pymarl2 trims each batch to its longest episode); the result is the same up to
+    float reassociation. 1: always the full limit. More buckets waste less padding but
+    compile one more update each (benchmarks/README.md)."""
 
     # --- optimisation
     lr: float = 1e-3
@@ -156,7 +163,10 @@ class Config:
     Overcooked, as in JaxMARL's Overcooked baselines; no shaping elsewhere). Test
     returns never include it."""
     test_interval: int | None = None
-    """Env steps between greedy evaluations; None: t_max / 20."""
+    """Env steps between greedy evaluations, counted per seed: evaluation k of every seed
+    is at the first iteration at or after k · test_interval of *its own* env steps (a seed
+    that gets there first waits, frozen, for the others), the last at t_max, where each
+    seed stops; so every seed has the same budget and the same x grid. None: t_max / 20."""
     test_episodes: int = 32
     """Greedy decentralised episodes per evaluation (per seed)."""
     keep_checkpoints: int = 2
@@ -225,6 +235,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Co
 _HINTS = typing.get_type_hints(Config)
 _POSITIVE = {
     "seeds", "t_max", "n_envs", "buffer_size", "batch_size", "updates_per_collect", "lr",
+    "length_buckets",
     "grad_clip", "target_update_interval", "hidden_dim", "mixing_embed", "hypernet_embed", "qplex_heads",
     "epsilon_anneal_steps", "opt_layers", "opt_hidden", "opt_lr", "alpha_init", "alpha_lr",
     "test_interval", "test_episodes", "actor_lr", "fop_alpha_start", "fop_alpha_finish",

@@ -3,7 +3,8 @@
 ``make_train(cfg, env, learner)`` returns pure functions; the hot path is
 
     state = init_seeds(trainer.init, seed_keys)                 # one state per seed, stacked
-    state, metrics = jit(vmap(trainer.run))(state)              # `chunk_iters` iterations
+    run, evaluate = compiled(trainer)                           # jit(vmap(·)) over seeds
+    state, metrics = run(state, eval_target(cfg, k))            # up to evaluation point k
 
 where one iteration collects ``n_envs`` whole episodes with the learner's exploration
 policy, writes them to the episode buffer, runs ``updates_per_collect`` updates on
@@ -11,12 +12,30 @@ sampled batches once the buffer holds ``batch_size`` episodes, and refreshes the
 networks every ``target_update_interval`` episodes. Nothing leaves the device inside a
 chunk; the host only sees per-chunk metrics (progress bar, logs, evaluation).
 
+**Budgets and evaluation points are per seed.** A chunk runs each seed, iteration by
+iteration, until *its own* env-step count reaches the chunk's target
+(:func:`eval_target`: the next multiple of ``test_interval``, capped at ``t_max``); a
+seed that is there is frozen — no collection, no update, its key unchanged — while the
+others go on. So evaluation point ``k`` of every seed is at the first iteration at or
+after ``k · test_interval`` of that seed's env steps, every seed ends with env steps in
+``[t_max, t_max + n_envs · episode_limit)``, and a seed trains exactly as it would alone,
+whatever the episode lengths of the seeds beside it. (Under ``vmap`` the frozen seeds'
+work is still computed and discarded: the price of one program for all seeds.)
+
+**Updates cost what the episodes cost.** Each sampled batch is trimmed to the smallest
+of ``length_buckets`` lengths that holds its longest real episode (pymarl2 trims to the
+longest) before the update; one compiled update per bucket is chosen with
+``lax.switch``, so nothing recompiles. The bucket is the largest any seed needs
+(a ``pmax`` over the vmapped seed axis :data:`SEEDS`): a per-seed choice would turn
+the switch into a select that computes every bucket.
+
 Each seed has its own initialisation and key stream: ``init`` splits the seed's key
 and never uses a fixed key, so vmapped seeds are independent (tested).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +58,7 @@ from meigm.rollout import (
     greedy_act,
     rollout,
 )
+from meigm.rollout.buffer import empty_episodes, length_buckets, longest_episode, trim_episodes
 from meigm.rollout.collect import EpisodeStats
 from meigm.rollout.host import host_rollout, make_policy_step
 from meigm.types import Episodes, LearnerState
@@ -55,15 +75,44 @@ class TrainState:
     last_target_update: jax.Array  # [] episode count at the last hard refresh
 
 
+#: Name of the vmapped seed axis: ``compiled`` vmaps ``run`` over it, and the update's
+#: length bucket is agreed across it (:func:`seed_max`).
+SEEDS = "seeds"
+
+
+def seed_max(x: jax.Array) -> jax.Array:
+    """Max of ``x`` over the vmapped seeds (:data:`SEEDS`); ``x`` itself when called
+    outside a seed vmap (one seed, e.g. ``jax.jit(trainer.run)``)."""
+    try:
+        return jax.lax.pmax(x, SEEDS)
+    except NameError:  # the axis is not bound: a single seed
+        return x
+
+
+def eval_target(cfg: Config, index: int) -> int:
+    """Env steps every seed trains to before evaluation point ``index`` (0-based): the
+    ``index + 1``-th multiple of ``test_interval``, capped at ``t_max``."""
+    return min((index + 1) * cfg.test_interval, cfg.t_max)
+
+
+def n_evaluations(cfg: Config) -> int:
+    """Evaluation points of a whole run: one per ``test_interval``, the last at ``t_max``."""
+    return math.ceil(cfg.t_max / cfg.test_interval)
+
+
 @dataclass(frozen=True)
 class Trainer:
-    """Pure functions of one seed; vmap and jit them over seeds."""
+    """Pure functions of one seed; vmap (over :data:`SEEDS`) and jit them with
+    :func:`compiled`."""
 
     init: Callable[[jax.Array], TrainState]
-    run: Callable[[TrainState], tuple[TrainState, dict[str, jax.Array]]]
+    #: (state, t_target [] int) -> (state, chunk summary): iterate until the seed has
+    #: ``t_env >= t_target`` (no iteration if it already has).
+    run: Callable[[TrainState, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
     evaluate: Callable[[dict, jax.Array], dict[str, jax.Array]]
-    chunk_iters: int
     steps_per_iter_max: int
+    #: the trimmed lengths the update is compiled for (the last is the episode limit)
+    buckets: tuple[int, ...]
     #: True for host environments: ``run``/``evaluate`` already take stacked seeds and
     #: must not be jitted or vmapped again (see :func:`compiled`).
     batched: bool = False
@@ -98,7 +147,7 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
     """Build the training program for a *resolved* config (see :meth:`Config.resolve`)."""
     spec = env.spec
     steps_per_iter_max = cfg.n_envs * spec.episode_limit
-    chunk_iters = max(1, math.ceil(cfg.test_interval / steps_per_iter_max))
+    buckets = length_buckets(spec.episode_limit, cfg.length_buckets)
 
     def init(key: jax.Array) -> TrainState:
         k_learner, k_run = jax.random.split(key)
@@ -117,17 +166,32 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
     def explore_fn(t_env: jax.Array):
         return lambda params, q, state, avail, key: learner.explore(params, q, state, avail, key, t_env)
 
-    def update_metrics_shape(ls: LearnerState, buf: EpisodeBuffer, key: jax.Array):
-        batch = buffer_sample(buf, key, cfg.batch_size)
+    @functools.cache
+    def update_metric_shapes() -> dict[str, jax.ShapeDtypeStruct]:
+        """Shapes of ``learner.update``'s metrics, traced once per program (not once per
+        trace of the iteration: tracing SMAX's step is most of a chunk's compile time)."""
+        key = jax.random.PRNGKey(0)
+        ls = jax.eval_shape(learner.init, key)
+        batch = jax.eval_shape(lambda: empty_episodes(spec, cfg.batch_size))
         return jax.eval_shape(learner.update, ls, batch, key)[1]
 
+    def metric_names() -> list[str]:
+        """Every metric one iteration reports (:func:`absorb`'s ``out`` but ``learned``)."""
+        names = ["return", *(f"info/{k}" for k, _ in spec.return_metrics), "length", "shaping_coef"]
+        names += ["shaped_return"] if cfg.reward_shaping_horizon else []
+        names += [f"info/{k}" for k in spec.info_keys]
+        return names + list(update_metric_shapes())
+
     def absorb(ts: TrainState, key: jax.Array, k_learn: jax.Array, coef: jax.Array,
-               episodes: Episodes, stats: EpisodeStats) -> tuple[TrainState, dict[str, jax.Array]]:
+               episodes: Episodes, stats: EpisodeStats,
+               active: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
         """Everything after a collection, for either roll-out: store the E episodes
-        [E, ...], update, refresh targets, count. ``key`` becomes the seed's next key."""
+        [E, ...], update, refresh targets, count. ``key`` becomes the seed's next key.
+        Where ``active`` [] is false the seed is frozen: the state comes back unchanged
+        (its buffer gated slot by slot, the rest selected: both cheap)."""
         if not cfg.bootstrap_truncated:  # a cut episode's last real step becomes terminal
             episodes = episodes.replace(terminated=episodes.terminated | last_step(episodes.mask))
-        buf = buffer_add(ts.buffer, episodes)
+        buf = buffer_add(ts.buffer, episodes, active)
         t_env = ts.t_env + jnp.sum(stats.lengths)
         n_episodes = ts.episodes + cfg.n_envs
         can_learn = buf.size >= cfg.batch_size
@@ -135,14 +199,14 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
         def learn(ls: LearnerState):
             def one(ls, k):
                 k_sample, k_update = jax.random.split(k)
-                return learner.update(ls, buffer_sample(buf, k_sample, cfg.batch_size), k_update)
+                batch = buffer_sample(buf, k_sample, cfg.batch_size)
+                return bucketed_update(learner, buckets, ls, batch, k_update)
 
             ls, metrics = jax.lax.scan(one, ls, jax.random.split(k_learn, cfg.updates_per_collect))
             return ls, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
         def skip(ls: LearnerState):
-            shapes = update_metrics_shape(ls, buf, k_learn)
-            return ls, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            return ls, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), update_metric_shapes())
 
         ls = ts.learner if schedule is None else schedule(ts.learner, t_env)
         ls, metrics = jax.lax.cond(can_learn, learn, skip, ls)
@@ -158,6 +222,7 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
             updates=ts.updates + jnp.where(can_learn, cfg.updates_per_collect, 0),
             last_target_update=jnp.where(do_hard, n_episodes, ts.last_target_update),
         )
+        new = keep_where(active, new.replace(buffer=ts.buffer), ts).replace(buffer=buf)
         out = {
             "learned": can_learn,
             "return": jnp.mean(stats.returns),
@@ -172,7 +237,7 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
         }
         return new, out
 
-    def iteration(ts: TrainState, _):
+    def iteration(ts: TrainState, active: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
         key, k_collect, k_learn = jax.random.split(ts.key, 3)
         params = ts.learner.params
         coef = shaping_coef(ts.t_env, cfg.reward_shaping_horizon)
@@ -180,30 +245,26 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
             env, learner.agent.apply, params["agent"], explore_fn(ts.t_env), params,
             learner.hidden_dim, k_collect, cfg.n_envs, shaping_coef=coef,
         )
-        return absorb(ts, key, k_learn, coef, episodes, stats)
+        return absorb(ts, key, k_learn, coef, episodes, stats, active)
 
-    def summarise(ts: TrainState, per_iter: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        """Per-iteration metrics [iters] -> one chunk summary (update metrics averaged only
-        over iterations where learning had started)."""
-        per_iter = dict(per_iter)
-        learned = per_iter.pop("learned").astype(jnp.float32)
-        n_learned = jnp.maximum(jnp.sum(learned), 1.0)
-        summary = {}
-        for k, v in per_iter.items():
-            if k in ("return", "length", "shaping_coef", "shaped_return") or k.startswith("info/"):
-                summary[f"train/{k}"] = jnp.mean(v)
-            else:
-                summary[f"train/{k}"] = jnp.sum(v * learned) / n_learned
-        summary.update(t_env=ts.t_env, episodes=ts.episodes, updates=ts.updates)
-        # the divergence guard's view of the parameters (the run loop pops it)
-        summary["finite_params"] = jnp.all(jnp.stack(
-            [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(ts.learner.params)]))
-        return summary
+    def run(ts: TrainState, t_target: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Iterate until ``t_env >= t_target``, then summarise the chunk."""
+        acc0 = zero_sums(metric_names())
 
-    def run(ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        """``chunk_iters`` iterations and their summary."""
-        ts, per_iter = jax.lax.scan(iteration, ts, None, length=chunk_iters)
-        return ts, summarise(ts, per_iter)
+        def body(carry):
+            ts, acc = carry
+            active = ts.t_env < t_target
+            ts, out = iteration(ts, active)
+            return ts, keep_where(active, accumulate(acc, out), acc)
+
+        # The loop runs while *any* seed is short of its target (an unbatched predicate:
+        # a batched one would make vmap select between whole states, buffers included,
+        # every iteration); each seed's own ``active`` freezes it once it is there.
+        def any_active(carry):
+            return seed_max((carry[0].t_env < t_target).astype(jnp.int32)) > 0
+
+        ts, acc = jax.lax.while_loop(any_active, body, (ts, acc0))
+        return ts, summarise(ts, acc)
 
     def evaluate(params: dict, key: jax.Array) -> dict[str, jax.Array]:
         """Greedy decentralised evaluation over ``test_episodes`` episodes."""
@@ -218,20 +279,76 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
         return out
 
     if isinstance(env, HostEnv):
-        return _host_trainer(cfg, env, learner, init, absorb, summarise, chunk_iters,
-                             steps_per_iter_max)
-    return Trainer(init=init, run=run, evaluate=evaluate, chunk_iters=chunk_iters,
-                   steps_per_iter_max=steps_per_iter_max)
+        return _host_trainer(cfg, env, learner, init, absorb, metric_names, steps_per_iter_max, buckets)
+    return Trainer(init=init, run=run, evaluate=evaluate,
+                   steps_per_iter_max=steps_per_iter_max, buckets=buckets)
 
 
-def _host_trainer(cfg: Config, env: HostEnv, learner: Learner, init, absorb, summarise,
-                  chunk_iters: int, steps_per_iter_max: int) -> Trainer:
+def bucketed_update(learner: Learner, buckets: tuple[int, ...], ls: LearnerState,
+                    batch: Episodes, key: jax.Array) -> tuple[LearnerState, dict[str, jax.Array]]:
+    """``learner.update`` on the batch [B, T(+1), ...] trimmed to the smallest of
+    ``buckets`` that holds its longest real episode (the largest any seed needs, so that
+    under the seed vmap the switch stays a switch and only one bucket is computed)."""
+    if len(buckets) == 1:
+        return learner.update(ls, batch, key)
+    need = seed_max(longest_episode(batch))
+    index = jnp.searchsorted(jnp.asarray(buckets), need)  # first bucket >= need
+    branches = [lambda ls, b, k, n=n: learner.update(ls, trim_episodes(b, n), k) for n in buckets]
+    return jax.lax.switch(index, branches, ls, batch, key)
+
+
+#: Per-collection metrics, averaged over every iteration of a chunk; every other
+#: iteration metric is an update metric, averaged over the iterations that learned.
+_COLLECTION_METRICS = ("return", "length", "shaping_coef", "shaped_return")
+
+
+def _is_collection_metric(name: str) -> bool:
+    return name in _COLLECTION_METRICS or name.startswith("info/")
+
+
+def zero_sums(names: list[str]) -> dict[str, jax.Array]:
+    """Running sums of one chunk's iteration metrics, all zero: one float32 per metric
+    plus the counts ``iterations`` and ``learned``."""
+    sums = {k: jnp.zeros((), jnp.float32) for k in names}
+    return {**sums, "iterations": jnp.zeros((), jnp.float32), "learned": jnp.zeros((), jnp.float32)}
+
+
+def accumulate(acc: dict[str, jax.Array], out: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Add one iteration's metrics ``out`` to the running sums ``acc`` (scalars)."""
+    if set(out) - {"learned"} != set(acc) - {"iterations", "learned"}:
+        raise ValueError(f"iteration metrics {sorted(out)} do not match the sums {sorted(acc)}")
+    learned = out["learned"].astype(jnp.float32)
+    new = {"iterations": acc["iterations"] + 1.0, "learned": acc["learned"] + learned}
+    for k, v in out.items():
+        if k == "learned":
+            continue
+        weight = 1.0 if _is_collection_metric(k) else learned
+        new[k] = acc[k] + weight * v.astype(jnp.float32)
+    return new
+
+
+def summarise(ts: TrainState, acc: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """One chunk's summary: collection metrics averaged over its iterations, update metrics
+    over the iterations where learning had started (0 where none did), the counters."""
+    n_iter = jnp.maximum(acc["iterations"], 1.0)
+    n_learned = jnp.maximum(acc["learned"], 1.0)
+    summary = {f"train/{k}": v / (n_iter if _is_collection_metric(k) else n_learned)
+               for k, v in acc.items() if k not in ("iterations", "learned")}
+    summary.update(t_env=ts.t_env, episodes=ts.episodes, updates=ts.updates)
+    # the divergence guard's view of the parameters (the run loop pops it)
+    summary["finite_params"] = jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(ts.learner.params)]))
+    return summary
+
+
+def _host_trainer(cfg: Config, env: HostEnv, learner: Learner, init, absorb, metric_names,
+                  steps_per_iter_max: int, buckets: tuple[int, ...]) -> Trainer:
     """The training program for a host environment (:mod:`meigm.rollout.host`).
 
-    Same state, same update, same metrics as the compiled program; only the collection
-    runs on the host between two jitted calls. ``run`` and ``evaluate`` here take the
-    *stacked* seeds (``batched=True``) — they are Python loops around jitted pieces, so
-    the caller must not ``jit``/``vmap`` them again.
+    Same state, same update, same metrics, same per-seed budgets as the compiled
+    program; only the collection runs on the host between two jitted calls. ``run`` and
+    ``evaluate`` here take the *stacked* seeds (``batched=True``) — they are Python loops
+    around jitted pieces, so the caller must not ``jit``/``vmap`` them again.
     """
     vec = HostVecEnv(env, cfg.seeds * cfg.n_envs, cfg.env_workers)
     explore = make_policy_step(learner.agent.apply, learner.explore)
@@ -244,19 +361,25 @@ def _host_trainer(cfg: Config, env: HostEnv, learner: Learner, init, absorb, sum
         coef = jax.vmap(lambda t: shaping_coef(t, cfg.reward_shaping_horizon))(ts.t_env)
         return keys[:, 0], keys[:, 1], keys[:, 2], coef
 
-    absorb_all = jax.jit(jax.vmap(absorb))
+    absorb_all = jax.vmap(absorb, axis_name=SEEDS)
+
+    @jax.jit
+    def absorb_active(ts, acc, active, key, k_learn, coef, episodes, stats):
+        """absorb every seed's collection, keep it only where ``active`` [S]."""
+        new, out = absorb_all(ts, key, k_learn, coef, episodes, stats, active)
+        return new, select_seeds(active, jax.vmap(accumulate)(acc, out), acc)
+
     summarise_all = jax.jit(jax.vmap(summarise))
 
-    def run(ts: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        outs = []
-        for _ in range(chunk_iters):
+    def run(ts: TrainState, t_target: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        """ts leaves [S, ...], t_target [S] -> (ts, summaries {k: [S]})."""
+        acc = jax.tree.map(lambda x: jnp.zeros((cfg.seeds, *x.shape), x.dtype), zero_sums(metric_names()))
+        while (active := np.asarray(ts.t_env) < np.asarray(t_target)).any():
             key, k_collect, k_learn, coef = prepare(ts)
             episodes, stats = host_rollout(vec, explore, ts.learner.params, learner.hidden_dim,
                                            k_collect, ts.t_env, cfg.seeds)
-            ts, out = absorb_all(ts, key, k_learn, coef, episodes, stats)
-            outs.append(out)
-        per_iter = jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *outs)  # [S, iters]
-        return ts, summarise_all(ts, per_iter)
+            ts, acc = absorb_active(ts, acc, jnp.asarray(active), key, k_learn, coef, episodes, stats)
+        return ts, summarise_all(ts, acc)
 
     def evaluate(params: dict, keys: jax.Array) -> dict[str, jax.Array]:
         """Greedy episodes, ``test_episodes`` per seed, in rounds of ``n_envs``.
@@ -275,16 +398,27 @@ def _host_trainer(cfg: Config, env: HostEnv, learner: Learner, init, absorb, sum
         out.update({f"test/{k}": returns.mean(1) * c for k, c in env.spec.return_metrics})
         return out
 
-    return Trainer(init=init, run=run, evaluate=evaluate, chunk_iters=chunk_iters,
-                   steps_per_iter_max=steps_per_iter_max, batched=True, close=vec.close)
+    return Trainer(init=init, run=run, evaluate=evaluate, steps_per_iter_max=steps_per_iter_max,
+                   buckets=buckets, batched=True, close=vec.close)
 
 
 def compiled(trainer: Trainer) -> tuple[Callable, Callable]:
     """``(run, evaluate)`` over stacked seeds: ``jit(vmap(·))`` of a JAX trainer's
-    functions, a host trainer's own (already batched) ones."""
+    functions (over the named axis :data:`SEEDS`), a host trainer's own (already batched)
+    ones. ``run(state, t_target)`` takes one target for all seeds (an int) or one per
+    seed ([S])."""
     if trainer.batched:
-        return trainer.run, trainer.evaluate
-    return jax.jit(jax.vmap(trainer.run)), jax.jit(jax.vmap(trainer.evaluate))
+        return _broadcast_target(trainer.run), trainer.evaluate
+    run = jax.jit(jax.vmap(trainer.run, axis_name=SEEDS))
+    return _broadcast_target(run), jax.jit(jax.vmap(trainer.evaluate))
+
+
+def _broadcast_target(run: Callable) -> Callable:
+    def run_to(state, t_target):
+        seeds = np.asarray(state.t_env).shape[0]
+        return run(state, jnp.broadcast_to(jnp.asarray(t_target, jnp.int32), (seeds,)))
+
+    return run_to
 
 
 def init_seeds(init: Callable[[jax.Array], object], keys: jax.Array):
@@ -310,3 +444,16 @@ def init_seeds(init: Callable[[jax.Array], object], keys: jax.Array):
 def seed_keys(cfg: Config) -> jax.Array:
     """One independent key per seed: seed i uses ``PRNGKey(cfg.seed + i)``."""
     return jnp.stack([jax.random.PRNGKey(cfg.seed + i) for i in range(cfg.seeds)])
+
+
+def keep_where(active: jax.Array, new, old):
+    """``new`` if ``active`` [] else ``old``, leaf by leaf (one seed's pytrees)."""
+    return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)
+
+
+def select_seeds(active: jax.Array, new, old):
+    """Per seed, ``new`` where ``active`` [S] else ``old`` (pytrees with leaves [S, ...])."""
+    def pick(n, o):
+        return jnp.where(active.reshape(active.shape + (1,) * (n.ndim - 1)), n, o)
+
+    return jax.tree.map(pick, new, old)

@@ -312,7 +312,7 @@ def test_a_terminal_time_limit_reaches_the_replay_buffer():
         env = make_env(cfg.env)
         cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
         trainer = make_train(cfg, env, make_learner(cfg, env.spec))
-        ts, _ = jax.jit(trainer.run)(jax.jit(trainer.init)(jax.random.PRNGKey(0)))
+        ts, _ = jax.jit(trainer.run)(jax.jit(trainer.init)(jax.random.PRNGKey(0)), cfg.test_interval)
         term = np.asarray(ts.buffer.data.terminated[: int(ts.buffer.size)])
         assert term[:, :-1].sum() == 0
         assert (term[:, -1] == (not bootstrap)).all()  # 25-step episodes end at slot 24

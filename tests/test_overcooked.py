@@ -128,7 +128,7 @@ def test_trainer_anneals_shaping_and_reports_sparse_metrics(cramped):
     assert cfg.reward_shaping_horizon == 1000  # explicit value wins over the scenario's
     trainer = make_train(cfg, cramped, make_learner(cfg, cramped.spec))
     ts = jax.jit(trainer.init)(jax.random.PRNGKey(0))
-    _, metrics = jax.jit(trainer.run)(ts)
+    _, metrics = jax.jit(trainer.run)(ts, cfg.test_interval)
     assert int(metrics["t_env"]) == 1600  # two iterations of 2 x 400-step episodes
     # Averaged over the chunk's iterations: 1 at t=0, then 1 - 800/1000 = 0.2 at t=800.
     assert float(metrics["train/shaping_coef"]) == pytest.approx((1.0 + 0.2) / 2)

@@ -198,8 +198,8 @@ def _poison(monkeypatch, at_call: int, seed_index: int, key: str) -> None:
         run, evaluate = real_compiled(trainer)
         calls = {"n": 0}
 
-        def poisoned_run(state):
-            state, metrics = run(state)
+        def poisoned_run(state, t_target):
+            state, metrics = run(state, t_target)
             calls["n"] += 1
             if calls["n"] == at_call:
                 metrics = dict(jax.device_get(metrics))

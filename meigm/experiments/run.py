@@ -29,7 +29,9 @@ The directory is written incrementally (config first, metrics and checkpoints as
 come), and an existing run is never overwritten. Checkpoints are written to a temporary
 file and renamed, so an interrupted run leaves only complete checkpoints.
 
-Evaluation ``k`` (0-based, one per chunk of ``chunk_iters`` iterations) of seed ``i`` uses
+Evaluation ``k`` (0-based) of seed ``i`` is at the first iteration at or after
+``(k + 1) · test_interval`` of that seed's own env steps (the last at ``t_max``; see
+:mod:`meigm.train`), and uses
 :func:`evaluation_keys` — ``fold_in(fold_in(PRNGKey(seed + i), 0x7E57), k)`` — and every
 checkpoint records its ``k``; ``meigm eval`` re-derives the same keys, so re-evaluating a
 checkpoint with the run's ``test_episodes`` replays exactly the logged episodes.
@@ -67,7 +69,7 @@ from meigm.experiments.diagnostics import action_names, first_step_view, summari
 from meigm.experiments.logging import MetricsLogger, headline_metric, require_wandb
 from meigm.learners import make_learner
 from meigm.rollout import buffer_bytes
-from meigm.train import compiled, init_seeds, make_train, seed_keys
+from meigm.train import compiled, eval_target, init_seeds, make_train, seed_keys, select_seeds
 
 #: Enumerate joint actions for the Table 1 view only up to this many.
 MAX_VIEW_JOINTS = 4096
@@ -242,6 +244,8 @@ def train_run(
         next_checkpoint = meta["run"].get("next_checkpoint", next_checkpoint)
         diverged = {int(k): v for k, v in meta["run"].get("diverged", {}).items()}
         _truncate_metrics(run_dir / "metrics.jsonl", evaluation, cfg.seeds)
+        earlier = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
+                   if ln.strip()]
         echo(f"resuming {run_dir} from {path.name} (env steps {min(meta['t_env'])}, "
              f"evaluation {evaluation})")
     else:
@@ -256,7 +260,7 @@ def train_run(
     # (x seeds for the whole program) and its ETA is the time to t_max.
     bar = tqdm(total=cfg.t_max, unit="step", unit_scale=True, disable=not progress,
                desc=f"{cfg.alg} {cfg.env} x{cfg.seeds}", dynamic_ncols=True)
-    history: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = earlier if restored is not None else []
     compile_s = None
     purge = int(np.asarray(state.t_env).min()) + 1 if restored is not None else None
     with MetricsLogger(cfg, run_dir, purge_step=purge) as logger:
@@ -264,7 +268,7 @@ def train_run(
             while True:
                 t0 = time.perf_counter()
                 previous = state
-                state, train_metrics = run(state)
+                state, train_metrics = run(state, eval_target(cfg, evaluation))
                 jax.block_until_ready(train_metrics)
                 if compile_s is None:
                     compile_s = time.perf_counter() - t0
@@ -289,7 +293,7 @@ def train_run(
                 if diverged:  # frozen seeds keep their last finite state
                     frozen = np.zeros(cfg.seeds, bool)
                     frozen[list(diverged)] = True
-                    state = _select_seeds(frozen, previous, state)
+                    state = select_seeds(jax.numpy.asarray(~frozen), state, previous)
                     t_env = np.asarray(state.t_env)
                 test_metrics = jax.device_get(
                     evaluate(state.learner.params, evaluation_keys(keys, evaluation)))
@@ -342,9 +346,12 @@ def train_run(
         "compile_seconds": round(compile_s or 0.0, 3),
         "env_steps_per_second": round(float(np.sum(np.asarray(state.t_env))) / wall, 1),
         "final": [
-            {k: v for k, v in rec.items() if k.startswith("test/") or k == "seed"}
+            {k: v for k, v in rec.items() if k.startswith("test/") or k in ("seed", "t_env")}
             for rec in history[-cfg.seeds:]
         ],
+        # each seed's env steps at every evaluation point: its own test_interval grid
+        "eval_t_env": {str(cfg.seed + s): [rec["t_env"] for rec in history[s::cfg.seeds]]
+                       for s in range(cfg.seeds)},
     }
     if restored is not None:
         results["resumed_from"] = str(restored[2])
@@ -365,16 +372,6 @@ def train_run(
     results["history"] = history
     results["final_params"] = state.learner.params  # [seeds, ...] leaves
     return results
-
-
-def _select_seeds(frozen: np.ndarray, old: Any, new: Any) -> Any:
-    """Per seed, ``old`` where ``frozen`` [seeds] else ``new`` (pytrees with leaves [seeds, ...])."""
-    mask = jax.numpy.asarray(frozen)
-
-    def pick(o, n):
-        return jax.numpy.where(mask.reshape(mask.shape + (1,) * (n.ndim - 1)), o, n)
-
-    return jax.tree.map(pick, old, new)
 
 
 def final_metric(results: dict[str, Any], key: str = "test/return") -> np.ndarray:

@@ -6,6 +6,7 @@ A sweep preset is a YAML file (the paper's experiments ship in ``meigm/presets``
     description: QMIX vs +Entropy vs ME-QMIX on the 5v5 races (Table 3)
     seeds: 3                        # trained together in one compiled program (vmap)
     scenarios: [smax:protoss_5_vs_5, smax:terran_5_vs_5, smax:zerg_5_vs_5]
+                                    # or a mapping scenario: {its own overrides}
     algorithms:                     # label: algorithm, or label: {alg: ..., key: value...}
       qmix: qmix
       +entropy: {alg: me_qmix, transform: none}
@@ -123,6 +124,20 @@ def _algorithms(spec: Any, where: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _scenarios(spec: Any, where: str) -> dict[str, dict[str, Any]]:
+    """``scenarios`` as name -> its own overrides: a list (or one name) means none; a
+    mapping gives each scenario config keys of its own (a budget, say), e.g.
+    ``{smax:3m: {t_max: 300000}, smax:protoss_5_vs_5: {t_max: 1000000}}``."""
+    if isinstance(spec, str):
+        spec = [spec]
+    if isinstance(spec, list) and spec and all(isinstance(x, str) for x in spec):
+        return {x: {} for x in spec}
+    if isinstance(spec, dict) and spec and all(isinstance(v, dict | None) for v in spec.values()):
+        return {str(k): dict(v or {}) for k, v in spec.items()}
+    raise ConfigError(f"{where}: 'scenarios' must be a non-empty list of scenario names, or a "
+                      "mapping of scenario names to their own config overrides")
+
+
 def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -161,20 +176,18 @@ def load_sweep(name_or_path: str | Path, budget: str | None = None) -> Sweep:
     _check_keys(chosen, BUDGET_KEYS, f"{where} budget {budget!r}")
 
     seeds = chosen.get("seeds", raw.get("seeds", 3))
-    scenarios = chosen.get("scenarios", raw.get("scenarios"))
-    if isinstance(scenarios, str):
-        scenarios = [scenarios]
-    if not scenarios or not isinstance(scenarios, list):
-        raise ConfigError(f"{where}: 'scenarios' must be a non-empty list of scenario names")
+    scenarios = _scenarios(chosen.get("scenarios", raw.get("scenarios")), where)
     algorithms = _algorithms(chosen.get("algorithms", raw.get("algorithms")), where)
     points = _grid_points(chosen.get("grid", raw.get("grid")), where)
-    # Precedence, lowest first: the preset's overrides, the label's own settings, the
-    # budget's overrides (so a smoke budget shrinks every run), the grid point.
+    # Precedence, lowest first: the preset's overrides, the scenario's, the label's own
+    # settings, the budget's overrides (so a smoke budget shrinks every run), the grid point.
     common, budget_overrides = raw.get("overrides") or {}, chosen.get("overrides") or {}
 
     runs = []
-    for scenario, (label, alg_spec), point in itertools.product(scenarios, algorithms.items(), points):
-        values = {**common, **alg_spec, **budget_overrides, **point, "env": scenario, "seeds": seeds}
+    for (scenario, own), (label, alg_spec), point in itertools.product(
+            scenarios.items(), algorithms.items(), points):
+        values = {**common, **own, **alg_spec, **budget_overrides, **point, "env": scenario,
+                  "seeds": seeds}
         full_label = ",".join([label, *(f"{k}={_fmt(v)}" for k, v in point.items())])
         run = RunSpec(run_id=f"{scenario.replace(':', '_')}/{full_label}", label=full_label,
                       values=values)

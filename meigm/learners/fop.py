@@ -344,7 +344,7 @@ class FOP:
         v = soft_value(q[:, :, :-1], avail_t, alpha)  # [K, B, T, N]
         q_tot = self.q_tot(params["mixer"], q[:, :, :-1], v, ep.actions, s_t)  # [K, B, T]
         log_pi_next = sg(log_pi[:, 1:])  # [B, T, N, A]
-        a_next = ops.sample_masked(key, log_pi_next, avail_next)  # a' ~ π, [B, T, N]
+        a_next = ops.sample_masked_per_step(key, log_pi_next, avail_next)  # a' ~ π, [B, T, N]
         v_next = soft_value(q_target[:, :, 1:], avail_next, alpha)  # target V_i, [K, B, T, N]
         q_tot_next = jnp.min(  # clipped double Q, [B, T]
             self.q_tot(target_params["mixer"], q_target[:, :, 1:], v_next, a_next, s_next), axis=0

@@ -133,7 +133,7 @@ class MEIGM:
         q_tot = mix(self.mixer, params["mixer"], q[:, :-1], ep.actions, ep.avail[:, :-1], s_t)  # [B, T]
 
         # a'_{t+1} ~ π(·|s_{t+1}) from the online agent and OPT (no gradient).
-        a_next = ops.sample_masked(key, log_pi_next, ep.avail[:, 1:])  # [B, T, N]
+        a_next = ops.sample_masked_per_step(key, log_pi_next, ep.avail[:, 1:])  # [B, T, N]
         q_bar_next = mix(  # Q̄_tot(s_{t+1}, a'_{t+1}), target networks
             self.mixer, target_params["mixer"], q_target[:, 1:], a_next, ep.avail[:, 1:], s_next
         )
@@ -161,7 +161,10 @@ class MEIGM:
             "loss_opt": loss_opt,
             "loss_alpha": loss_alpha,
             "alpha": alpha,
+            # mean per-agent policy entropy beside its target (App. E's per-agent
+            # coefficient): Eq. (11) moves α until the two meet.
             "entropy": masked_mean(jnp.mean(local_entropy, axis=-1), ep.mask),
+            "target_entropy": jnp.asarray(cfg.target_entropy, jnp.float32),
             "q_tot": masked_mean(q_tot, ep.mask),
             "target": masked_mean(y, ep.mask),
             "td_abs": masked_mean(jnp.abs(td_error), ep.mask),

@@ -7,6 +7,7 @@ from meigm.ops.policy import (
     masked_argmax,
     masked_log_softmax,
     sample_masked,
+    sample_masked_per_step,
 )
 from meigm.ops.targets import soft_lambda_returns
 
@@ -17,5 +18,6 @@ __all__ = [
     "masked_argmax",
     "masked_log_softmax",
     "sample_masked",
+    "sample_masked_per_step",
     "soft_lambda_returns",
 ]

@@ -47,6 +47,18 @@ def sample_masked(key: jax.Array, logits: jax.Array, avail: jax.Array) -> jax.Ar
     return jax.random.categorical(key, mask_logits(logits, avail), axis=-1).astype(jnp.int32)
 
 
+def sample_masked_per_step(key: jax.Array, logits: jax.Array, avail: jax.Array) -> jax.Array:
+    """Sample every step of a batch of episodes, step ``t`` with its own key
+    ``fold_in(key, t)``: logits, avail [B, T, ..., A] -> [B, T, ...] int32.
+
+    Why per step: the draw at step ``t`` then does not depend on how many steps the
+    batch has, so an update on a batch trimmed to its longest episode samples exactly
+    the actions the full-length batch would (:func:`meigm.rollout.buffer.trim_episodes`).
+    """
+    keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(jnp.arange(logits.shape[1]))
+    return jax.vmap(sample_masked, in_axes=(0, 1, 1), out_axes=1)(keys, logits, avail)
+
+
 def epsilon_greedy(
     key: jax.Array, q: jax.Array, avail: jax.Array, epsilon: jax.Array | float
 ) -> jax.Array:

@@ -7,6 +7,8 @@ slots, as pymarl does. Shapes as in :mod:`meigm.types` with a leading capacity C
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -50,16 +52,22 @@ def buffer_init(spec: EnvSpec, capacity: int) -> EpisodeBuffer:
     )
 
 
-def buffer_add(buf: EpisodeBuffer, episodes: Episodes) -> EpisodeBuffer:
-    """Write E episodes [E, ...] at the circular write pointer."""
+def buffer_add(buf: EpisodeBuffer, episodes: Episodes, write: jax.Array | bool = True) -> EpisodeBuffer:
+    """Write E episodes [E, ...] at the circular write pointer; where ``write`` [] is
+    false the buffer is left as it was (a frozen seed).
+
+    The gate touches only the E slots written: selecting between two whole buffers
+    would copy gigabytes per collection (the paper's buffer is ~4 GB per seed).
+    """
     capacity = buf.data.reward.shape[0]
     n = episodes.reward.shape[0]
     idx = (buf.ptr + jnp.arange(n)) % capacity
-    data = jax.tree.map(lambda d, x: d.at[idx].set(x), buf.data, episodes)
+    write = jnp.asarray(write)
+    data = jax.tree.map(lambda d, x: d.at[idx].set(jnp.where(write, x, d[idx])), buf.data, episodes)
     return EpisodeBuffer(
         data=data,
-        ptr=(buf.ptr + n) % capacity,
-        size=jnp.minimum(buf.size + n, capacity),
+        ptr=jnp.where(write, (buf.ptr + n) % capacity, buf.ptr),
+        size=jnp.where(write, jnp.minimum(buf.size + n, capacity), buf.size),
     )
 
 
@@ -74,3 +82,32 @@ def buffer_sample(buf: EpisodeBuffer, key: jax.Array, batch_size: int) -> Episod
     scores = jnp.where(jnp.arange(capacity) < buf.size, scores, 2.0)
     _, idx = jax.lax.top_k(-scores, batch_size)
     return jax.tree.map(lambda d: d[idx], buf.data)
+
+
+def length_buckets(episode_limit: int, n_buckets: int) -> tuple[int, ...]:
+    """The batch lengths the update is compiled for: ``n_buckets`` evenly spaced steps up
+    to ``episode_limit`` (the last is always the limit), e.g. (25, 50, 75, 100) for 4 of
+    100. Fewer when the limit is shorter than ``n_buckets``."""
+    k = max(1, min(n_buckets, episode_limit))
+    return tuple(sorted({math.ceil(episode_limit * j / k) for j in range(1, k + 1)}))
+
+
+def longest_episode(episodes: Episodes) -> jax.Array:
+    """Real steps of the longest episode in a batch [B, ...] -> [] int32."""
+    return jnp.max(jnp.sum(episodes.mask, axis=1)).astype(jnp.int32)
+
+
+def trim_episodes(episodes: Episodes, length: int) -> Episodes:
+    """The first ``length`` steps (static) of padded episodes [B, T(+1), ...] ->
+    [B, length(+1), ...], with the step after the last kept one.
+
+    Exact for every episode no longer than ``length``: a real step ``t < length`` only
+    ever looks at step ``t + 1`` (its next observation, state and available actions, kept
+    here) and at later steps' rewards and values through the λ-return, which stops at the
+    first padded step — and every step from ``length`` on is padding.
+    """
+    def cut(x: jax.Array) -> jax.Array:
+        steps = length + 1 if x.shape[1] == episodes.mask.shape[1] + 1 else length
+        return x[:, :steps]
+
+    return jax.tree.map(cut, episodes)

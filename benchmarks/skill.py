@@ -1,0 +1,145 @@
+"""Skill on SMAX: ME-QMIX and QMIX against the anchors (issue 14, item 4).
+
+    nice -n 10 python benchmarks/skill.py                 # run (or resume) the sweep, then report
+    python benchmarks/skill.py --report-only              # report what has finished so far
+    python benchmarks/skill.py --budget smoke --out /tmp/skill   # seconds: checks the plumbing
+
+The runs are the ``skill`` sweep preset (``meigm/presets/skill.yaml``): ``me_qmix`` and
+``qmix``, 3 seeds each, on ``smax:3m`` at 300k env steps and on the three 5v5 races at
+1M, 128 greedy test episodes at every evaluation point, checkpoints every 50k steps.
+Re-running the command resumes every unfinished run from its newest checkpoint (the
+sweep's own rule), so it can be stopped at any time and continued in a later session.
+
+The report (``benchmarks/results/skill/``):
+
+* one curve per scenario (greedy test win rate, mean and 95% bootstrap band over seeds)
+  with the anchors' 1M-step points drawn as dashed lines;
+* ``table.md`` / ``table.json``: each run's final greedy win rate per seed, the mean
+  and its 95% bootstrap interval over seeds, the env steps it was measured at, and the
+  anchor beside it;
+* ``runs/<scenario>/<label>/``: each run's ``config.yaml``, ``metrics.jsonl`` and
+  ``results.json`` (never its checkpoints).
+
+Anchors (quoted by issue 14 from SMACv2's published QMIX runs on StarCraft II — Ellis et
+al. 2023, pymarl2's QMIX, mean greedy test win rate over 3–5 seeds — and the ME-IGM
+paper's Table 2 at 10M steps). SMAX is another simulator (its own heuristic enemy, its
+own units), so these are indirect anchors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from meigm.experiments.analysis import bootstrap_ci, find_runs, plot_runs
+from meigm.experiments.sweep import load_sweep, run_sweep
+
+#: SMACv2 QMIX (StarCraft II) greedy test win rate at 1M / 2M env steps.
+SMACV2_QMIX = {
+    "smax:protoss_5_vs_5": (0.35, 0.47),
+    "smax:terran_5_vs_5": (0.53, 0.59),
+    "smax:zerg_5_vs_5": (0.36, 0.38),
+}
+#: The ME-IGM paper's ME-QMIX at 10M env steps (Table 2).
+PAPER_ME_QMIX_10M = {
+    "smax:protoss_5_vs_5": 0.759,
+    "smax:terran_5_vs_5": 0.702,
+    "smax:zerg_5_vs_5": 0.508,
+}
+#: Issue 14's target on smax:3m at 300k env steps, for both algorithms.
+TARGET_3M = 0.90
+METRIC = "test/won"
+HERE = Path(__file__).resolve().parent
+
+
+def references(env: str) -> dict[str, float]:
+    if env in SMACV2_QMIX:
+        return {"SMACv2 QMIX @1M (SC2)": SMACV2_QMIX[env][0]}
+    if env == "smax:3m":
+        return {"issue 14 target @300k": TARGET_3M}
+    return {}
+
+
+def anchor_text(env: str, label: str) -> str:
+    if env in SMACV2_QMIX:
+        one, two = SMACV2_QMIX[env]
+        text = f"SMACv2 QMIX {one:.0%} @1M, {two:.0%} @2M"
+        if label == "me_qmix":
+            text += f"; paper ME-QMIX {PAPER_ME_QMIX_10M[env]:.1%} @10M"
+        return text
+    if env == "smax:3m":
+        return f"target ≥ {TARGET_3M:.0%} @300k"
+    return ""
+
+
+def report(sweep_dir: Path, out: Path, t_max: dict[str, int]) -> list[dict]:
+    """Curves, the table and the runs' small files from ``sweep_dir`` into ``out``."""
+    runs = [r for r in find_runs([sweep_dir]) if any(METRIC in x for x in r.records)]
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for r in sorted(runs, key=lambda r: (r.env, r.label)):
+        per_seed = {s: [x for x in recs if METRIC in x] for s, recs in sorted(r.per_seed().items())}
+        finals = np.array([recs[-1][METRIC] for recs in per_seed.values()], dtype=np.float64)
+        steps = [int(recs[-1]["t_env"]) for recs in per_seed.values()]
+        lo, hi = bootstrap_ci(finals[:, None])
+        finished = (r.path / "results.json").is_file()
+        rows.append({
+            "scenario": r.env, "label": r.label, "seeds": len(finals),
+            "finished": finished, "t_max": t_max.get(r.env), "t_env": steps,
+            "win_rate_per_seed": finals.tolist(), "mean": float(finals.mean()),
+            "ci95": [float(lo[0]), float(hi[0])],
+            "test_episodes": _test_episodes(r.path), "anchor": anchor_text(r.env, r.label),
+        })
+        dest = out / "runs" / r.path.relative_to(sweep_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "metrics.jsonl", "results.json", "label.txt"):
+            if (r.path / name).is_file():
+                shutil.copy2(r.path / name, dest / name)
+    for env in sorted({r.env for r in runs}):
+        env_dirs = [r.path for r in runs if r.env == env]
+        plot_runs(env_dirs, out, metric=METRIC, references=references(env))
+    (out / "table.json").write_text(json.dumps(rows, indent=1))
+    lines = ["| scenario | algorithm | seeds | env steps per seed | final greedy win rate, mean "
+             "[95% CI] | per seed | anchor |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        state = "" if row["finished"] else " (running)"
+        lines.append(
+            f"| {row['scenario']} | {row['label']} | {row['seeds']} | "
+            f"{', '.join(f'{t / 1000:.0f}k' for t in row['t_env'])}{state} | "
+            f"**{row['mean']:.0%}** [{row['ci95'][0]:.0%}, {row['ci95'][1]:.0%}] | "
+            f"{' / '.join(f'{v:.0%}' for v in row['win_rate_per_seed'])} | {row['anchor']} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return rows
+
+
+def _test_episodes(run_dir: Path) -> int | None:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    return yaml.safe_load(path.read_text()).get("test_episodes") if path.is_file() else None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", default="laptop", choices=("smoke", "laptop", "paper"))
+    p.add_argument("--out", default=None, help="sweep directory (default runs/sweep_skill_<budget>)")
+    p.add_argument("--report", default=None,
+                   help="report directory (default benchmarks/results/skill for the laptop budget)")
+    p.add_argument("--report-only", action="store_true", help="do not run; report what is there")
+    a = p.parse_args()
+    sweep = load_sweep("skill", a.budget)
+    sweep_dir = Path(a.out or f"runs/sweep_skill_{a.budget}")
+    if not a.report_only:
+        run_sweep(sweep, sweep_dir)
+    t_max = {r.values["env"]: r.config().t_max for r in sweep.runs}
+    default = HERE / "results" / "skill" if a.budget == "laptop" else sweep_dir / "report"
+    report(sweep_dir, Path(a.report) if a.report else default, t_max)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Per-seed budgets and evaluation grids, and the length-following update.
+
+Seeds whose episodes have very different lengths must still each train for exactly
+their own ``t_max`` and be evaluated on their own ``test_interval`` grid; a seed that
+has reached its target must not move; and an update on a batch trimmed to its longest
+episode must equal the full-length update up to float reassociation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TINY
+
+from meigm import config
+from meigm.envs import make_env
+from meigm.envs.base import JaxMARLEnv
+from meigm.envs.matrix import MatrixGame
+from meigm.experiments.run import train_run
+from meigm.learners import make_learner
+from meigm.rollout import buffer_sample
+from meigm.rollout.buffer import length_buckets, longest_episode, trim_episodes
+from meigm.train import bucketed_update, compiled, eval_target, init_seeds, make_train, seed_keys
+
+LIMIT = 20  # episode limit of the stopping game
+N_ENVS = 2
+
+
+class StoppingGame(MatrixGame):
+    """A repeated 2×2 game that ends as soon as agent 0 plays action 0.
+
+    With ε = 0 and no learning, each seed's episodes have the length its initial greedy
+    policy gives them: 1 step for some seeds, up to the limit for others.
+    """
+
+    def step_env(self, key, state, actions):
+        obs, new, rewards, _, info = super().step_env(key, state, actions)
+        done = jnp.logical_or(new.done, actions[self.agents[0]] == 0)
+        new = new.replace(done=done)
+        return obs, new, rewards, {a: done for a in self.agents} | {"__all__": done}, info
+
+
+def stopping_env() -> JaxMARLEnv:
+    game = StoppingGame(np.ones((2, 2)), steps=LIMIT)
+    return JaxMARLEnv(game, name="test:stopping", episode_limit=LIMIT,
+                      state_fn=lambda s: jax.nn.one_hot(s.t, LIMIT + 1), default_t_max=400)
+
+
+def stopping_cfg(**extra):
+    # ε = 0 everywhere and a batch that is never reached: fixed greedy policies per seed.
+    values = dict(alg="qmix", env="matrix:table1", seeds=6, t_max=300, test_interval=70,
+                  n_envs=N_ENVS, epsilon_start=0.0, epsilon_finish=0.0, batch_size=64,
+                  buffer_size=64, hidden_dim=8, mixing_embed=4, hypernet_embed=8,
+                  test_episodes=2, **extra)
+    return config.from_dict(values)
+
+
+@pytest.fixture(scope="module")
+def stopping_run():
+    import meigm.experiments.run as run_mod
+
+    env = stopping_env()
+    real = run_mod.make_env
+    run_mod.make_env = lambda name, args=None: env
+    try:
+        return train_run(stopping_cfg(), progress=False)
+    finally:
+        run_mod.make_env = real
+
+
+def test_seeds_with_very_different_episode_lengths_each_get_their_budget(stopping_run):
+    res = stopping_run
+    by_seed = {s: [r for r in res["history"] if r["seed"] == s] for s in res["seeds"]}
+    lengths = {s: np.mean([r["train/length"] for r in recs]) for s, recs in by_seed.items()}
+    assert min(lengths.values()) < 2 and max(lengths.values()) > 8, lengths  # very different
+    for s, t in zip(res["seeds"], res["t_env"], strict=True):
+        assert 300 <= t < 300 + N_ENVS * LIMIT, (s, t)
+
+
+def test_evaluation_points_fall_on_each_seeds_own_grid(stopping_run):
+    res = stopping_run
+    cfg = res["config"]
+    targets = [eval_target(cfg, k) for k in range(5)]
+    assert targets == [70, 140, 210, 280, 300]
+    for s in res["seeds"]:
+        steps = res["eval_t_env"][str(s)]
+        assert len(steps) == len(targets)
+        for t, target in zip(steps, targets, strict=True):
+            assert target <= t < target + N_ENVS * LIMIT, (s, steps)
+    final = {rec["seed"]: rec["t_env"] for rec in res["final"]}
+    assert [final[s] for s in res["seeds"]] == res["t_env"]
+
+
+def test_a_seed_at_its_target_is_frozen():
+    cfg = config.from_dict(dict(alg="me_qmix", env="matrix:table1", seeds=2, t_max=400,
+                                test_interval=100)).resolve(400)
+    env = make_env(cfg.env)
+    trainer = make_train(cfg, env, make_learner(cfg, env.spec))
+    run, _ = compiled(trainer)
+    state = init_seeds(trainer.init, seed_keys(cfg))
+    state, _ = run(state, 200)  # both seeds learn for a while
+    after, metrics = run(state, jnp.asarray([200, 300]))  # seed 0 is at its target already
+    before = jax.device_get(state)
+    after = jax.device_get(after)
+    for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+        np.testing.assert_array_equal(np.asarray(old)[0], np.asarray(new)[0])  # bit for bit
+    assert int(after.t_env[1]) >= 300
+    assert not np.array_equal(np.asarray(before.learner.params["log_alpha"])[1],
+                              np.asarray(after.learner.params["log_alpha"])[1])
+    assert float(metrics["train/loss_q"][0]) == 0.0  # no iteration: nothing to average
+
+
+def test_length_buckets():
+    assert length_buckets(100, 4) == (25, 50, 75, 100)
+    assert length_buckets(100, 1) == (100,)
+    assert length_buckets(1, 4) == (1,)
+    assert length_buckets(3, 8) == (1, 2, 3)
+    assert length_buckets(10, 3) == (4, 7, 10)
+
+
+def _short_episode_batch(alg: str, seed: int = 0):
+    """A real batch of 12-step matrix episodes whose mask is cut to 1–5 real steps
+    (some terminated, some truncated), with garbage left in the padding."""
+    cfg = config.build(None, [*TINY, "t_max=400", "test_interval=96", "batch_size=8",
+                              "buffer_size=16", "env_args.steps=12"], alg=alg, env="matrix:table1")
+    env = make_env(cfg.env, cfg.env_args)
+    cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
+    learner = make_learner(cfg, env.spec)
+    trainer = make_train(cfg, env, learner)
+    ts = jax.jit(trainer.run)(jax.jit(trainer.init)(jax.random.PRNGKey(seed)), 96)[0]
+    batch = buffer_sample(ts.buffer, jax.random.PRNGKey(1), cfg.batch_size)
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 6, size=cfg.batch_size)
+    lengths[0] = 5
+    t = np.arange(12)[None]
+    mask = t < lengths[:, None]
+    terminated = (t == lengths[:, None] - 1) & (rng.random((cfg.batch_size, 1)) < 0.5)
+    batch = batch.replace(mask=jnp.asarray(mask), terminated=jnp.asarray(terminated),
+                          reward=jnp.asarray(rng.normal(size=(cfg.batch_size, 12)), jnp.float32))
+    return learner, ts.learner, batch
+
+
+@pytest.mark.parametrize("alg", ["me_qmix", "qmix", "me_qplex", "fop"])
+def test_trimmed_update_equals_the_full_length_update(alg):
+    learner, ls, batch = _short_episode_batch(alg)
+    assert int(longest_episode(batch)) == 5
+    short = trim_episodes(batch, 6)  # the bucket that holds the longest episode
+    assert short.obs.shape[1] == 7 and short.reward.shape[1] == 6
+    key = jax.random.PRNGKey(5)
+
+    def loss_and_grad(ep):
+        return jax.jit(jax.grad(learner.loss, has_aux=True))(ls.params, ls.target_params, ep, key)
+
+    g_full, m_full = loss_and_grad(batch)
+    g_short, m_short = loss_and_grad(short)
+    for k in m_full:
+        np.testing.assert_allclose(m_short[k], m_full[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_short), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_the_trainer_picks_the_bucket_of_the_longest_episode():
+    """Through ``absorb``: the trainer's bucketed update equals ``learner.update`` on the
+    whole batch, for a batch whose longest episode is 5 of 12 steps (bucket 6 of 3, 6, 9, 12)."""
+    cfg = config.build(None, [*TINY, "t_max=400", "test_interval=96", "batch_size=8",
+                              "buffer_size=16", "env_args.steps=12", "length_buckets=4"],
+                       alg="me_qmix", env="matrix:table1")
+    env = make_env(cfg.env, cfg.env_args)
+    cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
+    trainer = make_train(cfg, env, make_learner(cfg, env.spec))
+    assert trainer.buckets == (3, 6, 9, 12)
+    learner, ls, batch = _short_episode_batch("me_qmix")
+    key = jax.random.PRNGKey(3)
+    full = jax.jit(learner.update)(ls, batch, key)
+    bucketed = jax.jit(lambda ls, b, k: bucketed_update(learner, trainer.buckets, ls, b, k))(ls, batch, key)
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(bucketed), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
