@@ -11,6 +11,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 TINY = [
     "hidden_dim=16", "mixing_embed=8", "hypernet_embed=16", "opt_hidden=8",
     "batch_size=16", "buffer_size=64", "test_episodes=8",
+    # two buckets still take the bucketed path (lax.switch); each more compiles one more
+    # copy of the update, which is most of a tiny test run's time
+    "length_buckets=2",
 ]
 
 

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from conftest import TINY
 
-from meigm import config
+from meigm import config, ops
 from meigm.envs import make_env
 from meigm.envs.base import JaxMARLEnv
 from meigm.envs.matrix import MatrixGame
 from meigm.experiments.run import train_run
 from meigm.learners import make_learner
-from meigm.rollout import buffer_sample
+from meigm.rollout import rollout
 from meigm.rollout.buffer import length_buckets, longest_episode, trim_episodes
 from meigm.train import bucketed_update, compiled, eval_target, init_seeds, make_train, seed_keys
 
@@ -128,9 +128,11 @@ def _short_episode_batch(alg: str, seed: int = 0):
     env = make_env(cfg.env, cfg.env_args)
     cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
     learner = make_learner(cfg, env.spec)
-    trainer = make_train(cfg, env, learner)
-    ts = jax.jit(trainer.run)(jax.jit(trainer.init)(jax.random.PRNGKey(seed)), 96)[0]
-    batch = buffer_sample(ts.buffer, jax.random.PRNGKey(1), cfg.batch_size)
+    ls = learner.init(jax.random.PRNGKey(seed))
+    batch, _ = jax.jit(lambda k: rollout(  # uniform random actions: only the data matters
+        env, learner.agent.apply, ls.params["agent"],
+        lambda p, q, st, avail, key: ops.sample_masked(key, jnp.zeros(avail.shape), avail),
+        None, learner.hidden_dim, k, cfg.batch_size))(jax.random.PRNGKey(seed + 1))
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, 6, size=cfg.batch_size)
     lengths[0] = 5
@@ -139,7 +141,7 @@ def _short_episode_batch(alg: str, seed: int = 0):
     terminated = (t == lengths[:, None] - 1) & (rng.random((cfg.batch_size, 1)) < 0.5)
     batch = batch.replace(mask=jnp.asarray(mask), terminated=jnp.asarray(terminated),
                           reward=jnp.asarray(rng.normal(size=(cfg.batch_size, 12)), jnp.float32))
-    return learner, ts.learner, batch
+    return learner, ls, batch
 
 
 @pytest.mark.parametrize("alg", ["me_qmix", "qmix", "me_qplex", "fop"])
