@@ -182,6 +182,16 @@ def test_plot_and_table_match_the_runs_metrics(killed_sweep, tmp_path):
 
 
 # ------------------------------------------------------------- every preset
+@pytest.mark.parametrize("budget", ["smoke", "laptop", "paper"])
+def test_every_builtin_preset_expands_to_valid_configs(budget):
+    for name in builtin_presets():
+        sweep = load_sweep(name, budget)
+        assert sweep.runs, name
+        for run in sweep.runs:
+            run.config()  # every run's config validates
+
+
+@pytest.mark.slow  # ~10 min on 2 cores: one compiled program per preset run
 def test_every_builtin_preset_runs_at_smoke_budget(tmp_path):
     """All presets at their smoke budget in one local Ray; identical programs (the same
     algorithm and scenario in several presets) compile once through JAX's cache."""
