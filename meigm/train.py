@@ -36,7 +36,6 @@ and never uses a fixed key, so vmapped seeds are independent (tested).
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -93,11 +92,6 @@ def eval_target(cfg: Config, index: int) -> int:
     """Env steps every seed trains to before evaluation point ``index`` (0-based): the
     ``index + 1``-th multiple of ``test_interval``, capped at ``t_max``."""
     return min((index + 1) * cfg.test_interval, cfg.t_max)
-
-
-def n_evaluations(cfg: Config) -> int:
-    """Evaluation points of a whole run: one per ``test_interval``, the last at ``t_max``."""
-    return math.ceil(cfg.t_max / cfg.test_interval)
 
 
 @dataclass(frozen=True)
