@@ -36,9 +36,9 @@ from meigm import config, ops
 from meigm.envs import make_env
 from meigm.envs.host import HostVecEnv
 from meigm.learners import make_learner
+from meigm.program import compiled, init_seeds, make_program, seed_keys
 from meigm.rollout import rollout
 from meigm.rollout.host import host_rollout, make_policy_step
-from meigm.train import compiled, init_seeds, make_train, seed_keys
 
 HOST = "pettingzoo:mpe2.simple_spread_v3"
 HOST_ARGS = {"continuous_actions": False}
@@ -117,10 +117,9 @@ def collect_native(n_envs: int, learner, params, repeats: int):
 
 def train_rate(env_name: str, env_args: dict, overrides: list[str], repeats: int) -> float:
     """Env steps/s of the training loop, one seed, after the buffer holds a batch."""
-    env = make_env(env_name, env_args)
-    cfg = config.build(None, overrides, alg="me_qmix", env=env_name, env_args=env_args,
-                       seeds=1).resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
-    trainer = make_train(cfg, env, make_learner(cfg, env.spec))
+    program = make_program(config.build(None, overrides, alg="me_qmix", env=env_name,
+                                        env_args=env_args, seeds=1))
+    cfg, trainer = program.cfg, program.trainer
     run, _ = compiled(trainer)
     ts = init_seeds(trainer.init, seed_keys(cfg))
     def run_chunk(ts):  # one test_interval of env steps

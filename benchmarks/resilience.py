@@ -119,17 +119,13 @@ def checkpoint(seeds: int, repeats: int) -> dict:
     import jax
 
     from meigm import config
-    from meigm.envs import make_env
     from meigm.experiments import checkpoint as ckpt
-    from meigm.learners import make_learner
+    from meigm.program import init_seeds, make_program, seed_keys
     from meigm.rollout import buffer_bytes
-    from meigm.train import init_seeds, make_train, seed_keys
 
     env_name = "smax:protoss_5_vs_5"
-    env = make_env(env_name)
-    cfg = config.build(None, [], alg="me_qmix", env=env_name, seeds=seeds).resolve(
-        env.spec.default_t_max, dict(env.spec.config_defaults))
-    trainer = make_train(cfg, env, make_learner(cfg, env.spec))
+    program = make_program(config.build(None, [], alg="me_qmix", env=env_name, seeds=seeds))
+    cfg, env, trainer = program.cfg, program.env, program.trainer
     state = init_seeds(trainer.init, seed_keys(cfg))
     # Fill the observations with noise so nothing about the file is special-cased zeros.
     obs = state.buffer.data.obs

@@ -43,11 +43,10 @@ import numpy as np
 
 from meigm import config, ops
 from meigm.envs import make_env
-from meigm.learners import make_learner
 from meigm.learners.common import unroll_agent
+from meigm.program import bucketed_update, compiled, init_seeds, make_program, seed_keys
 from meigm.rollout import buffer_sample, rollout
 from meigm.rollout.buffer import longest_episode
-from meigm.train import bucketed_update, compiled, init_seeds, make_train, seed_keys
 
 
 def timed(fn, *args, repeats: int) -> float:
@@ -87,11 +86,9 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
     env = make_env(env_name)
 
     def build(n_buckets: int):
-        cfg = config.build(None, [*overrides, f"length_buckets={n_buckets}"], alg=alg,
-                           env=env_name, seeds=1).resolve(env.spec.default_t_max,
-                                                          dict(env.spec.config_defaults))
-        learner = make_learner(cfg, env.spec)
-        return cfg, learner, make_train(cfg, env, learner)
+        program = make_program(config.build(None, [*overrides, f"length_buckets={n_buckets}"],
+                                            alg=alg, env=env_name, seeds=1), env)
+        return program.cfg, program.learner, program.trainer
 
     cfg, learner, trainer = build(buckets[0])
     run, _ = compiled(trainer)

@@ -9,20 +9,27 @@ episode must equal the full-length update up to float reassociation.
 from __future__ import annotations
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import TINY
 
 from meigm import config, ops
-from meigm.envs import make_env
 from meigm.envs.base import JaxMARLEnv
 from meigm.envs.matrix import MatrixGame
 from meigm.experiments.run import train_run
-from meigm.learners import make_learner
+from meigm.program import (
+    SEEDS,
+    bucketed_update,
+    compiled,
+    eval_target,
+    init_seeds,
+    make_program,
+    seed_keys,
+)
 from meigm.rollout import rollout
 from meigm.rollout.buffer import length_buckets, longest_episode, trim_episodes
-from meigm.train import bucketed_update, compiled, eval_target, init_seeds, make_train, seed_keys
 
 LIMIT = 20  # episode limit of the stopping game
 N_ENVS = 2
@@ -59,15 +66,7 @@ def stopping_cfg(**extra):
 
 @pytest.fixture(scope="module")
 def stopping_run():
-    import meigm.experiments.run as run_mod
-
-    env = stopping_env()
-    real = run_mod.make_env
-    run_mod.make_env = lambda name, args=None: env
-    try:
-        return train_run(stopping_cfg(), progress=False)
-    finally:
-        run_mod.make_env = real
+    return train_run(stopping_cfg(), progress=False, env=stopping_env())
 
 
 def test_seeds_with_very_different_episode_lengths_each_get_their_budget(stopping_run):
@@ -96,8 +95,7 @@ def test_evaluation_points_fall_on_each_seeds_own_grid(stopping_run):
 def test_a_seed_at_its_target_is_frozen():
     cfg = config.from_dict(dict(alg="me_qmix", env="matrix:table1", seeds=2, t_max=400,
                                 test_interval=100)).resolve(400)
-    env = make_env(cfg.env)
-    trainer = make_train(cfg, env, make_learner(cfg, env.spec))
+    trainer = make_program(cfg).trainer
     run, _ = compiled(trainer)
     state = init_seeds(trainer.init, seed_keys(cfg))
     state, _ = run(state, 200)  # both seeds learn for a while
@@ -125,9 +123,8 @@ def _short_episode_batch(alg: str, seed: int = 0):
     (some terminated, some truncated), with garbage left in the padding."""
     cfg = config.build(None, [*TINY, "t_max=400", "test_interval=96", "batch_size=8",
                               "buffer_size=16", "env_args.steps=12"], alg=alg, env="matrix:table1")
-    env = make_env(cfg.env, cfg.env_args)
-    cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
-    learner = make_learner(cfg, env.spec)
+    program = make_program(cfg)
+    cfg, env, learner = program.cfg, program.env, program.learner
     ls = learner.init(jax.random.PRNGKey(seed))
     batch, _ = jax.jit(lambda k: rollout(  # uniform random actions: only the data matters
         env, learner.agent.apply, ls.params["agent"],
@@ -169,9 +166,7 @@ def test_the_trainer_picks_the_bucket_of_the_longest_episode():
     cfg = config.build(None, [*TINY, "t_max=400", "test_interval=96", "batch_size=8",
                               "buffer_size=16", "env_args.steps=12", "length_buckets=4"],
                        alg="me_qmix", env="matrix:table1")
-    env = make_env(cfg.env, cfg.env_args)
-    cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
-    trainer = make_train(cfg, env, make_learner(cfg, env.spec))
+    trainer = make_program(cfg).trainer
     assert trainer.buckets == (3, 6, 9, 12)
     learner, ls, batch = _short_episode_batch("me_qmix")
     key = jax.random.PRNGKey(3)
@@ -179,3 +174,28 @@ def test_the_trainer_picks_the_bucket_of_the_longest_episode():
     bucketed = jax.jit(lambda ls, b, k: bucketed_update(learner, trainer.buckets, ls, b, k))(ls, batch, key)
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(bucketed), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_the_seed_vmapped_program_computes_one_bucket_not_all():
+    """Under the seed vmap the bucket index must stay unbatched so that ``lax.switch``
+    stays a branch: a batched index (e.g. from an array constant inside the batched
+    ``cond(can_learn, ...)``) turns it into a select that computes every bucket — the
+    2.5x slow-down ``benchmarks/throughput.py`` once measured. No other branch survives
+    the vmap (every other ``cond`` has a per-seed predicate), so exactly one ``cond``
+    with one branch per bucket must be left."""
+    cfg = config.build(None, [*TINY, "t_max=400", "test_interval=96", "batch_size=8",
+                              "buffer_size=16", "env_args.steps=12", "length_buckets=4"],
+                       alg="me_qmix", env="matrix:table1", seeds=2)
+    trainer = make_program(cfg).trainer
+    state = jax.eval_shape(jax.vmap(trainer.init), seed_keys(cfg))
+    jaxpr = jax.make_jaxpr(jax.vmap(trainer.run, axis_name=SEEDS))(state, jnp.zeros(2, jnp.int32))
+    conds = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == "cond"]
+    assert [len(e.params["branches"]) for e in conds] == [4]
+
+
+def _equations(jaxpr):
+    """Every equation of a jaxpr, nested ones included."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from _equations(sub)

@@ -288,7 +288,7 @@ def test_training_on_a_host_environment_is_reproducible(tmp_path):
 def test_mpe_time_limit_ends_the_episode_by_default():
     """bootstrap_truncated: MPE (JAX or PettingZoo) defaults to a terminal time limit,
     other scenarios bootstrap; the last real step of each episode is where it applies."""
-    from meigm.train import last_step
+    from meigm.program import last_step
 
     mask = jnp.array([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]], bool)
     np.testing.assert_array_equal(last_step(mask), [[0, 0, 1, 0], [0, 0, 0, 1], [1, 0, 0, 0]])
@@ -303,15 +303,13 @@ def test_mpe_time_limit_ends_the_episode_by_default():
 
 
 def test_a_terminal_time_limit_reaches_the_replay_buffer():
-    from meigm.learners import make_learner
-    from meigm.train import make_train
+    from meigm.program import make_program
 
     for bootstrap in (False, True):
         cfg = Config(alg="qmix", env="mpe:simple_spread", t_max=100, test_interval=50, n_envs=2,
                      batch_size=4, buffer_size=8, hidden_dim=8, bootstrap_truncated=bootstrap)
-        env = make_env(cfg.env)
-        cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
-        trainer = make_train(cfg, env, make_learner(cfg, env.spec))
+        program = make_program(cfg)
+        cfg, trainer = program.cfg, program.trainer
         ts, _ = jax.jit(trainer.run)(jax.jit(trainer.init)(jax.random.PRNGKey(0)), cfg.test_interval)
         term = np.asarray(ts.buffer.data.terminated[: int(ts.buffer.size)])
         assert term[:, :-1].sum() == 0

@@ -15,9 +15,8 @@ import pytest
 from meigm import config
 from meigm.envs import make_env
 from meigm.errors import ConfigError
-from meigm.learners import make_learner
+from meigm.program import make_program, shaping_coef
 from meigm.rollout import greedy_act, rollout
-from meigm.train import make_train, shaping_coef
 
 UP, DOWN, RIGHT, LEFT, STAY, INTERACT = range(6)  # JaxMARL's Overcooked action indices
 
@@ -124,9 +123,9 @@ def test_trainer_anneals_shaping_and_reports_sparse_metrics(cramped):
                               "buffer_size=4", "n_envs=2", "test_episodes=2", "test_interval=1600",
                               "hidden_dim=16", "mixing_embed=8", "hypernet_embed=16"],
                        alg="qmix", env="overcooked:cramped_room")
-    cfg = cfg.resolve(cramped.spec.default_t_max, dict(cramped.spec.config_defaults))
+    program = make_program(cfg, cramped)
+    cfg, trainer = program.cfg, program.trainer
     assert cfg.reward_shaping_horizon == 1000  # explicit value wins over the scenario's
-    trainer = make_train(cfg, cramped, make_learner(cfg, cramped.spec))
     ts = jax.jit(trainer.init)(jax.random.PRNGKey(0))
     _, metrics = jax.jit(trainer.run)(ts, cfg.test_interval)
     assert int(metrics["t_env"]) == 1600  # two iterations of 2 x 400-step episodes

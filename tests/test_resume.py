@@ -257,13 +257,10 @@ def test_mismatched_config_and_other_version_are_clear_errors(tmp_path, monkeypa
     cfg = _cfg(t_max=100)
     train_run(cfg, tmp_path / "a", progress=False, echo=_quiet)
     final = tmp_path / "a" / "checkpoints" / "final.safetensors"
-    from meigm.envs import make_env
-    from meigm.learners import make_learner
-    from meigm.train import make_train, seed_keys
+    from meigm.program import make_program, seed_keys
 
     other = _cfg(t_max=100, hidden_dim=32).resolve(1000, {})
-    env = make_env(other.env)
-    trainer = make_train(other, env, make_learner(other, env.spec))
+    trainer = make_program(other).trainer
     template = jax.eval_shape(jax.vmap(trainer.init), seed_keys(other)).learner
     with pytest.raises(MeigmError, match=r"does not match this config: tensor .* is float32\[2, "):
         ckpt.load_checkpoint(final, template)

@@ -32,8 +32,7 @@ from meigm.experiments.checkpoint import (
     save_checkpoint,
 )
 from meigm.experiments.cli import main
-from meigm.learners import make_learner
-from meigm.train import compiled, init_seeds, make_train, seed_keys
+from meigm.program import compiled, init_seeds, make_program, seed_keys
 
 MATRIX = ["--env", "matrix:table1", "--seeds", "2", *TINY, "t_max=400", "test_interval=100",
           "checkpoint_interval=150"]
@@ -64,9 +63,8 @@ def smax_run(tmp_path_factory) -> Path:
 def _trainer(alg: str, extra: tuple[str, ...] = ()):
     cfg = config.build(None, [*TINY, "t_max=400", "test_interval=100", *extra], alg=alg,
                        env="matrix:table1", seeds=2)
-    env = make_env(cfg.env)
-    cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
-    return cfg, make_train(cfg, env, make_learner(cfg, env.spec))
+    program = make_program(cfg)
+    return program.cfg, program.trainer
 
 
 def _template(cfg, trainer):

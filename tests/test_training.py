@@ -19,7 +19,7 @@ from meigm.envs import make_env
 from meigm.experiments.diagnostics import first_step_view, is_misaligned, joint_actions
 from meigm.experiments.run import train_run
 from meigm.learners import make_learner
-from meigm.train import init_seeds, make_train, seed_keys
+from meigm.program import init_seeds, make_program, seed_keys
 
 SHORT = [*TINY, "t_max=400", "test_interval=200"]
 
@@ -46,8 +46,7 @@ def test_joint_actions_enumerates_row_major():
 
 def test_seeds_have_own_initialisation_and_key_stream():
     cfg = _cfg("me_qmix").resolve(20_000)
-    env = make_env(cfg.env)
-    trainer = make_train(cfg, env, make_learner(cfg, env.spec))
+    trainer = make_program(cfg).trainer
     state = init_seeds(trainer.init, seed_keys(cfg))
     kernel = np.asarray(state.learner.params["agent"]["params"]["fc1"]["kernel"])  # [seeds, ...]
     assert not np.allclose(kernel[0], kernel[1])

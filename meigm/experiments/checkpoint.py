@@ -67,7 +67,7 @@ from meigm.errors import MeigmError
 
 if TYPE_CHECKING:
     from meigm.config import Config
-    from meigm.train import TrainState
+    from meigm.program import TrainState
     from meigm.types import LearnerState
 
 #: Written into every checkpoint; bump when the tensor naming or metadata changes.
@@ -126,7 +126,7 @@ def _train_rest(state: TrainState, with_buffer: bool) -> dict[str, Any]:
 def flatten_state(state: LearnerState | TrainState, with_buffer: bool = True) -> dict[str, np.ndarray]:
     """Learner or training state (leaves [seeds, ...]) -> flat ``{name: array}``.
 
-    A :class:`~meigm.train.TrainState` adds its other fields under ``train/``; the
+    A :class:`~meigm.program.TrainState` adds its other fields under ``train/``; the
     buffer only with ``with_buffer``."""
     learner = getattr(state, "learner", state)
     names, leaves = _named_leaves(learner)

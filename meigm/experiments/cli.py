@@ -213,24 +213,22 @@ def _summary_line(label: str, results: dict[str, Any]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from meigm.experiments.run import default_run_dir, train_run
+    from meigm.api import train
+    from meigm.experiments.run import default_run_dir
 
     if args.resume is not None:
-        from meigm.experiments.evaluate import load_config
-
         given = [f"--{k}" for k in ("alg", "env", "out", "seeds", "seed", "preset")
                  if getattr(args, k) is not None] + list(args.overrides)
         if given:
             raise MeigmError(f"--resume takes no other options (got {' '.join(given)}): a resumed "
                              "run keeps its own config.yaml")
-        cfg = load_config(Path(args.resume))
-        results = train_run(cfg, args.resume, progress=not args.no_progress, resume=True)
-        print(_summary_line(cfg.alg, results))
+        results = train(None, args.resume, progress=not args.no_progress, resume=True)
+        print(_summary_line(results["config"].alg, results))
         print(f"run directory: {results['run_dir']}")
         return 0
     cfg = _config(args.alg, args.env, args)
     out = Path(args.out) if args.out else default_run_dir(cfg)
-    results = train_run(cfg, out, progress=not args.no_progress)
+    results = train(cfg, out, progress=not args.no_progress)
     _print_view(cfg.alg, results)
     print(_summary_line(cfg.alg, results))
     print(f"run directory: {results['run_dir']}")
@@ -238,7 +236,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from meigm.experiments.run import prepare_run_dir, train_run
+    from meigm.api import train
+    from meigm.experiments.run import prepare_run_dir
 
     labels = [s.strip() for s in args.algs.split(",") if s.strip()]
     unknown = [s for s in labels if s not in VARIANTS]
@@ -257,7 +256,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {"env": args.env, "seeds": args.seeds, "variants": {}}
     lines = []
     for label, cfg in configs.items():
-        results = train_run(cfg, root / label.replace("+", "plus_"), progress=not args.no_progress)
+        results = train(cfg, root / label.replace("+", "plus_"), progress=not args.no_progress)
         _print_view(label, results)
         lines.append(_summary_line(label, results))
         view = results.get("first_step") or {}

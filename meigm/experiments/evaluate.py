@@ -30,11 +30,11 @@ import numpy as np
 
 from meigm import config as config_mod
 from meigm.config import Config
-from meigm.envs import Env, make_env
+from meigm.envs import Env
 from meigm.errors import MeigmError
 from meigm.experiments.checkpoint import latest_checkpoint, load_checkpoint
-from meigm.learners import Learner, make_learner
-from meigm.train import Trainer, compiled, make_train, seed_keys
+from meigm.learners import Learner
+from meigm.program import Trainer, compiled, make_program, seed_keys
 from meigm.types import LearnerState
 
 if TYPE_CHECKING:
@@ -91,10 +91,8 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
             raise MeigmError(f"--episodes must be positive, got {episodes}")
         cfg = dataclasses.replace(cfg, test_episodes=episodes)
     path = resolve_checkpoint(run_dir, checkpoint)
-    env = make_env(cfg.env, cfg.env_args)
-    cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))  # no-op if resolved
-    learner = make_learner(cfg, env.spec)
-    trainer = make_train(cfg, env, learner)
+    program = make_program(cfg)  # the config is resolved already: resolving is a no-op
+    cfg, env, learner, trainer = program.cfg, program.env, program.learner, program.trainer
     # Shapes only: the structure of a freshly initialised state without computing it.
     template = jax.eval_shape(jax.vmap(trainer.init), seed_keys(cfg)).learner
     state, meta = load_checkpoint(path, template)

@@ -31,7 +31,7 @@ file and renamed, so an interrupted run leaves only complete checkpoints.
 
 Evaluation ``k`` (0-based) of seed ``i`` is at the first iteration at or after
 ``(k + 1) · test_interval`` of that seed's own env steps (the last at ``t_max``; see
-:mod:`meigm.train`), and uses
+:mod:`meigm.program`), and uses
 :func:`evaluation_keys` — ``fold_in(fold_in(PRNGKey(seed + i), 0x7E57), k)`` — and every
 checkpoint records its ``k``; ``meigm eval`` re-derives the same keys, so re-evaluating a
 checkpoint with the run's ``test_episodes`` replays exactly the logged episodes.
@@ -45,6 +45,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ import yaml
 from tqdm import tqdm
 
 from meigm.config import Config
-from meigm.envs import make_env
+from meigm.envs import Env
 from meigm.envs.host import HostEnv
 from meigm.errors import MeigmError
 from meigm.experiments.checkpoint import (
@@ -67,9 +68,17 @@ from meigm.experiments.checkpoint import (
 )
 from meigm.experiments.diagnostics import action_names, first_step_view, summarise_views
 from meigm.experiments.logging import MetricsLogger, headline_metric, require_wandb
-from meigm.learners import make_learner
+from meigm.program import (
+    Program,
+    compiled,
+    eval_target,
+    init_seeds,
+    make_program,
+    resolve_config,
+    seed_keys,
+    select_seeds,
+)
 from meigm.rollout import buffer_bytes
-from meigm.train import compiled, eval_target, init_seeds, make_train, seed_keys, select_seeds
 
 #: Enumerate joint actions for the Table 1 view only up to this many.
 MAX_VIEW_JOINTS = 4096
@@ -187,12 +196,145 @@ def _truncate_metrics(path: Path, keep_points: int, seeds: int) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
+class RunLoop:
+    """What the training loop carries from one evaluation point to the next."""
+
+    cfg: Config
+    program: Program
+    run_dir: Path | None
+    echo: Callable[[str], None]
+    keys: jax.Array  # [seeds, 2]
+    state: Any  # TrainState, leaves [seeds, ...]
+    evaluation: int = 0  # index of the next evaluation point
+    next_checkpoint: int | None = None  # env steps of the next interval checkpoint
+    diverged: dict[int, str] = field(default_factory=dict)  # frozen seed index -> where
+    history: list[dict[str, Any]] = field(default_factory=list)  # every metrics row
+    restored_from: Path | None = None
+
+    @property
+    def healthy(self) -> list[int]:
+        return [i for i in range(self.cfg.seeds) if i not in self.diverged]
+
+    @property
+    def done_steps(self) -> int:
+        """The fewest env steps of any seed still training."""
+        return int(np.asarray(self.state.t_env)[self.healthy].min())
+
+
+def start_loop(program: Program, out: str | Path | None, resume: bool,
+               echo: Callable[[str], None]) -> RunLoop:
+    """A fresh run (its directory and ``config.yaml`` written) or the state, counters
+    and history of a resumed one (``metrics.jsonl`` cut back to its checkpoint)."""
+    cfg = program.cfg
+    keys = seed_keys(cfg)
+    interval = cfg.checkpoint_interval or 0
+    first_checkpoint = interval if interval > 0 else None
+    if not resume:
+        run_dir = None
+        if out is not None:
+            run_dir = prepare_run_dir(Path(out))
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return RunLoop(cfg, program, run_dir, echo, keys, init_seeds(program.trainer.init, keys),
+                       next_checkpoint=first_checkpoint)
+    run_dir = Path(out)
+    if (run_dir / "results.json").is_file():
+        raise MeigmError(f"{run_dir} has finished (results.json exists); nothing to resume")
+    for stray in (run_dir / "checkpoints").glob(".*.tmp"):  # a killed writer's leftovers
+        stray.unlink(missing_ok=True)
+    template = jax.eval_shape(jax.vmap(program.trainer.init), keys)
+    restored = newest_resumable(run_dir, template, warn=lambda m: echo(f"warning: {m}"))
+    if restored is None:  # killed before its first checkpoint: start again from the beginning
+        echo(f"no complete checkpoint in {run_dir}; starting it from the beginning")
+        _truncate_metrics(run_dir / "metrics.jsonl", 0, cfg.seeds)
+        shutil.rmtree(run_dir / "tb", ignore_errors=True)
+        return RunLoop(cfg, program, run_dir, echo, keys, init_seeds(program.trainer.init, keys),
+                       next_checkpoint=first_checkpoint)
+    state, meta, path = restored
+    evaluation = int(meta["eval_index"]) + 1
+    _truncate_metrics(run_dir / "metrics.jsonl", evaluation, cfg.seeds)
+    history = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
+               if ln.strip()]
+    echo(f"resuming {run_dir} from {path.name} (env steps {min(meta['t_env'])}, "
+         f"evaluation {evaluation})")
+    return RunLoop(cfg, program, run_dir, echo, keys, jax.tree.map(jax.numpy.asarray, state),
+                   evaluation=evaluation,
+                   next_checkpoint=meta["run"].get("next_checkpoint", first_checkpoint),
+                   diverged={int(k): v for k, v in meta["run"].get("diverged", {}).items()},
+                   history=history, restored_from=path)
+
+
+def guard_divergence(loop: RunLoop, train_metrics: dict[str, np.ndarray],
+                     finite_params: np.ndarray, previous: Any) -> None:
+    """After a chunk: stop on a seed's first non-finite loss, value or parameter
+    (``on_divergence=stop``), or freeze that seed at its state before the chunk
+    (``mask``). Raises :class:`MeigmError` when stopping."""
+    cfg = loop.cfg
+    t_env = np.asarray(loop.state.t_env)
+    for i in loop.healthy:
+        what = _first_nonfinite(train_metrics, finite_params, i)
+        if what is None:
+            continue
+        where = f"{what} at env step {int(t_env[i])} of seed {cfg.seed + i}"
+        if cfg.on_divergence == "stop":
+            last = list_checkpoints(loop.run_dir) if loop.run_dir is not None else []
+            kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written"
+            raise MeigmError(f"training diverged: non-finite {where}; stopped, {kept}")
+        loop.diverged[i] = where
+        loop.echo(f"warning: non-finite {where}; that seed is frozen at its last finite state, "
+                  "the others go on (on_divergence=mask)")
+    if loop.diverged:  # frozen seeds keep their last finite state
+        frozen = np.zeros(cfg.seeds, bool)
+        frozen[list(loop.diverged)] = True
+        loop.state = select_seeds(jax.numpy.asarray(~frozen), loop.state, previous)
+
+
+def evaluation_records(loop: RunLoop, train_metrics: dict[str, np.ndarray],
+                       test_metrics: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """One ``metrics.jsonl`` row per seed for this evaluation point."""
+    cfg, state = loop.cfg, loop.state
+    row = {k: np.asarray(v) for k, v in {**train_metrics, **test_metrics}.items()}
+    records = [{"seed": cfg.seed + s, **{k: _to_python(v[s]) for k, v in row.items()}}
+               for s in range(cfg.seeds)]
+    for s in loop.diverged:  # a frozen seed: its counters are those it is frozen at
+        records[s].update(diverged=True, t_env=int(np.asarray(state.t_env)[s]),
+                          episodes=int(np.asarray(state.episodes)[s]),
+                          updates=int(np.asarray(state.updates)[s]))
+    return records
+
+
+def save_checkpoints(loop: RunLoop, finished: bool) -> None:
+    """The interval checkpoint once the slowest healthy seed has passed the next multiple
+    of ``checkpoint_interval`` (a failed write is a warning: the previous one stands),
+    and ``final.safetensors`` (no buffer) at the end."""
+    if loop.run_dir is None:
+        return
+    cfg, run_dir, done = loop.cfg, loop.run_dir, loop.done_steps
+    t_env = np.asarray(loop.state.t_env)
+    if finished:
+        save_checkpoint(checkpoint_path(run_dir, None), loop.state, cfg, t_env, loop.evaluation,
+                        with_buffer=False, run_meta={"diverged": loop.diverged})
+        return
+    if loop.next_checkpoint is None or done < loop.next_checkpoint:
+        return
+    interval = cfg.checkpoint_interval
+    upcoming = (done // interval + 1) * interval
+    try:
+        save_checkpoint(checkpoint_path(run_dir, done), loop.state, cfg, t_env, loop.evaluation,
+                        run_meta={"next_checkpoint": upcoming, "diverged": loop.diverged})
+        prune_checkpoints(run_dir, cfg.keep_checkpoints)
+    except CheckpointWriteError as exc:
+        loop.echo(f"warning: {exc}; training goes on, the previous checkpoint stands")
+    loop.next_checkpoint = upcoming
+
+
 def train_run(
     cfg: Config,
     out: str | Path | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
     resume: bool = False,
+    env: Env | HostEnv | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg.seeds`` seeds of one configuration in one compiled program.
 
@@ -202,148 +344,79 @@ def train_run(
     continues from its newest complete interval checkpoint — exactly: the metrics after
     the resume point equal those of an uninterrupted run on the same machine.
 
+    The loop, one evaluation point per pass: train every seed to its next target
+    (:func:`~meigm.program.eval_target`), :func:`guard_divergence`, evaluate,
+    log (:func:`evaluation_records`), :func:`save_checkpoints`, progress.
+
     Divergence: after every chunk each seed's losses, Q-values and parameters are
     checked; a non-finite one stops the run (``on_divergence=stop``) with a message
     naming the quantity, the env step and the seed, leaving the last good checkpoint, or
     (``on_divergence=mask``) freezes that seed at its last finite state, reports it and
     lets the other seeds finish.
+
+    ``env`` trains a custom environment in place of the registry's ``cfg.env`` (which is
+    then only a label; ``meigm eval`` cannot rebuild such a run from its directory).
     """
     if cfg.wandb:
         require_wandb()  # before the run directory exists: a failed start leaves nothing
-    env = make_env(cfg.env, cfg.env_args)
-    cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
-    spec = env.spec
-    memory_check(cfg, spec)
-    learner = make_learner(cfg, spec)
-    trainer = make_train(cfg, env, learner)
-    keys = seed_keys(cfg)  # [seeds, 2]
-    interval = cfg.checkpoint_interval or 0
-    next_checkpoint = interval if interval > 0 else None
-
-    run_dir: Path | None = None
-    restored = None
-    if resume:
-        run_dir = Path(out)
-        if (run_dir / "results.json").is_file():
-            raise MeigmError(f"{run_dir} has finished (results.json exists); nothing to resume")
-        for stray in (run_dir / "checkpoints").glob(".*.tmp"):  # a killed writer's leftovers
-            stray.unlink(missing_ok=True)
-        template = jax.eval_shape(jax.vmap(trainer.init), keys)
-        restored = newest_resumable(run_dir, template, warn=lambda m: echo(f"warning: {m}"))
-    elif out is not None:
-        run_dir = prepare_run_dir(Path(out))
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-    evaluation = 0
-    diverged: dict[int, str] = {}  # seed index -> what diverged, where (mask mode)
+    cfg, env = resolve_config(cfg, env)
+    memory_check(cfg, env.spec)  # before the trainer: a host trainer starts its workers
+    program = make_program(cfg, env)
     t_start = time.perf_counter()
-    if restored is not None:
-        state, meta, path = restored
-        state = jax.tree.map(jax.numpy.asarray, state)
-        evaluation = int(meta["eval_index"]) + 1
-        next_checkpoint = meta["run"].get("next_checkpoint", next_checkpoint)
-        diverged = {int(k): v for k, v in meta["run"].get("diverged", {}).items()}
-        _truncate_metrics(run_dir / "metrics.jsonl", evaluation, cfg.seeds)
-        earlier = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
-                   if ln.strip()]
-        echo(f"resuming {run_dir} from {path.name} (env steps {min(meta['t_env'])}, "
-             f"evaluation {evaluation})")
-    else:
-        if resume:  # killed before its first checkpoint: start again from the beginning
-            echo(f"no complete checkpoint in {run_dir}; starting it from the beginning")
-            _truncate_metrics(run_dir / "metrics.jsonl", 0, cfg.seeds)
-            shutil.rmtree(run_dir / "tb", ignore_errors=True)
-        state = init_seeds(trainer.init, keys)
-    run, evaluate = compiled(trainer)
+    loop = start_loop(program, out, resume, echo)
+    run, evaluate = compiled(program.trainer)
 
     # Progress counts the slowest seed's env steps, so its rate is env steps/s per seed
     # (x seeds for the whole program) and its ETA is the time to t_max.
     bar = tqdm(total=cfg.t_max, unit="step", unit_scale=True, disable=not progress,
                desc=f"{cfg.alg} {cfg.env} x{cfg.seeds}", dynamic_ncols=True)
-    history: list[dict[str, Any]] = earlier if restored is not None else []
     compile_s = None
-    purge = int(np.asarray(state.t_env).min()) + 1 if restored is not None else None
-    with MetricsLogger(cfg, run_dir, purge_step=purge) as logger:
+    purge = int(np.asarray(loop.state.t_env).min()) + 1 if loop.restored_from else None
+    with MetricsLogger(cfg, loop.run_dir, purge_step=purge) as logger:
         try:
             while True:
                 t0 = time.perf_counter()
-                previous = state
-                state, train_metrics = run(state, eval_target(cfg, evaluation))
+                previous = loop.state
+                loop.state, train_metrics = run(loop.state, eval_target(cfg, loop.evaluation))
                 jax.block_until_ready(train_metrics)
                 if compile_s is None:
                     compile_s = time.perf_counter() - t0
                 train_metrics = jax.device_get(train_metrics)
-                finite_params = train_metrics.pop("finite_params")
-                t_env = np.asarray(state.t_env)  # [seeds]
-                for i in range(cfg.seeds):
-                    if i in diverged:
-                        continue
-                    what = _first_nonfinite(train_metrics, finite_params, i)
-                    if what is None:
-                        continue
-                    where = f"{what} at env step {int(t_env[i])} of seed {cfg.seed + i}"
-                    if cfg.on_divergence == "stop":
-                        last = list_checkpoints(run_dir) if run_dir is not None else []
-                        kept = (f"the last good checkpoint is {last[-1]}" if last
-                                else "no checkpoint was written")
-                        raise MeigmError(f"training diverged: non-finite {where}; stopped, {kept}")
-                    diverged[i] = where
-                    echo(f"warning: non-finite {where}; that seed is frozen at its last finite "
-                         "state, the others go on (on_divergence=mask)")
-                if diverged:  # frozen seeds keep their last finite state
-                    frozen = np.zeros(cfg.seeds, bool)
-                    frozen[list(diverged)] = True
-                    state = select_seeds(jax.numpy.asarray(~frozen), state, previous)
-                    t_env = np.asarray(state.t_env)
+                guard_divergence(loop, train_metrics, train_metrics.pop("finite_params"), previous)
                 test_metrics = jax.device_get(
-                    evaluate(state.learner.params, evaluation_keys(keys, evaluation)))
-                row = {k: np.asarray(v) for k, v in {**train_metrics, **test_metrics}.items()}
-                records = [{"seed": cfg.seed + s, **{k: _to_python(v[s]) for k, v in row.items()}}
-                           for s in range(cfg.seeds)]
-                for s in diverged:  # a frozen seed: its counters are those it is frozen at
-                    records[s].update(diverged=True, t_env=int(t_env[s]),
-                                      episodes=int(np.asarray(state.episodes)[s]),
-                                      updates=int(np.asarray(state.updates)[s]))
-                history.extend(records)
+                    evaluate(loop.state.learner.params, evaluation_keys(loop.keys, loop.evaluation)))
+                records = evaluation_records(loop, train_metrics, test_metrics)
+                loop.history.extend(records)
                 logger.log(records)
-                healthy = [i for i in range(cfg.seeds) if i not in diverged]
-                if not healthy:
+                if not loop.healthy:
                     raise MeigmError("training diverged in every seed: "
-                                     + "; ".join(diverged.values()))
-                done_steps = int(t_env[healthy].min())
-                finished = done_steps >= cfg.t_max
-                if run_dir is not None and next_checkpoint is not None and not finished \
-                        and done_steps >= next_checkpoint:
-                    upcoming = (done_steps // interval + 1) * interval
-                    try:
-                        save_checkpoint(checkpoint_path(run_dir, done_steps), state, cfg, t_env,
-                                        evaluation, run_meta={"next_checkpoint": upcoming,
-                                                              "diverged": diverged})
-                        prune_checkpoints(run_dir, cfg.keep_checkpoints)
-                    except CheckpointWriteError as exc:
-                        echo(f"warning: {exc}; training goes on, the previous checkpoint stands")
-                    next_checkpoint = upcoming
-                if run_dir is not None and finished:
-                    save_checkpoint(checkpoint_path(run_dir, None), state, cfg, t_env, evaluation,
-                                    with_buffer=False, run_meta={"diverged": diverged})
-                evaluation += 1
-                bar.update(min(done_steps, cfg.t_max) - bar.n)
+                                     + "; ".join(loop.diverged.values()))
+                finished = loop.done_steps >= cfg.t_max
+                save_checkpoints(loop, finished)
+                loop.evaluation += 1
+                bar.update(min(loop.done_steps, cfg.t_max) - bar.n)
                 label, value = headline_metric(test_metrics)
                 bar.set_postfix({label: value})
                 if finished:
                     break
         finally:
             bar.close()
-            trainer.close()
-    wall = time.perf_counter() - t_start
+            program.trainer.close()
+    return finish(loop, time.perf_counter() - t_start, compile_s or 0.0)
 
+
+def finish(loop: RunLoop, wall: float, compile_s: float) -> dict[str, Any]:
+    """The results of a finished run, written to ``results.json`` when it has a directory."""
+    cfg, state, history = loop.cfg, loop.state, loop.history
+    env, learner = loop.program.env, loop.program.learner
+    spec = env.spec
     results: dict[str, Any] = {
         "alg": cfg.alg,
         "env": cfg.env,
         "seeds": [cfg.seed + s for s in range(cfg.seeds)],
         "t_env": [int(x) for x in np.asarray(state.t_env)],
         "wall_seconds": round(wall, 3),
-        "compile_seconds": round(compile_s or 0.0, 3),
+        "compile_seconds": round(compile_s, 3),
         "env_steps_per_second": round(float(np.sum(np.asarray(state.t_env))) / wall, 1),
         "final": [
             {k: v for k, v in rec.items() if k.startswith("test/") or k in ("seed", "t_env")}
@@ -353,21 +426,21 @@ def train_run(
         "eval_t_env": {str(cfg.seed + s): [rec["t_env"] for rec in history[s::cfg.seeds]]
                        for s in range(cfg.seeds)},
     }
-    if restored is not None:
-        results["resumed_from"] = str(restored[2])
-    if diverged:
-        results["diverged"] = {str(cfg.seed + i): w for i, w in sorted(diverged.items())}
+    if loop.restored_from is not None:
+        results["resumed_from"] = str(loop.restored_from)
+    if loop.diverged:
+        results["diverged"] = {str(cfg.seed + i): w for i, w in sorted(loop.diverged.items())}
     if not isinstance(env, HostEnv) and math.prod([spec.n_actions] * spec.n_agents) <= MAX_VIEW_JOINTS:
         view_fn = jax.jit(jax.vmap(lambda p: first_step_view(learner, env, p, jax.random.PRNGKey(0))))
         views = jax.device_get(view_fn(state.learner.params))
         results["first_step"] = summarise_views(views, env, action_names(spec.n_actions))
         results["first_step"]["has_policy"] = bool(learner.has_policy)
 
-    if run_dir is not None:
-        tmp = run_dir / "results.json.tmp"
+    if loop.run_dir is not None:
+        tmp = loop.run_dir / "results.json.tmp"
         tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, run_dir / "results.json")
-        results["run_dir"] = str(run_dir)
+        os.replace(tmp, loop.run_dir / "results.json")
+        results["run_dir"] = str(loop.run_dir)
     results["config"] = cfg
     results["history"] = history
     results["final_params"] = state.learner.params  # [seeds, ...] leaves

@@ -205,12 +205,10 @@ def load_sweep(name_or_path: str | Path, budget: str | None = None) -> Sweep:
 
 def run_memory_bytes(run: RunSpec) -> int:
     """What a run needs in memory: its seeds' replay buffers plus a fixed allowance."""
-    from meigm.envs import make_env
+    from meigm.program import resolve_config
     from meigm.rollout import buffer_bytes
 
-    cfg = run.config()
-    env = make_env(cfg.env, cfg.env_args)
-    cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
+    cfg, env = resolve_config(run.config())
     return int(buffer_bytes(env.spec, cfg.buffer_size) * cfg.seeds + BASE_RUN_MEMORY)
 
 
@@ -234,10 +232,9 @@ def train_task(values: dict[str, Any], run_dir: str, label: str, pid_file: str) 
     cfg = config.from_dict(values)
     resume = False
     if out.exists() and not is_finished(out):
-        from meigm.envs import make_env
+        from meigm.program import resolve_config
 
-        spec = make_env(cfg.env, cfg.env_args).spec
-        resolved = cfg.resolve(spec.default_t_max, dict(spec.config_defaults))
+        resolved, _ = resolve_config(cfg)
         try:
             same = load_config(out) == resolved
         except Exception:  # no or unreadable config.yaml: nothing worth keeping

@@ -45,9 +45,9 @@ import numpy as np
 from flax import struct
 
 from meigm.config import Config
-from meigm.envs import Env
+from meigm.envs import Env, make_env
 from meigm.envs.host import HostEnv, HostVecEnv
-from meigm.learners import Learner
+from meigm.learners import Learner, make_learner
 from meigm.learners.common import refresh_target
 from meigm.rollout import (
     EpisodeBuffer,
@@ -112,6 +112,33 @@ class Trainer:
     batched: bool = False
     #: releases the host environments (a no-op for JAX environments).
     close: Callable[[], None] = lambda: None
+
+
+@dataclass(frozen=True)
+class Program:
+    """What one config runs: the config resolved against its scenario, the environment,
+    the learner and the trainer built from them (:func:`make_program`)."""
+
+    cfg: Config
+    env: Env | HostEnv
+    learner: Learner
+    trainer: Trainer
+
+
+def resolve_config(cfg: Config, env: Env | HostEnv | None = None) -> tuple[Config, Env | HostEnv]:
+    """``cfg`` with every scenario-dependent default filled in, and its environment
+    (``cfg.env`` from the registry unless ``env`` is given). A no-op on a resolved config."""
+    env = make_env(cfg.env, cfg.env_args) if env is None else env
+    return cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults)), env
+
+
+def make_program(cfg: Config, env: Env | HostEnv | None = None) -> Program:
+    """The one way from a config to a runnable program: environment, resolved config,
+    learner, trainer. ``env`` replaces the registry's scenario (a custom environment);
+    the config's ``env`` name is then only a label."""
+    cfg, env = resolve_config(cfg, env)
+    learner = make_learner(cfg, env.spec)
+    return Program(cfg=cfg, env=env, learner=learner, trainer=make_train(cfg, env, learner))
 
 
 def shaping_coef(t_env: jax.Array, horizon: int | None) -> jax.Array:
@@ -285,8 +312,12 @@ def bucketed_update(learner: Learner, buckets: tuple[int, ...], ls: LearnerState
     under the seed vmap the switch stays a switch and only one bucket is computed)."""
     if len(buckets) == 1:
         return learner.update(ls, batch, key)
-    need = seed_max(longest_episode(batch))
-    index = jnp.searchsorted(jnp.asarray(buckets), need)  # first bucket >= need
+    need = seed_max(longest_episode(batch))  # [] unbatched
+    # The first bucket >= need, from Python ints only: an array constant here would be
+    # batched by the enclosing ``cond(can_learn, ...)`` (a batched predicate batches every
+    # input of its branches), the index with it, and the switch would become a select
+    # that computes every bucket (2.5x slower than no buckets, measured).
+    index = sum((need > b).astype(jnp.int32) for b in buckets[:-1])
     branches = [lambda ls, b, k, n=n: learner.update(ls, trim_episodes(b, n), k) for n in buckets]
     return jax.lax.switch(index, branches, ls, batch, key)
 

@@ -1,0 +1,98 @@
+"""The Python API: train and evaluate from a script or a notebook.
+
+::
+
+    import meigm
+
+    cfg = meigm.config.build(None, ["t_max=20000"], alg="me_qmix", env="matrix:table1", seeds=3)
+    results = meigm.train(cfg, run_dir="runs/table1")    # or meigm.train({"alg": ..., ...})
+    print(results["final"])                              # per-seed greedy test metrics
+    again = meigm.evaluate("runs/table1")                # re-runs the final evaluation
+
+The command line (:mod:`meigm.experiments.cli`) is a thin layer over these two
+functions; both raise :class:`meigm.errors.MeigmError` (one readable line) for user
+errors, and :class:`meigm.config.ConfigError` (a subclass) for a bad config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from meigm import config as config_mod
+from meigm.config import Config
+from meigm.errors import ConfigError, MeigmError
+
+
+def as_config(config: Config | Mapping[str, Any] | str | Path) -> Config:
+    """A :class:`Config` from a config, a mapping of its fields (validated as a YAML
+    file would be), or the path of a YAML config file."""
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, Mapping):
+        return config_mod.from_dict(dict(config))
+    if isinstance(config, (str, Path)):
+        return config_mod.build(config)
+    raise ConfigError(
+        f"config must be a meigm.Config, a mapping of its fields or a YAML path, got "
+        f"{type(config).__name__}")
+
+
+def train(
+    config: Config | Mapping[str, Any] | str | Path | None,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    echo: Callable[[str], None] = print,
+    env: Any = None,
+) -> dict[str, Any]:
+    """Train every seed of ``config`` in one compiled program and return its results.
+
+    ``run_dir``: where to write the run (config, metrics, checkpoints, results; see
+    :mod:`meigm.experiments.run`); None writes nothing. ``resume``: continue the
+    unfinished run in ``run_dir`` from its newest complete checkpoint, with its own
+    ``config.yaml`` (``config`` None, or equal to it once resolved). ``env``: a custom environment
+    (a :class:`meigm.envs.Env`) in place of the registry's ``config.env``.
+
+    Returns a dict with, among others, ``final`` (each seed's last greedy test metrics),
+    ``history`` (every metrics row), ``eval_t_env`` (each seed's env steps at each
+    evaluation), ``config`` (the resolved :class:`Config`), ``final_params`` (parameters,
+    leading axis = seed), ``wall_seconds`` and ``env_steps_per_second``, and
+    ``run_dir`` when one was written.
+    """
+    from meigm.experiments.run import train_run
+
+    if not resume:
+        if config is None:
+            raise ConfigError("train() needs a config (or resume=True with the run_dir to continue)")
+        return train_run(as_config(config), run_dir, progress=progress, echo=echo, env=env)
+    from meigm.experiments.evaluate import load_config
+    from meigm.program import resolve_config
+
+    if run_dir is None:
+        raise MeigmError("resume=True needs the run_dir of the run to continue")
+    cfg = load_config(Path(run_dir))
+    if config is not None and resolve_config(as_config(config), env)[0] != cfg:
+        raise MeigmError(f"the config differs from {Path(run_dir) / 'config.yaml'}; a resumed "
+                         "run keeps its own (pass config=None)")
+    return train_run(cfg, run_dir, progress=progress, echo=echo, resume=resume, env=env)
+
+
+def evaluate(run_dir: str | Path, checkpoint: str | Path | None = None,
+             episodes: int | None = None, write: bool = False) -> dict[str, Any]:
+    """Re-run the greedy evaluation of a saved run's checkpoint (default: the newest).
+
+    With the run's own ``test_episodes`` (``episodes=None``) the figures equal the logged
+    ones bit for bit on the same machine (``reproduces_log`` says whether they do).
+    ``write`` also saves them to ``<run_dir>/eval.json``, as ``meigm eval`` does.
+    Returns ``per_seed`` and ``mean`` test metrics, the checkpoint and its evaluation index.
+    """
+    from meigm.experiments.evaluate import evaluate_run, load_run, write_json
+
+    run = load_run(run_dir, checkpoint, episodes)
+    result = evaluate_run(run)
+    if write:
+        write_json(run.run_dir / "eval.json", result)
+    return result

@@ -1,0 +1,52 @@
+"""The Python API: the README's example runs as written, and its inputs are checked."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import meigm
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_example() -> str:
+    text = README.read_text()
+    section = text[text.index("## From Python"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(readme_example(), "README.md", "exec"), namespace)
+    results = namespace["results"]
+    assert [rec["t_env"] for rec in results["final"]] == results["t_env"]
+    assert all(t >= 2000 for t in results["t_env"])
+    assert (tmp_path / "runs/api_example/results.json").is_file()
+    assert namespace["again"]["reproduces_log"] is True
+
+
+def test_train_takes_a_dict_and_resume_checks_the_config(tmp_path):
+    values = {"alg": "qmix", "env": "matrix:table1", "seeds": 1, "t_max": 600,
+              "test_interval": 300, "batch_size": 4, "buffer_size": 8, "hidden_dim": 8,
+              "mixing_embed": 4, "hypernet_embed": 8, "length_buckets": 1}
+    res = meigm.train(values, progress=False)
+    assert res["config"].alg == "qmix" and "run_dir" not in res
+    with pytest.raises(meigm.MeigmError, match="needs the run_dir"):
+        meigm.train(None, resume=True)
+    with pytest.raises(meigm.ConfigError, match="needs a config"):
+        meigm.train(None)
+    with pytest.raises(meigm.ConfigError, match=r"must be a meigm\.Config"):
+        meigm.train(3)
+    with pytest.raises(meigm.ConfigError, match="no_such_key"):
+        meigm.train({**values, "no_such_key": 1})
+
+
+def test_every_public_name_resolves():
+    for name in meigm.__all__:
+        assert getattr(meigm, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        meigm.nope  # noqa: B018
