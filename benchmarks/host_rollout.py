@@ -125,7 +125,7 @@ def train_rate(env_name: str, env_args: dict, overrides: list[str], repeats: int
     def run_chunk(ts):  # one test_interval of env steps
         return run(ts, np.asarray(ts.t_env) + cfg.test_interval)
 
-    while int(ts.buffer.size[0]) < cfg.batch_size:
+    while int(ts.data.buffer.size[0]) < cfg.batch_size:
         ts, _ = run_chunk(ts)
     ts, _ = run_chunk(ts)  # warm-up once learning runs
     jax.block_until_ready(ts)

@@ -128,9 +128,10 @@ def checkpoint(seeds: int, repeats: int) -> dict:
     cfg, env, trainer = program.cfg, program.env, program.trainer
     state = init_seeds(trainer.init, seed_keys(cfg))
     # Fill the observations with noise so nothing about the file is special-cased zeros.
-    obs = state.buffer.data.obs
-    state = state.replace(buffer=state.buffer.replace(data=state.buffer.data.replace(
-        obs=jax.random.normal(jax.random.PRNGKey(0), obs.shape, obs.dtype))))
+    buf = state.data.buffer
+    obs = buf.data.obs
+    state = state.replace(data=state.data.replace(buffer=buf.replace(data=buf.data.replace(
+        obs=jax.random.normal(jax.random.PRNGKey(0), obs.shape, obs.dtype)))))
     folder = Path(tempfile.mkdtemp(prefix="meigm-ckpt-"))
     template = jax.eval_shape(jax.vmap(trainer.init), seed_keys(cfg))
     saves, loads = [], []

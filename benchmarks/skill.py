@@ -1,11 +1,11 @@
-"""Skill on SMAX: ME-QMIX and QMIX against the anchors (issue 14, item 4).
+"""Skill on SMAX: ME-QMIX, QMIX, MAPPO and IPPO against the anchors (issues 14 and 15).
 
     nice -n 10 python benchmarks/skill.py                 # run (or resume) the sweep, then report
     python benchmarks/skill.py --report-only              # report what has finished so far
     python benchmarks/skill.py --budget smoke --out /tmp/skill   # seconds: checks the plumbing
 
-The runs are the ``skill`` sweep preset (``meigm/presets/skill.yaml``): ``me_qmix`` and
-``qmix``, 3 seeds each, on ``smax:3m`` at 300k env steps and on the three 5v5 races at
+The runs are the ``skill`` sweep preset (``meigm/presets/skill.yaml``): ``me_qmix``,
+``qmix``, ``mappo`` and ``ippo``, 3 seeds each, on ``smax:3m`` at 300k env steps and on the three 5v5 races at
 1M, 128 greedy test episodes at every evaluation point, checkpoints every 50k steps.
 Re-running the command resumes every unfinished run from its newest checkpoint (the
 sweep's own rule), so it can be stopped at any time and continued in a later session.
@@ -44,6 +44,8 @@ SMACV2_QMIX = {
     "smax:terran_5_vs_5": (0.53, 0.59),
     "smax:zerg_5_vs_5": (0.36, 0.38),
 }
+#: SMACv2 MAPPO (StarCraft II) greedy test win rate at 1M / 2M env steps (issue 15).
+SMACV2_MAPPO = {"smax:protoss_5_vs_5": (0.24, 0.35)}
 #: The ME-IGM paper's ME-QMIX at 10M env steps (Table 2).
 PAPER_ME_QMIX_10M = {
     "smax:protoss_5_vs_5": 0.759,
@@ -58,13 +60,19 @@ HERE = Path(__file__).resolve().parent
 
 def references(env: str) -> dict[str, float]:
     if env in SMACV2_QMIX:
-        return {"SMACv2 QMIX @1M (SC2)": SMACV2_QMIX[env][0]}
+        refs = {"SMACv2 QMIX @1M (SC2)": SMACV2_QMIX[env][0]}
+        if env in SMACV2_MAPPO:
+            refs["SMACv2 MAPPO @1M (SC2)"] = SMACV2_MAPPO[env][0]
+        return refs
     if env == "smax:3m":
         return {"issue 14 target @300k": TARGET_3M}
     return {}
 
 
 def anchor_text(env: str, label: str) -> str:
+    if label in ("mappo", "ippo") and env in SMACV2_MAPPO:
+        one, two = SMACV2_MAPPO[env]
+        return f"SMACv2 MAPPO {one:.0%} @1M, {two:.0%} @2M"
     if env in SMACV2_QMIX:
         one, two = SMACV2_QMIX[env]
         text = f"SMACv2 QMIX {one:.0%} @1M, {two:.0%} @2M"

@@ -41,12 +41,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meigm import config, ops
+from meigm import config
 from meigm.envs import make_env
 from meigm.learners.common import unroll_agent
-from meigm.program import bucketed_update, compiled, init_seeds, make_program, seed_keys
-from meigm.rollout import buffer_sample, rollout
+from meigm.program import compiled, init_seeds, make_program, seed_keys
+from meigm.rollout import buffer_sample, random_act, rollout
 from meigm.rollout.buffer import longest_episode
+from meigm.schemes import bucketed_update
 
 
 def timed(fn, *args, repeats: int) -> float:
@@ -66,9 +67,6 @@ def env_only(env, n_envs: int, repeats: int) -> float:
 
     def agent(params, hidden, inputs):  # no network: zero Q-values
         return hidden, jnp.zeros((*inputs.shape[:-1], spec.n_actions))
-
-    def random_act(params, q, state, avail, key):
-        return ops.sample_masked(key, jnp.zeros(avail.shape), avail)
 
     @jax.jit
     def collect(key):
@@ -94,10 +92,10 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
     run, _ = compiled(trainer)
     ts = init_seeds(trainer.init, seed_keys(cfg))
     # Fill the buffer past one batch with the exploration policy (untimed).
-    while int(ts.buffer.size[0]) < cfg.batch_size:
+    while int(ts.data.buffer.size[0]) < cfg.batch_size:
         ts, _ = run(ts, np.asarray(ts.t_env) + cfg.n_envs)
     one = jax.tree.map(lambda x: x[0], ts)
-    batch = buffer_sample(one.buffer, jax.random.PRNGKey(2), cfg.batch_size)
+    batch = buffer_sample(one.data.buffer, jax.random.PRNGKey(2), cfg.batch_size)
 
     @jax.jit
     def fwd_bwd(agent_params, episodes):

@@ -33,7 +33,7 @@ class Config:
     # --- what to run
     alg: str = "me_qmix"
     """Algorithm: me_qmix, me_qplex, me_vdn (ME-IGM), qmix, qplex, vdn (ε-greedy baselines),
-    fop (FOP, the maximum-entropy actor-critic baseline)."""
+    fop (FOP, the maximum-entropy actor-critic baseline), mappo, ippo (on-policy PPO)."""
     env: str = "matrix:table1"
     """Scenario registry name, ``family:scenario`` (``meigm envs`` lists them)."""
     env_args: dict = field(default_factory=dict)
@@ -46,8 +46,11 @@ class Config:
     """Training budget in env steps per seed; None: the scenario's default budget."""
 
     # --- roll-out and replay (pymarl2 defaults)
-    n_envs: int = 4
-    """Parallel environments per seed; one collection = one episode from each."""
+    n_envs: int | None = None
+    """Parallel environments per seed; one collection = one episode from each. None: 4
+    for the replay learners (their batches are sampled from the buffer), 32 for the
+    on-policy ones, whose every update uses just the one collection (MAPPO's SMAC batch
+    is 8 x 400 = 3,200 steps; 32 SMAX episodes are 600-2,000)."""
     env_workers: int = 0
     """Host environments only (PettingZoo, SMACv2): worker processes stepping the
     ``seeds × n_envs`` copies (it must divide that number); 0 steps them in this process,
@@ -59,13 +62,16 @@ class Config:
     """Episodes per update; learning starts once the buffer holds this many."""
     updates_per_collect: int = 1
     """Gradient updates after each collection of ``n_envs`` episodes."""
-    length_buckets: int = 4
+    length_buckets: int | None = None
     """Batch lengths the update is compiled for, evenly spaced up to the episode limit
-    (4 on SMAX's 100 steps: 25, 50, 75, 100). Each sampled batch is trimmed to the
+    (8 on SMAX's 100 steps: 13, 25, 38, ..., 100). Each sampled batch is trimmed to the
     smallest that holds its longest real episode, so an update costs what its episodes
     cost (pymarl2 trims each batch to its longest episode); the result is the same up to
-    float reassociation. 1: always the full limit. More buckets waste less padding but
-    compile one more update each (benchmarks/README.md)."""
+    float reassociation. 1: always the full limit. None: the scenario's setting — 8 on
+    the upstream SMAX maps (3m: 2.1-2.4x train env steps/s against 1, 5 s more compile
+    than 4), 1 elsewhere: on the SMAX races almost every batch holds a full-length
+    episode and the switch only costs (0.8-0.95x), and matrix, MPE and Overcooked
+    episodes always run to the limit (benchmarks/README.md)."""
 
     # --- optimisation
     lr: float = 1e-3
@@ -147,6 +153,28 @@ class Config:
     """Env steps over which the ε of FOP's roll-outs falls linearly from ``epsilon_start``
     to ``epsilon_finish`` (the authors' multinomial selector: 1.0 -> 0.05 over 50k)."""
 
+    # --- PPO family (mappo, ippo): MAPPO's SMAC(v2) settings (Yu et al. 2022)
+    ppo_lr: float = 5e-4
+    """Adam learning rate of the actor and of the critic (MAPPO: 5e-4 for both)."""
+    ppo_adam_eps: float = 1e-5
+    """Adam's ε (MAPPO's ``opti_eps``)."""
+    ppo_epochs: int = 5
+    """Passes over each collection (MAPPO on SMACv2: 5)."""
+    ppo_minibatches: int = 1
+    """Minibatches of whole episodes per pass (MAPPO on SMAC: 1); must divide ``n_envs``."""
+    ppo_clip: float = 0.2
+    """ε of the clipped surrogate and of the value clip."""
+    gae_lambda: float = 0.95
+    """λ of generalised advantage estimation."""
+    entropy_coef: float = 0.01
+    """Weight of the policies' entropy bonus."""
+    value_loss_coef: float = 1.0
+    """Weight of the value loss."""
+    huber_delta: float = 10.0
+    """δ of the Huber value loss."""
+    value_norm: bool = True
+    """Normalise the value targets by their running mean and std (MAPPO's ValueNorm)."""
+
     bootstrap_truncated: bool | None = None
     """Whether targets bootstrap past an episode cut by the time limit (the textbook
     choice: a time limit is not a terminal state) or treat it as terminal. None: the
@@ -197,6 +225,13 @@ class Config:
         return self.mixer or ALGORITHMS[self.alg][1]
 
     @property
+    def on_policy(self) -> bool:
+        """Whether the algorithm learns on-policy (the PPO family, meigm.schemes.OnPolicy)."""
+        from meigm.learners import ALGORITHMS
+
+        return ALGORITHMS[self.alg][0].data_scheme == "on_policy"
+
+    @property
     def resolved_epsilon_anneal(self) -> int:
         if self.epsilon_anneal_steps is not None:
             return self.epsilon_anneal_steps
@@ -215,6 +250,7 @@ class Config:
         cfg = dataclasses.replace(self, t_max=t_max, **filled)
         return dataclasses.replace(
             cfg,
+            n_envs=self.n_envs or (32 if cfg.on_policy else 4),
             mixer=cfg.resolved_mixer,
             epsilon_anneal_steps=cfg.resolved_epsilon_anneal,
             test_interval=self.test_interval or max(1, t_max // 20),
@@ -228,7 +264,7 @@ class Config:
 #: Values of the scenario-dependent fields for scenarios that set none.
 GLOBAL_DEFAULTS: dict[str, Any] = {
     "opt_layers": 2, "target_entropy": 0.24, "alpha_init": 1.0, "reward_shaping_horizon": 0,
-    "bootstrap_truncated": True,
+    "bootstrap_truncated": True, "length_buckets": 1,
 }
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
@@ -240,8 +276,9 @@ _POSITIVE = {
     "epsilon_anneal_steps", "opt_layers", "opt_hidden", "opt_lr", "alpha_init", "alpha_lr",
     "test_interval", "test_episodes", "actor_lr", "fop_alpha_start", "fop_alpha_finish",
     "fop_alpha_anneal_steps", "fop_epsilon_anneal_steps", "keep_checkpoints",
+    "ppo_lr", "ppo_adam_eps", "ppo_epochs", "ppo_minibatches", "ppo_clip", "huber_delta",
 }
-_UNIT = {"gamma", "td_lambda", "tau", "epsilon_start", "epsilon_finish"}
+_UNIT = {"gamma", "td_lambda", "tau", "epsilon_start", "epsilon_finish", "gae_lambda"}
 
 
 def _type_name(tp: Any) -> str:
@@ -286,6 +323,8 @@ def _check_choices(cfg: Config) -> None:
         "alpha_loss": (cfg.alpha_loss, ALPHA_LOSSES),
         "on_divergence": (cfg.on_divergence, DIVERGENCE),
     }
+    if cfg.mixer is not None and cfg.alg in ALGORITHMS and ALGORITHMS[cfg.alg][1] is None:
+        raise ConfigError(f"{cfg.alg} has no mixer; leave 'mixer' unset")
     if cfg.mixer is not None:
         # FOP's attention mixer belongs to FOP alone; the other algorithms take any IGM mixer.
         own = ALGORITHMS.get(cfg.alg, (None, None))[1]
@@ -313,7 +352,13 @@ def _check_choices(cfg: Config) -> None:
     if cfg.checkpoint_interval is not None and cfg.checkpoint_interval < 0:
         raise ConfigError("config key 'checkpoint_interval' must be >= 0 (0: only at the end), "
                           f"got {cfg.checkpoint_interval}")
-    if cfg.n_envs > cfg.buffer_size:
+    for key in ("entropy_coef", "value_loss_coef"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)!r}")
+    if cfg.n_envs is not None and cfg.n_envs % cfg.ppo_minibatches:
+        raise ConfigError(f"ppo_minibatches ({cfg.ppo_minibatches}) must divide n_envs "
+                          f"({cfg.n_envs}): each minibatch holds whole episodes")
+    if cfg.n_envs is not None and cfg.n_envs > cfg.buffer_size:
         raise ConfigError(f"n_envs ({cfg.n_envs}) cannot exceed buffer_size ({cfg.buffer_size})")
     if cfg.batch_size > cfg.buffer_size:
         raise ConfigError(

@@ -1,16 +1,19 @@
 """The one compiled training program.
 
-``make_train(cfg, env, learner)`` returns pure functions; the hot path is
+``make_program(cfg)`` is the one way from a config to a runnable program (environment,
+resolved config, learner, trainer); ``make_train(cfg, env, learner)`` returns the
+trainer's pure functions. The hot path is
 
     state = init_seeds(trainer.init, seed_keys)                 # one state per seed, stacked
     run, evaluate = compiled(trainer)                           # jit(vmap(·)) over seeds
     state, metrics = run(state, eval_target(cfg, k))            # up to evaluation point k
 
 where one iteration collects ``n_envs`` whole episodes with the learner's exploration
-policy, writes them to the episode buffer, runs ``updates_per_collect`` updates on
-sampled batches once the buffer holds ``batch_size`` episodes, and refreshes the target
-networks every ``target_update_interval`` episodes. Nothing leaves the device inside a
-chunk; the host only sees per-chunk metrics (progress bar, logs, evaluation).
+policy and hands them to the learner family's data scheme (:mod:`meigm.schemes`): the
+replay learners store them, run ``updates_per_collect`` updates on sampled batches once
+the buffer holds ``batch_size`` episodes and refresh their target networks; on-policy
+learners update on the collection itself. Nothing leaves the device inside a chunk; the
+host only sees per-chunk metrics (progress bar, logs, evaluation).
 
 **Budgets and evaluation points are per seed.** A chunk runs each seed, iteration by
 iteration, until *its own* env-step count reaches the chunk's target
@@ -22,12 +25,13 @@ after ``k · test_interval`` of that seed's env steps, every seed ends with env 
 whatever the episode lengths of the seeds beside it. (Under ``vmap`` the frozen seeds'
 work is still computed and discarded: the price of one program for all seeds.)
 
-**Updates cost what the episodes cost.** Each sampled batch is trimmed to the smallest
-of ``length_buckets`` lengths that holds its longest real episode (pymarl2 trims to the
-longest) before the update; one compiled update per bucket is chosen with
-``lax.switch``, so nothing recompiles. The bucket is the largest any seed needs
-(a ``pmax`` over the vmapped seed axis :data:`SEEDS`): a per-seed choice would turn
-the switch into a select that computes every bucket.
+**Updates cost what the episodes cost.** Each sampled replay batch is trimmed to the
+smallest of ``length_buckets`` lengths that holds its longest real episode (pymarl2
+trims to the longest) before the update; one compiled update per bucket is chosen with
+``lax.switch``, so nothing recompiles (:func:`meigm.schemes.bucketed_update`). The
+bucket is the largest any seed needs (a ``pmax`` over the vmapped seed axis
+:data:`~meigm.types.SEEDS`): a per-seed choice would turn the switch into a select
+that computes every bucket.
 
 Each seed has its own initialisation and key stream: ``init`` splits the seed's key
 and never uses a fixed key, so vmapped seeds are independent (tested).
@@ -38,6 +42,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,44 +53,24 @@ from meigm.config import Config
 from meigm.envs import Env, make_env
 from meigm.envs.host import HostEnv, HostVecEnv
 from meigm.learners import Learner, make_learner
-from meigm.learners.common import refresh_target
-from meigm.rollout import (
-    EpisodeBuffer,
-    buffer_add,
-    buffer_init,
-    buffer_sample,
-    greedy_act,
-    rollout,
-)
-from meigm.rollout.buffer import empty_episodes, length_buckets, longest_episode, trim_episodes
+from meigm.rollout import greedy_act, rollout
+from meigm.rollout.buffer import empty_episodes, length_buckets
 from meigm.rollout.collect import EpisodeStats
 from meigm.rollout.host import host_rollout, make_policy_step
-from meigm.types import Episodes, LearnerState
+from meigm.schemes import DataScheme, make_scheme
+from meigm.types import SEEDS, Episodes, LearnerState, seed_max
 
 
 @struct.dataclass
 class TrainState:
     learner: LearnerState
-    buffer: EpisodeBuffer
+    #: the learner family's data-scheme state (:mod:`meigm.schemes`): the replay buffer
+    #: and the last target refresh for the replay learners, nothing for on-policy ones
+    data: Any
     key: jax.Array
     t_env: jax.Array  # [] env steps collected (real steps only)
     episodes: jax.Array  # [] episodes collected
     updates: jax.Array  # [] gradient updates done
-    last_target_update: jax.Array  # [] episode count at the last hard refresh
-
-
-#: Name of the vmapped seed axis: ``compiled`` vmaps ``run`` over it, and the update's
-#: length bucket is agreed across it (:func:`seed_max`).
-SEEDS = "seeds"
-
-
-def seed_max(x: jax.Array) -> jax.Array:
-    """Max of ``x`` over the vmapped seeds (:data:`SEEDS`); ``x`` itself when called
-    outside a seed vmap (one seed, e.g. ``jax.jit(trainer.run)``)."""
-    try:
-        return jax.lax.pmax(x, SEEDS)
-    except NameError:  # the axis is not bound: a single seed
-        return x
 
 
 def eval_target(cfg: Config, index: int) -> int:
@@ -100,6 +85,8 @@ class Trainer:
     :func:`compiled`."""
 
     init: Callable[[jax.Array], TrainState]
+    #: how the learner family uses its episodes (replay or on-policy), see meigm.schemes
+    scheme: DataScheme
     #: (state, t_target [] int) -> (state, chunk summary): iterate until the seed has
     #: ``t_env >= t_target`` (no iteration if it already has).
     run: Callable[[TrainState, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
@@ -169,16 +156,13 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
     spec = env.spec
     steps_per_iter_max = cfg.n_envs * spec.episode_limit
     buckets = length_buckets(spec.episode_limit, cfg.length_buckets)
+    scheme = make_scheme(cfg, spec, learner, buckets)
 
     def init(key: jax.Array) -> TrainState:
         k_learner, k_run = jax.random.split(key)
         zero = jnp.zeros((), jnp.int32)
-        return TrainState(
-            learner=learner.init(k_learner),
-            buffer=buffer_init(spec, cfg.buffer_size),
-            key=k_run,
-            t_env=zero, episodes=zero, updates=zero, last_target_update=zero,
-        )
+        return TrainState(learner=learner.init(k_learner), data=scheme.init(), key=k_run,
+                          t_env=zero, episodes=zero, updates=zero)
 
     # Optional learner hook: time-dependent values kept in the learner state (FOP's α),
     # set from the env-step count before each round of updates.
@@ -188,64 +172,53 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
         return lambda params, q, state, avail, key: learner.explore(params, q, state, avail, key, t_env)
 
     @functools.cache
-    def update_metric_shapes() -> dict[str, jax.ShapeDtypeStruct]:
-        """Shapes of ``learner.update``'s metrics, traced once per program (not once per
-        trace of the iteration: tracing SMAX's step is most of a chunk's compile time)."""
-        key = jax.random.PRNGKey(0)
-        ls = jax.eval_shape(learner.init, key)
-        batch = jax.eval_shape(lambda: empty_episodes(spec, cfg.batch_size))
-        return jax.eval_shape(learner.update, ls, batch, key)[1]
+    def collection_shapes() -> Episodes:
+        """Shapes of one collection [E, ...], extras included (traced once per program)."""
+        def collect(key):
+            ls = learner.init(key)
+            return rollout(env, learner.agent.apply, ls.params["agent"], explore_fn(jnp.int32(0)),
+                           ls.params, learner.hidden_dim, key, cfg.n_envs)[0]
+
+        if isinstance(env, HostEnv):  # no JAX roll-out to trace: the layout it produces
+            ls = jax.eval_shape(learner.init, jax.random.PRNGKey(0))
+            q = jax.ShapeDtypeStruct((cfg.n_envs, spec.n_agents, spec.n_actions), jnp.float32)
+            avail = jax.ShapeDtypeStruct(q.shape, jnp.bool_)
+            state = jax.ShapeDtypeStruct((cfg.n_envs, spec.state_dim), jnp.float32)
+            _, extras = jax.eval_shape(explore_fn(jnp.int32(0)), ls.params, q, state, avail,
+                                       jax.random.PRNGKey(0))
+            base = jax.eval_shape(lambda: empty_episodes(spec, cfg.n_envs))
+            t = spec.episode_limit
+            return base.replace(extras={k: jax.ShapeDtypeStruct((v.shape[0], t, *v.shape[1:]), v.dtype)
+                                        for k, v in extras.items()})
+        return jax.eval_shape(collect, jax.random.PRNGKey(0))
 
     def metric_names() -> list[str]:
         """Every metric one iteration reports (:func:`absorb`'s ``out`` but ``learned``)."""
         names = ["return", *(f"info/{k}" for k, _ in spec.return_metrics), "length", "shaping_coef"]
         names += ["shaped_return"] if cfg.reward_shaping_horizon else []
         names += [f"info/{k}" for k in spec.info_keys]
-        return names + list(update_metric_shapes())
+        return names + list(scheme.metric_shapes(collection_shapes()))
 
     def absorb(ts: TrainState, key: jax.Array, k_learn: jax.Array, coef: jax.Array,
                episodes: Episodes, stats: EpisodeStats,
                active: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-        """Everything after a collection, for either roll-out: store the E episodes
-        [E, ...], update, refresh targets, count. ``key`` becomes the seed's next key.
-        Where ``active`` [] is false the seed is frozen: the state comes back unchanged
-        (its buffer gated slot by slot, the rest selected: both cheap)."""
+        """Everything after a collection, for either roll-out: hand the E episodes
+        [E, ...] to the data scheme (store, update, refresh targets), count. ``key``
+        becomes the seed's next key. Where ``active`` [] is false the seed is frozen: the
+        state comes back unchanged (the scheme gates its own state, the rest is selected:
+        both cheap)."""
         if not cfg.bootstrap_truncated:  # a cut episode's last real step becomes terminal
             episodes = episodes.replace(terminated=episodes.terminated | last_step(episodes.mask))
-        buf = buffer_add(ts.buffer, episodes, active)
         t_env = ts.t_env + jnp.sum(stats.lengths)
         n_episodes = ts.episodes + cfg.n_envs
-        can_learn = buf.size >= cfg.batch_size
-
-        def learn(ls: LearnerState):
-            def one(ls, k):
-                k_sample, k_update = jax.random.split(k)
-                batch = buffer_sample(buf, k_sample, cfg.batch_size)
-                return bucketed_update(learner, buckets, ls, batch, k_update)
-
-            ls, metrics = jax.lax.scan(one, ls, jax.random.split(k_learn, cfg.updates_per_collect))
-            return ls, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
-
-        def skip(ls: LearnerState):
-            return ls, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), update_metric_shapes())
-
         ls = ts.learner if schedule is None else schedule(ts.learner, t_env)
-        ls, metrics = jax.lax.cond(can_learn, learn, skip, ls)
-        hard_due = (n_episodes - ts.last_target_update) >= cfg.target_update_interval
-        do_hard = jnp.logical_and(can_learn, hard_due)
-        if cfg.target_update == "polyak":
-            ls = jax.lax.cond(can_learn, lambda s: refresh_target(s, True, "polyak", cfg.tau),
-                              lambda s: s, ls)
-        else:
-            ls = refresh_target(ls, do_hard, "hard", cfg.tau)
-        new = TrainState(
-            learner=ls, buffer=buf, key=key, t_env=t_env, episodes=n_episodes,
-            updates=ts.updates + jnp.where(can_learn, cfg.updates_per_collect, 0),
-            last_target_update=jnp.where(do_hard, n_episodes, ts.last_target_update),
-        )
-        new = keep_where(active, new.replace(buffer=ts.buffer), ts).replace(buffer=buf)
+        data, ls, metrics, n_updates = scheme.absorb(ts.data, ls, episodes, k_learn, n_episodes,
+                                                     active)
+        new = TrainState(learner=ls, data=ts.data, key=key, t_env=t_env, episodes=n_episodes,
+                         updates=ts.updates + n_updates)
+        new = keep_where(active, new, ts).replace(data=data)
         out = {
-            "learned": can_learn,
+            "learned": n_updates > 0,
             "return": jnp.mean(stats.returns),
             **{f"info/{k}": jnp.mean(stats.returns) * c for k, c in spec.return_metrics},
             "length": jnp.mean(stats.lengths.astype(jnp.float32)),
@@ -300,26 +273,10 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
         return out
 
     if isinstance(env, HostEnv):
-        return _host_trainer(cfg, env, learner, init, absorb, metric_names, steps_per_iter_max, buckets)
-    return Trainer(init=init, run=run, evaluate=evaluate,
+        return _host_trainer(cfg, env, learner, init, absorb, metric_names, steps_per_iter_max,
+                             buckets, scheme)
+    return Trainer(init=init, scheme=scheme, run=run, evaluate=evaluate,
                    steps_per_iter_max=steps_per_iter_max, buckets=buckets)
-
-
-def bucketed_update(learner: Learner, buckets: tuple[int, ...], ls: LearnerState,
-                    batch: Episodes, key: jax.Array) -> tuple[LearnerState, dict[str, jax.Array]]:
-    """``learner.update`` on the batch [B, T(+1), ...] trimmed to the smallest of
-    ``buckets`` that holds its longest real episode (the largest any seed needs, so that
-    under the seed vmap the switch stays a switch and only one bucket is computed)."""
-    if len(buckets) == 1:
-        return learner.update(ls, batch, key)
-    need = seed_max(longest_episode(batch))  # [] unbatched
-    # The first bucket >= need, from Python ints only: an array constant here would be
-    # batched by the enclosing ``cond(can_learn, ...)`` (a batched predicate batches every
-    # input of its branches), the index with it, and the switch would become a select
-    # that computes every bucket (2.5x slower than no buckets, measured).
-    index = sum((need > b).astype(jnp.int32) for b in buckets[:-1])
-    branches = [lambda ls, b, k, n=n: learner.update(ls, trim_episodes(b, n), k) for n in buckets]
-    return jax.lax.switch(index, branches, ls, batch, key)
 
 
 #: Per-collection metrics, averaged over every iteration of a chunk; every other
@@ -367,7 +324,7 @@ def summarise(ts: TrainState, acc: dict[str, jax.Array]) -> dict[str, jax.Array]
 
 
 def _host_trainer(cfg: Config, env: HostEnv, learner: Learner, init, absorb, metric_names,
-                  steps_per_iter_max: int, buckets: tuple[int, ...]) -> Trainer:
+                  steps_per_iter_max: int, buckets: tuple[int, ...], scheme: DataScheme) -> Trainer:
     """The training program for a host environment (:mod:`meigm.rollout.host`).
 
     Same state, same update, same metrics, same per-seed budgets as the compiled
@@ -375,10 +332,20 @@ def _host_trainer(cfg: Config, env: HostEnv, learner: Learner, init, absorb, met
     ``evaluate`` here take the *stacked* seeds (``batched=True``) — they are Python loops
     around jitted pieces, so the caller must not ``jit``/``vmap`` them again.
     """
-    vec = HostVecEnv(env, cfg.seeds * cfg.n_envs, cfg.env_workers)
+    workers: list[HostVecEnv] = []  # started on first use: building a program stays cheap
+
+    def vec() -> HostVecEnv:
+        if not workers:
+            workers.append(HostVecEnv(env, cfg.seeds * cfg.n_envs, cfg.env_workers))
+        return workers[0]
+
+    def close() -> None:
+        while workers:
+            workers.pop().close()
+
     explore = make_policy_step(learner.agent.apply, learner.explore)
     greedy = make_policy_step(learner.agent.apply,
-                              lambda p, q, s, a, k, t: greedy_act(p, q, s, a, k))
+                              lambda p, q, s, a, k, t: greedy_act(p, q, s, a, k))  # t_env unused
 
     @jax.jit
     def prepare(ts: TrainState):  # [S] states -> keys and shaping coefficients per seed
@@ -401,7 +368,7 @@ def _host_trainer(cfg: Config, env: HostEnv, learner: Learner, init, absorb, met
         acc = jax.tree.map(lambda x: jnp.zeros((cfg.seeds, *x.shape), x.dtype), zero_sums(metric_names()))
         while (active := np.asarray(ts.t_env) < np.asarray(t_target)).any():
             key, k_collect, k_learn, coef = prepare(ts)
-            episodes, stats = host_rollout(vec, explore, ts.learner.params, learner.hidden_dim,
+            episodes, stats = host_rollout(vec(), explore, ts.learner.params, learner.hidden_dim,
                                            k_collect, ts.t_env, cfg.seeds)
             ts, acc = absorb_active(ts, acc, jnp.asarray(active), key, k_learn, coef, episodes, stats)
         return ts, summarise_all(ts, acc)
@@ -413,7 +380,7 @@ def _host_trainer(cfg: Config, env: HostEnv, learner: Learner, init, absorb, met
         parts = []
         for r in range(rounds):
             round_keys = jax.vmap(lambda k, r=r: jax.random.fold_in(k, r))(keys)
-            parts.append(host_rollout(vec, greedy, params, learner.hidden_dim, round_keys,
+            parts.append(host_rollout(vec(), greedy, params, learner.hidden_dim, round_keys,
                                       jnp.zeros(cfg.seeds, jnp.int32), cfg.seeds)[1])
         returns = np.concatenate([p.returns for p in parts], 1)[:, :cfg.test_episodes]
         lengths = np.concatenate([p.lengths for p in parts], 1)[:, :cfg.test_episodes]
@@ -423,8 +390,9 @@ def _host_trainer(cfg: Config, env: HostEnv, learner: Learner, init, absorb, met
         out.update({f"test/{k}": returns.mean(1) * c for k, c in env.spec.return_metrics})
         return out
 
-    return Trainer(init=init, run=run, evaluate=evaluate, steps_per_iter_max=steps_per_iter_max,
-                   buckets=buckets, batched=True, close=vec.close)
+    return Trainer(init=init, scheme=scheme, run=run, evaluate=evaluate,
+                   steps_per_iter_max=steps_per_iter_max, buckets=buckets, batched=True,
+                   close=close)
 
 
 def compiled(trainer: Trainer) -> tuple[Callable, Callable]:
@@ -435,7 +403,7 @@ def compiled(trainer: Trainer) -> tuple[Callable, Callable]:
     if trainer.batched:
         return _broadcast_target(trainer.run), trainer.evaluate
     run = jax.jit(jax.vmap(trainer.run, axis_name=SEEDS))
-    return _broadcast_target(run), jax.jit(jax.vmap(trainer.evaluate))
+    return _broadcast_target(run), jax.jit(jax.vmap(trainer.evaluate, axis_name=SEEDS))
 
 
 def _broadcast_target(run: Callable) -> Callable:

@@ -15,21 +15,15 @@ import numpy as np
 import pytest
 from conftest import TINY
 
-from meigm import config, ops
+from meigm import config
 from meigm.envs.base import JaxMARLEnv
 from meigm.envs.matrix import MatrixGame
 from meigm.experiments.run import train_run
-from meigm.program import (
-    SEEDS,
-    bucketed_update,
-    compiled,
-    eval_target,
-    init_seeds,
-    make_program,
-    seed_keys,
-)
-from meigm.rollout import rollout
+from meigm.program import compiled, eval_target, init_seeds, make_program, seed_keys
+from meigm.rollout import greedy_act, random_act, rollout
 from meigm.rollout.buffer import length_buckets, longest_episode, trim_episodes
+from meigm.schemes import bucketed_update
+from meigm.types import SEEDS
 
 LIMIT = 20  # episode limit of the stopping game
 N_ENVS = 2
@@ -57,10 +51,10 @@ def stopping_env() -> JaxMARLEnv:
 
 def stopping_cfg(**extra):
     # ε = 0 everywhere and a batch that is never reached: fixed greedy policies per seed.
-    values = dict(alg="qmix", env="matrix:table1", seeds=6, t_max=300, test_interval=70,
-                  n_envs=N_ENVS, epsilon_start=0.0, epsilon_finish=0.0, batch_size=64,
-                  buffer_size=64, hidden_dim=8, mixing_embed=4, hypernet_embed=8,
-                  test_episodes=2, **extra)
+    values = {**dict(alg="qmix", env="matrix:table1", seeds=6, t_max=300, test_interval=70,
+                     n_envs=N_ENVS, epsilon_start=0.0, epsilon_finish=0.0, batch_size=64,
+                     buffer_size=64, hidden_dim=8, mixing_embed=4, hypernet_embed=8,
+                     test_episodes=2), **extra}
     return config.from_dict(values)
 
 
@@ -128,7 +122,7 @@ def _short_episode_batch(alg: str, seed: int = 0):
     ls = learner.init(jax.random.PRNGKey(seed))
     batch, _ = jax.jit(lambda k: rollout(  # uniform random actions: only the data matters
         env, learner.agent.apply, ls.params["agent"],
-        lambda p, q, st, avail, key: ops.sample_masked(key, jnp.zeros(avail.shape), avail),
+        random_act,
         None, learner.hidden_dim, k, cfg.batch_size))(jax.random.PRNGKey(seed + 1))
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, 6, size=cfg.batch_size)
@@ -199,3 +193,40 @@ def _equations(jaxpr):
         yield eqn
         for sub in jax.extend.core.jaxprs_in_params(eqn.params):
             yield from _equations(sub)
+
+
+def test_a_rollout_stops_when_every_episode_has_ended_and_records_the_same():
+    """Seeds vmapped together stop collecting only when the longest episode of any seed
+    has ended; a seed whose episodes are all short records, in the extra padded steps,
+    exactly what it records alone, where the roll-out stops at its own episodes' end."""
+    env = stopping_env()
+    cfg = stopping_cfg(seeds=4)
+    program = make_program(cfg, env)
+    learner = program.learner
+    keys = seed_keys(program.cfg)
+    params = jax.vmap(lambda k: learner.init(k).params)(keys)
+
+    def collect(p, k):
+        return rollout(env, learner.agent.apply, p["agent"], greedy_act, p, learner.hidden_dim,
+                       k, N_ENVS)
+
+    together = jax.jit(jax.vmap(collect, axis_name=SEEDS))(params, keys)
+    lengths = np.asarray(together[1].lengths)  # [seeds, E]
+    assert lengths.max(axis=1).min() < lengths.max(), lengths  # some seed ends earlier
+    for s in range(cfg.seeds):
+        alone = jax.jit(collect)(jax.tree.map(lambda x, s=s: x[s], params), keys[s])
+        for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(together), strict=True):
+            a, b = np.asarray(a), np.asarray(b)[s]
+            if np.issubdtype(a.dtype, np.floating):
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+            else:
+                np.testing.assert_array_equal(a, b)
+        ep = alone[0]
+        last = int(np.asarray(alone[1].lengths).max())
+        # the slots after the end hold the frozen last time step, action 0 and mask 0
+        np.testing.assert_array_equal(np.asarray(ep.mask)[:, last:], False)
+        np.testing.assert_array_equal(np.asarray(ep.actions)[:, last:], 0)
+        final = np.asarray(ep.obs)[:, -1:]
+        short = np.asarray(alone[1].lengths) == last
+        np.testing.assert_array_equal(np.asarray(ep.obs)[short, last + 1:],
+                                      np.broadcast_to(final[short], ep.obs[short, last + 1:].shape))

@@ -95,9 +95,9 @@ def test_unit_interval_is_closed(value):
 
 def test_unknown_algorithm_lists_the_allowed_ones():
     with pytest.raises(ConfigError) as err:
-        from_dict({"alg": "mappo"})
+        from_dict({"alg": "maddpg"})
     msg = str(err.value)
-    assert "'mappo'" in msg
+    assert "'maddpg'" in msg
     for alg in ("me_qmix", "me_vdn", "qmix", "vdn"):
         assert alg in msg
 

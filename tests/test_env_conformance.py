@@ -13,18 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from meigm import ops
 from meigm.envs import make_env, registered
-from meigm.rollout import rollout
+from meigm.rollout import random_act, rollout
 
 SCENARIOS = [n for n in registered() if not n.endswith(":custom")]
 #: Bigger SMAX maps cost compile time but exercise nothing the small ones don't.
 SLOW = {"smax:8m", "smax:3s5z", "smax:5m_vs_6m"}
-
-
-def _random_policy(params, q, state, avail, key):
-    del params, q, state
-    return ops.sample_masked(key, jnp.zeros(avail.shape), avail)
 
 
 def _dummy_agent(n_actions: int):
@@ -48,7 +42,7 @@ def test_scenario_conformance(name):
     assert ts.avail.shape == (spec.n_agents, spec.n_actions) and ts.avail.dtype == bool
     assert set(ts.info) == set(spec.info_keys)
 
-    run = jax.jit(lambda k: rollout(env, _dummy_agent(spec.n_actions), None, _random_policy, None, 4, k, 8))
+    run = jax.jit(lambda k: rollout(env, _dummy_agent(spec.n_actions), None, random_act, None, 4, k, 8))
     ep, stats = run(jax.random.PRNGKey(1))
     ep2, _ = run(jax.random.PRNGKey(1))
     for a, b in zip(jax.tree.leaves(ep), jax.tree.leaves(ep2), strict=True):

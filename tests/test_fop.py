@@ -140,12 +140,12 @@ def test_unavailable_actions_get_zero_probability_and_are_never_sampled():
     keys = jax.random.split(jax.random.PRNGKey(1), 2000)
     for t_env in (0, 25_000, 10**7):  # ε = 1 (uniform), midway, 0.05
         actions = jax.vmap(lambda k, t=t_env: LEARNER.explore(
-            params, logits[None], jnp.zeros((1, 5)), AVAIL[None], k, jnp.asarray(t)))(keys)
+            params, logits[None], jnp.zeros((1, 5)), AVAIL[None], k, jnp.asarray(t))[0])(keys)
         actions = np.asarray(actions)[:, 0]  # [draws, N]
         assert np.all(np.asarray(AVAIL)[np.arange(2), actions])
     # ε = 1: uniform over agent 0's two available actions.
     actions = np.asarray(jax.vmap(lambda k: LEARNER.explore(
-        params, logits[None], jnp.zeros((1, 5)), AVAIL[None], k, jnp.asarray(0)))(keys))[:, 0, 0]
+        params, logits[None], jnp.zeros((1, 5)), AVAIL[None], k, jnp.asarray(0))[0])(keys))[:, 0, 0]
     assert abs(np.mean(actions == 0) - 0.5) < 0.05
 
 

@@ -311,6 +311,26 @@ def test_a_terminal_time_limit_reaches_the_replay_buffer():
         program = make_program(cfg)
         cfg, trainer = program.cfg, program.trainer
         ts, _ = jax.jit(trainer.run)(jax.jit(trainer.init)(jax.random.PRNGKey(0)), cfg.test_interval)
-        term = np.asarray(ts.buffer.data.terminated[: int(ts.buffer.size)])
+        term = np.asarray(ts.data.buffer.data.terminated[: int(ts.data.buffer.size)])
         assert term[:, :-1].sum() == 0
         assert (term[:, -1] == (not bootstrap)).all()  # 25-step episodes end at slot 24
+
+
+@pytest.mark.parametrize("alg", ["mappo", "ippo"])
+def test_on_policy_learners_train_on_a_host_environment(tmp_path, alg):
+    """The on-policy scheme through the host roll-out: the behaviour log-probabilities
+    come back from the host loop as extras, and the run is reproducible."""
+    def tiny(out):
+        cfg = Config(alg=alg, env=SPREAD, env_args=DISCRETE, seeds=2, t_max=200,
+                     test_interval=100, n_envs=4, ppo_minibatches=2, ppo_epochs=2,
+                     test_episodes=3, hidden_dim=16)
+        return train_run(cfg, out=out, progress=False, echo=lambda s: None)
+
+    a = tiny(tmp_path / "a")
+    tiny(tmp_path / "b")
+    assert a["t_env"] == [200, 200]
+    rows = (tmp_path / "a" / "metrics.jsonl").read_text()
+    assert rows == (tmp_path / "b" / "metrics.jsonl").read_text()
+    rec = a["history"][-1]
+    assert np.isfinite(rec["train/loss_policy"]) and np.isfinite(rec["train/loss_value"])
+    assert a["history"][-1]["updates"] == 2 * 2 * 2  # 2 collections x 2 epochs x 2 minibatches

@@ -304,16 +304,16 @@ def test_no_loader_in_the_project_uses_pickle():
 
 
 def test_a_buffer_that_does_not_fit_is_refused_before_allocation():
-    from meigm.envs import make_env
+    from meigm.program import make_program
 
-    spec = make_env("smax:protoss_5_vs_5").spec
     cfg = Config(env="smax:protoss_5_vs_5", seeds=3, buffer_size=5000)
+    scheme = make_program(cfg).trainer.scheme
     with pytest.raises(MeigmError) as info:
-        memory_check(cfg, spec, available=4 * 2**30)
+        memory_check(cfg, scheme, available=4 * 2**30)
     msg = str(info.value)
     assert "need 4.4 GiB (3 seeds x 5000 episodes x 0.30 MiB)" in msg
     assert "only 4.0 GiB" in msg and "buffer_size=3663" in msg and "seeds=2" in msg
-    memory_check(cfg, spec, available=64 * 2**30)  # fits: no error
+    memory_check(cfg, scheme, available=64 * 2**30)  # fits: no error
 
 
 def test_full_disk_while_checkpointing_keeps_the_last_good_one(tmp_path, monkeypatch):

@@ -244,8 +244,7 @@ def test_rollout_keeping_states_plays_the_same_episodes():
     """``keep_states`` only adds outputs: the rendered episode is an evaluated one."""
     import jax.numpy as jnp
 
-    from meigm import ops
-    from meigm.rollout import rollout
+    from meigm.rollout import random_act, rollout
 
     env = make_env("smax:3m")
     spec = env.spec
@@ -253,11 +252,8 @@ def test_rollout_keeping_states_plays_the_same_episodes():
     def agent(params, hidden, inputs):
         return hidden, jnp.zeros((*inputs.shape[:-1], spec.n_actions))
 
-    def act(params, q, state, avail, key):
-        return ops.sample_masked(key, jnp.zeros(avail.shape), avail)
-
     def play(keep: bool):
-        return jax.jit(lambda k: rollout(env, agent, None, act, None, 4, k, 2, keep_states=keep))(
+        return jax.jit(lambda k: rollout(env, agent, None, random_act, None, 4, k, 2, keep_states=keep))(
             jax.random.PRNGKey(3))
 
     (ep, stats), (ep_k, stats_k) = play(False), play(True)

@@ -49,6 +49,7 @@ written under another config (another mixer, width, algorithm) then fails with a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -116,10 +117,16 @@ def _named_leaves(state: LearnerState) -> tuple[list[str], list[Any]]:
 
 
 def _train_rest(state: TrainState, with_buffer: bool) -> dict[str, Any]:
+    """The training state beside the learner's, by name: the counters and key stream,
+    and the data scheme's fields (the replay buffer ``buffer`` — left out without
+    ``with_buffer`` — and ``last_target_update``; nothing for on-policy learners), so a
+    replay run's tensor names are those of format 2."""
     rest = {"key": state.key, "t_env": state.t_env, "episodes": state.episodes,
-            "updates": state.updates, "last_target_update": state.last_target_update}
-    if with_buffer:
-        rest["buffer"] = state.buffer
+            "updates": state.updates}
+    data = state.data
+    if dataclasses.is_dataclass(data):
+        rest.update({f.name: getattr(data, f.name) for f in dataclasses.fields(data)
+                     if with_buffer or f.name != "buffer"})
     return rest
 
 
@@ -317,23 +324,27 @@ def load_train_state(path: str | Path, template: TrainState) -> tuple[TrainState
     ``train/``. A checkpoint without them (a final one) is an error."""
     path = Path(path)
     read_metadata(path)
-    if not _has_buffer(path):
-        raise MeigmError(f"checkpoint {path} holds no replay buffer (a final checkpoint, or one "
-                         "written before meigm-checkpoint/2); it cannot be resumed from")
-    learner, meta = load_checkpoint(path, template.learner)
     rest = _train_rest(template, with_buffer=True)
     names = leaf_names(rest, TRAIN)
+    if not _holds(path, names):
+        what = "no replay buffer" if "buffer" in rest else "not the whole training state"
+        raise MeigmError(f"checkpoint {path} holds {what} (a final checkpoint, or one "
+                         "written before meigm-checkpoint/2); it cannot be resumed from")
+    learner, meta = load_checkpoint(path, template.learner)
     arrays = _read_tensors(path, meta, names, jax.tree_util.tree_leaves(rest), train_part=True)
     rest = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(rest), arrays)
-    return template.replace(learner=learner, **rest), meta
+    counters = {k: rest.pop(k) for k in ("key", "t_env", "episodes", "updates")}
+    data = template.data.replace(**rest) if rest else template.data
+    return template.replace(learner=learner, data=data, **counters), meta
 
 
-def _has_buffer(path: Path) -> bool:
+def _holds(path: Path, names: list[str]) -> bool:
+    """Whether the file has every tensor in ``names`` (names only: nothing is read)."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="numpy") as f:
-            return any(k.startswith(TRAIN + "/buffer/") for k in f.keys())
+            return set(names) <= set(f.keys())
     except Exception as exc:
         raise _unreadable(path, exc) from None
 

@@ -28,6 +28,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "mlp": ("me_qmix", ["transform=mlp"]),
     "fixed_alpha": ("me_qmix", ["learn_alpha=false"]),
     "fop": ("fop", []),
+    "mappo": ("mappo", []),
+    "ippo": ("ippo", []),
 }
 DEFAULT_COMPARE = ("me_qmix", "qmix", "vdn", "me_vdn", "+entropy")
 
@@ -196,7 +198,7 @@ def _print_view(label: str, results: dict[str, Any]) -> None:
     if getattr(env, "payoff", None) is None:  # only games with a payoff table get Table 1
         return
     print(format_view(view, label, action_names(env.spec.n_actions), getattr(env, "payoff", None),
-                      view["has_policy"]))
+                      view["has_policy"], has_q_tot=view.get("has_q_tot", True)))
 
 
 def _summary_line(label: str, results: dict[str, Any]) -> str:
@@ -207,7 +209,7 @@ def _summary_line(label: str, results: dict[str, Any]) -> str:
     view = results.get("first_step")
     if view is not None and "fraction_optimal" in view:
         line += f" | optimal joint action in {view['fraction_optimal']:.0%} of seeds"
-        if view["has_policy"]:
+        if view["has_policy"] and view.get("has_q_tot", True):
             line += f" | misaligned seeds {view['misaligned_seeds']}"
     return line + f" | {results['wall_seconds']:.0f} s"
 
@@ -265,7 +267,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "overrides": VARIANTS[label][1],
             "run_dir": results["run_dir"],
             "fraction_optimal": view.get("fraction_optimal"),
-            "misaligned_seeds": view.get("misaligned_seeds") if view.get("has_policy") else None,
+            "misaligned_seeds": (view.get("misaligned_seeds")
+                                 if view.get("has_policy") and view.get("has_q_tot", True) else None),
             "greedy_joint_actions": [e["greedy_names"] for e in view.get("per_seed", [])],
             "test_return": [float(x) for x in [r["test/return"] for r in results["final"]]],
             "wall_seconds": results["wall_seconds"],

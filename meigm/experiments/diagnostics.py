@@ -67,7 +67,11 @@ def first_step_view(learner: Learner, env: Env, params: Params, key: jax.Array) 
     joints = joint_actions(n, a)  # [J, N]
     n_joints = joints.shape[0]
     joint_values = getattr(learner, "joint_values", None)  # learners with a separate critic (FOP)
-    if joint_values is None:  # the agent network is the critic: Q_i, mixed by the learner's mixer
+    if joint_values is None and not hasattr(learner, "mixer"):
+        # no joint action values at all (the PPO family): the policies and greedy actions
+        # only; Q_tot, its argmax and the IGM gap are undefined (NaN)
+        q, q_tot = out, jnp.full((n_joints,), jnp.nan, jnp.float32)
+    elif joint_values is None:  # the agent network is the critic: Q_i, mixed by the learner's mixer
         q = out
         state = jnp.broadcast_to(ts.state, (n_joints, ts.state.shape[-1]))
         q_tot = mix(learner.mixer, params["mixer"], jnp.broadcast_to(q, (n_joints, n, a)), joints,
@@ -116,6 +120,7 @@ def summarise_views(views: dict[str, np.ndarray], env: Env, action_names: list[s
         greedy = [int(x) for x in views["greedy"][s]]
         mode = [int(x) for x in views["policy_mode"][s]]
         best = [int(x) for x in views["q_tot_argmax"][s]]
+        has_q_tot = not np.isnan(np.asarray(views["q_tot"][s])).all()
         entry = {
             "q_tot": np.asarray(views["q_tot"][s]).reshape((a,) * n).round(3).tolist(),
             "q_local": np.asarray(views["q_local"][s]).round(3).tolist(),
@@ -130,6 +135,8 @@ def summarise_views(views: dict[str, np.ndarray], env: Env, action_names: list[s
         }
         if payoff is not None:
             entry["greedy_payoff"] = float(payoff[tuple(greedy)])
+        if not has_q_tot:  # a learner without joint values (PPO): nothing to show there
+            entry.update(q_tot=None, q_tot_argmax=None, igm_gap=None, misaligned=False)
         per_seed.append(entry)
     summary: dict[str, Any] = {
         "optimum": optimum,
@@ -147,12 +154,12 @@ def action_names(n_actions: int) -> list[str]:
 
 
 def format_view(summary: dict, alg: str, names: list[str], payoff: np.ndarray | None,
-                has_policy: bool, max_seeds: int = 3) -> str:
+                has_policy: bool, max_seeds: int = 3, has_q_tot: bool = True) -> str:
     """Text rendering in the layout of the paper's Table 1 (two-agent games show a
     matrix; larger games list their greedy joint actions)."""
     lines = [f"== {alg}: greedy joint action optimal in "
              f"{summary.get('fraction_optimal', float('nan')):.0%} of seeds"
-             + (f", misaligned in {summary['misaligned_seeds']}" if has_policy else "")]
+             + (f", misaligned in {summary['misaligned_seeds']}" if has_policy and has_q_tot else "")]
     if payoff is not None and payoff.ndim == 2:
         lines.append("   true payoff:")
         lines += _matrix_lines(np.asarray(payoff), names)
@@ -160,7 +167,7 @@ def format_view(summary: dict, alg: str, names: list[str], payoff: np.ndarray | 
         q = np.asarray(e["q_tot"])
         lines.append(f"   seed {s}: greedy ({', '.join(e['greedy_names'])})"
                      + (f" -> payoff {e['greedy_payoff']:g}" if "greedy_payoff" in e else ""))
-        if q.ndim == 2:
+        if q.ndim == 2 and has_q_tot:
             lines.append("   learned Q_tot:")
             lines += _matrix_lines(q, names)
         if has_policy:

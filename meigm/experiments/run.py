@@ -74,11 +74,10 @@ from meigm.program import (
     eval_target,
     init_seeds,
     make_program,
-    resolve_config,
     seed_keys,
     select_seeds,
 )
-from meigm.rollout import buffer_bytes
+from meigm.schemes import DataScheme
 
 #: Enumerate joint actions for the Table 1 view only up to this many.
 MAX_VIEW_JOINTS = 4096
@@ -122,14 +121,15 @@ def _to_python(x: Any) -> Any:
     return x.item() if x.ndim == 0 else x.tolist()
 
 
-def memory_check(cfg: Config, spec: Any, available: int | None = None) -> None:
+def memory_check(cfg: Config, scheme: DataScheme, available: int | None = None) -> None:
     """Refuse, before anything is allocated, a run whose replay buffers do not fit.
 
-    The buffers are ``seeds × buffer_size`` padded episodes, the one large allocation of
-    a run; they must fit in 80% of the memory available now (host RAM on the CPU, the
+    The buffers (the data scheme's state: ``seeds × buffer_size`` padded episodes for
+    the replay learners, nothing for on-policy ones) are the one large allocation of a
+    run; they must fit in 80% of the memory available now (host RAM on the CPU, the
     device's limit on an accelerator) next to the networks and the compiled program.
     """
-    need = buffer_bytes(spec, cfg.buffer_size) * cfg.seeds
+    need = scheme.memory_bytes() * cfg.seeds
     if available is None:
         available = available_memory()
     if available is None or need <= 0.8 * available:
@@ -359,9 +359,9 @@ def train_run(
     """
     if cfg.wandb:
         require_wandb()  # before the run directory exists: a failed start leaves nothing
-    cfg, env = resolve_config(cfg, env)
-    memory_check(cfg, env.spec)  # before the trainer: a host trainer starts its workers
-    program = make_program(cfg, env)
+    program = make_program(cfg, env)  # cheap: nothing is allocated or started yet
+    cfg, env = program.cfg, program.env
+    memory_check(cfg, program.trainer.scheme)
     t_start = time.perf_counter()
     loop = start_loop(program, out, resume, echo)
     run, evaluate = compiled(program.trainer)
@@ -435,6 +435,9 @@ def finish(loop: RunLoop, wall: float, compile_s: float) -> dict[str, Any]:
         views = jax.device_get(view_fn(state.learner.params))
         results["first_step"] = summarise_views(views, env, action_names(spec.n_actions))
         results["first_step"]["has_policy"] = bool(learner.has_policy)
+        # Q_tot, its argmax and misalignment exist only for learners with joint values
+        # (not the PPO family)
+        results["first_step"]["has_q_tot"] = hasattr(learner, "mixer") or hasattr(learner, "joint_values")
 
     if loop.run_dir is not None:
         tmp = loop.run_dir / "results.json.tmp"

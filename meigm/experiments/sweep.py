@@ -204,12 +204,12 @@ def load_sweep(name_or_path: str | Path, budget: str | None = None) -> Sweep:
 
 
 def run_memory_bytes(run: RunSpec) -> int:
-    """What a run needs in memory: its seeds' replay buffers plus a fixed allowance."""
-    from meigm.program import resolve_config
-    from meigm.rollout import buffer_bytes
+    """What a run needs in memory: its seeds' data-scheme state (replay buffers) plus a
+    fixed allowance."""
+    from meigm.program import make_program
 
-    cfg, env = resolve_config(run.config())
-    return int(buffer_bytes(env.spec, cfg.buffer_size) * cfg.seeds + BASE_RUN_MEMORY)
+    program = make_program(run.config())  # cheap: nothing allocated, no worker started
+    return int(program.trainer.scheme.memory_bytes() * program.cfg.seeds + BASE_RUN_MEMORY)
 
 
 def is_finished(run_dir: Path) -> bool:

@@ -7,14 +7,15 @@ from typing import TYPE_CHECKING
 from meigm.learners.base import Learner
 from meigm.learners.fop import FOP
 from meigm.learners.me_igm import MEIGM
+from meigm.learners.ppo import IPPO, MAPPO, PPO
 from meigm.learners.value_decomposition import ValueDecomposition
 
 if TYPE_CHECKING:
     from meigm.config import Config
     from meigm.envs import EnvSpec
 
-#: algorithm name -> (learner class, default mixer)
-ALGORITHMS: dict[str, tuple[type, str]] = {
+#: algorithm name -> (learner class, default mixer; None for learners without one)
+ALGORITHMS: dict[str, tuple[type, str | None]] = {
     "me_qmix": (MEIGM, "qmix"),
     "me_qplex": (MEIGM, "qplex"),
     "me_vdn": (MEIGM, "vdn"),
@@ -22,6 +23,8 @@ ALGORITHMS: dict[str, tuple[type, str]] = {
     "qplex": (ValueDecomposition, "qplex"),
     "vdn": (ValueDecomposition, "vdn"),
     "fop": (FOP, "fop"),  # its own attention mixer (meigm.learners.fop.FOPMixer)
+    "mappo": (MAPPO, None),
+    "ippo": (IPPO, None),
 }
 
 
@@ -30,4 +33,5 @@ def make_learner(cfg: Config, spec: EnvSpec) -> Learner:
     return cls(cfg, spec)
 
 
-__all__ = ["ALGORITHMS", "FOP", "MEIGM", "Learner", "ValueDecomposition", "make_learner"]
+__all__ = ["ALGORITHMS", "FOP", "IPPO", "MAPPO", "MEIGM", "PPO", "Learner", "ValueDecomposition",
+           "make_learner"]

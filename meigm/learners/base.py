@@ -3,13 +3,21 @@
 A learner is a bundle of pure functions over :class:`~meigm.types.LearnerState`:
 
 * ``init(key) -> LearnerState``
-* ``explore(params, q, state, avail, key, t_env) -> actions`` — training roll-outs;
+* ``explore(params, q, state, avail, key, t_env) -> (actions, extras)`` — training
+  roll-outs; ``extras`` ({name: [E, N, ...]}) is what the learner needs stored with
+  the episodes (``Episodes.extras``: log-probabilities, values), ``{}`` for most;
 * ``update(learner_state, episodes, key) -> (learner_state, metrics)``;
 * ``policy_log_probs(params, q, state, avail)`` — local policies, where the learner has
-  them (used by diagnostics and the Table 1 view).
+  them (used by diagnostics and the Table 1 view);
+* ``data_scheme`` — how its family uses episodes (:mod:`meigm.schemes`): ``"replay"``
+  (buffer, sampled batches, target networks refreshed by the scheme) or
+  ``"on_policy"`` (each collection is one batch, used once; such a learner also says
+  how many gradient steps one update makes, ``updates_per_batch``).
 
 Optional, looked up with ``getattr`` (learners without them behave as before):
 
+* ``mixer`` — the value-decomposition mixer, for learners whose agent network is a
+  critic mixed into ``Q_tot`` (the IGM-gap metric and the Table 1 view use it);
 * ``schedule(learner_state, t_env) -> learner_state`` — set time-dependent values kept
   in the state before each round of updates (FOP's annealed α);
 * ``joint_values(params, inputs, state, avail, joints) -> (q_local, q_tot)`` — for a
@@ -33,8 +41,9 @@ from meigm.types import Episodes, LearnerState, Params
 
 class Learner(Protocol):
     agent: nn.Module
-    mixer: nn.Module
     hidden_dim: int
+    #: "replay" or "on_policy" (:data:`meigm.schemes.SCHEMES`)
+    data_scheme: str
     #: True when the learner has local stochastic policies (ME-IGM, FOP...).
     has_policy: bool
 
@@ -48,7 +57,7 @@ class Learner(Protocol):
         avail: jax.Array,  # [E, N, A]
         key: jax.Array,
         t_env: jax.Array,
-    ) -> jax.Array: ...  # [E, N]
+    ) -> tuple[jax.Array, dict[str, jax.Array]]: ...  # [E, N], {name: [E, N, ...]}
 
     def update(
         self, ls: LearnerState, episodes: Episodes, key: jax.Array

@@ -15,7 +15,7 @@ import optax
 
 from meigm import ops
 from meigm.networks.agent import agent_inputs
-from meigm.types import Episodes, LearnerState, Params
+from meigm.types import Episodes, Params
 
 
 def last_action_onehot(actions: jax.Array, n_actions: int) -> jax.Array:
@@ -119,19 +119,6 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean of x [B, T] over real steps only."""
     mask = mask.astype(x.dtype)
     return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
-def refresh_target(
-    state: LearnerState, do_update: jax.Array, mode: str, tau: float
-) -> LearnerState:
-    """Hard copy when ``do_update`` (every K episodes, pymarl2), or Polyak every update."""
-    if mode == "polyak":
-        target = optax.incremental_update(state.params, state.target_params, tau)
-    else:
-        target = jax.tree.map(
-            lambda p, t: jnp.where(do_update, p, t), state.params, state.target_params
-        )
-    return state.replace(target_params=target)
 
 
 def labelled_optimizer(

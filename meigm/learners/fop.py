@@ -196,6 +196,7 @@ class FOP:
     """FOP with twin recurrent critics, attention mixers and recurrent actors (``fop``)."""
 
     has_policy = True
+    data_scheme = "replay"  # episode replay with target networks (meigm.schemes)
 
     def __init__(self, cfg: Config, spec: EnvSpec) -> None:
         self.cfg, self.spec = cfg, spec
@@ -261,11 +262,11 @@ class FOP:
 
     def explore(self, params, q, state, avail, key, t_env):
         """Sample the authors' behaviour policy ``(1−ε)² π_i + (1 − (1−ε)²) U_avail``
-        (their ε-floor and ε-random pick in one mixture): [E, N, A] -> [E, N]."""
+        (their ε-floor and ε-random pick in one mixture): [E, N, A] -> ([E, N], no extras)."""
         keep = (1.0 - self.epsilon(t_env)) ** 2
         pi = jnp.exp(self.policy_log_probs(params, q, state, avail))
         uniform = avail / jnp.maximum(jnp.sum(avail, axis=-1, keepdims=True), 1)
-        return ops.sample_masked(key, jnp.log(keep * pi + (1.0 - keep) * uniform), avail)
+        return ops.sample_masked(key, jnp.log(keep * pi + (1.0 - keep) * uniform), avail), {}
 
     # --------------------------------------------------------------- critics
     def critic_q(self, critic_params: Params, ep: Episodes) -> jax.Array:

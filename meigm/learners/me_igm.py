@@ -55,6 +55,7 @@ class MEIGM:
     """ME-IGM over any IGM mixer (``me_qmix``, ``me_vdn``)."""
 
     has_policy = True
+    data_scheme = "replay"  # episode replay with target networks (meigm.schemes)
 
     def __init__(self, cfg: Config, spec: EnvSpec) -> None:
         self.cfg, self.spec = cfg, spec
@@ -104,10 +105,11 @@ class MEIGM:
         return ops.masked_log_softmax(logits / jnp.exp(params["log_alpha"]), avail)
 
     def explore(self, params, q, state, avail, key, t_env):
-        """Sample a_i ~ π_i(·|τ_i, s) for training roll-outs: [E, N, A] -> [E, N]."""
+        """Sample a_i ~ π_i(·|τ_i, s) for training roll-outs: [E, N, A] -> ([E, N], no
+        extras: the update recomputes π from the replayed episodes)."""
         del t_env
         log_probs = self.policy_log_probs(params, q, state, avail)
-        return ops.sample_masked(key, log_probs, avail)
+        return ops.sample_masked(key, log_probs, avail), {}
 
     # --------------------------------------------------------------- losses
     def loss(

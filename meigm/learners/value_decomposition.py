@@ -42,6 +42,7 @@ class ValueDecomposition:
     """QMIX / VDN with ε-greedy exploration and double-Q TD(λ) targets."""
 
     has_policy = False
+    data_scheme = "replay"  # episode replay with target networks (meigm.schemes)
 
     def __init__(self, cfg: Config, spec: EnvSpec) -> None:
         self.cfg, self.spec = cfg, spec
@@ -71,9 +72,9 @@ class ValueDecomposition:
         return linear_epsilon(t_env, c.epsilon_start, c.epsilon_finish, c.resolved_epsilon_anneal)
 
     def explore(self, params, q, state, avail, key, t_env):
-        """ε-greedy over available actions: [E, N, A] -> [E, N]."""
+        """ε-greedy over available actions: [E, N, A] -> ([E, N], no extras)."""
         del params, state
-        return ops.epsilon_greedy(key, q, avail, self.epsilon(t_env))
+        return ops.epsilon_greedy(key, q, avail, self.epsilon(t_env)), {}
 
     def policy_log_probs(self, params: Params, q, state, avail) -> jax.Array:
         """The greedy policy as a (degenerate) distribution: log 1 on the argmax."""

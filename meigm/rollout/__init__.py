@@ -8,7 +8,7 @@ from meigm.rollout.buffer import (
     buffer_sample,
     empty_episodes,
 )
-from meigm.rollout.collect import EpisodeStats, greedy_act, rollout
+from meigm.rollout.collect import EpisodeStats, greedy_act, random_act, rollout
 
 __all__ = [
     "EpisodeBuffer",
@@ -19,5 +19,6 @@ __all__ = [
     "buffer_sample",
     "empty_episodes",
     "greedy_act",
+    "random_act",
     "rollout",
 ]

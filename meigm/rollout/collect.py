@@ -19,10 +19,13 @@ from flax import struct
 from meigm import ops
 from meigm.envs import Env, TimeStep
 from meigm.networks.agent import agent_inputs
-from meigm.types import Episodes, Params
+from meigm.types import Episodes, Params, seed_max
 
-#: (params, q [E,N,A], state [E,S], avail [E,N,A], key) -> actions [E,N]
-ActFn = Callable[[Params, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+#: (params, q [E,N,A], state [E,S], avail [E,N,A], key) -> (actions [E,N] int32,
+#: extras {name: [E,N,...]}): the extras (log-probabilities, values: what an on-policy
+#: learner needs to store) end up in ``Episodes.extras``; ``{}`` for everyone else.
+ActFn = Callable[[Params, jax.Array, jax.Array, jax.Array, jax.Array],
+                 tuple[jax.Array, dict[str, jax.Array]]]
 
 
 @struct.dataclass
@@ -37,12 +40,18 @@ class EpisodeStats:
     env_states: Any = None
 
 
-def greedy_act(params: Params, q, state, avail, key) -> jax.Array:
+def greedy_act(params: Params, q, state, avail, key) -> tuple[jax.Array, dict]:
     """Decentralised execution: ``a_i = argmax_{available}`` of the agent network's output
     (no state used) — ``Q_i(τ_i, ·)``, or for FOP, whose agent network is the actor, the
     policy logits, so the argmax of ``π_i``."""
     del params, state, key
-    return ops.masked_argmax(q, avail)
+    return ops.masked_argmax(q, avail), {}
+
+
+def random_act(params: Params, q, state, avail, key) -> tuple[jax.Array, dict]:
+    """Uniformly random available actions (the floor figures, tests that need only data)."""
+    del params, state
+    return ops.sample_masked(key, jnp.zeros(avail.shape), avail), {}
 
 
 def _where(cond: jax.Array, new, old):
@@ -86,15 +95,20 @@ def rollout(
         env_state, ts, hidden, last_action, alive, info = carry
         k_act, k_env = jax.random.split(key_t)
         hidden, q = agent_apply(agent_params, hidden, agent_inputs(ts.obs, last_action))
-        actions = act(act_params, q, ts.state, ts.avail, k_act)  # [E, N]
+        actions, extras = act(act_params, q, ts.state, ts.avail, k_act)  # [E, N], {k: [E, N, ...]}
         new_state, new_ts = jax.vmap(env.step)(jax.random.split(k_env, n_envs), env_state, actions)
+        # after an episode's end nothing it records depends on what its agents would do
+        # (action 0, no extras), so a roll-out that stops once every episode has ended
+        # records exactly what one that went on to the limit would
         record = {
-            "obs": ts.obs, "state": ts.state, "avail": ts.avail, "actions": actions,
+            "obs": ts.obs, "state": ts.state, "avail": ts.avail,
+            "actions": jnp.where(alive[:, None], actions, 0),
             "reward": jnp.where(alive, new_ts.reward + shaping_coef * new_ts.shaped, 0.0),
             "true_reward": jnp.where(alive, new_ts.reward, 0.0),
             "shaped": jnp.where(alive, new_ts.shaped, 0.0),
             "terminated": jnp.logical_and(alive, new_ts.terminated),
             "mask": alive,
+            "extras": jax.tree.map(lambda x: _where(alive, x, jnp.zeros_like(x)), extras),
         }
         if keep_states:
             record["env_state"] = env_state
@@ -107,9 +121,39 @@ def rollout(
         return (env_state, ts, hidden, last_action, alive, info), record
 
     carry0 = (env_state, ts, hidden, last_action, alive, zero_info)
-    (state_final, ts_final, *_, info), rec = jax.lax.scan(
-        step, carry0, jax.random.split(k_run, spec.episode_limit)
-    )
+    limit = spec.episode_limit
+    keys = jax.random.split(k_run, limit)
+    # Step until every episode has ended, not always to the episode limit: on SMAX's 3m
+    # the episodes are ~20 of 100 steps. The stop is agreed across the vmapped seeds
+    # (``seed_max``): a per-seed (batched) predicate would make vmap select between whole
+    # carries at every step. Slots after the stop are filled below with what the steps
+    # would have recorded there (the frozen last time step, no reward, mask 0).
+    shapes = jax.eval_shape(step, carry0, keys[0])[1]
+    rec0 = jax.tree.map(lambda s: jnp.zeros((limit, *s.shape), s.dtype), shapes)
+
+    def body(loop):
+        t, carry, rec = loop
+        carry, record = step(carry, keys[t])
+        rec = jax.tree.map(lambda buf, x: jax.lax.dynamic_update_index_in_dim(buf, x, t, 0),
+                           rec, record)
+        return t + 1, carry, rec
+
+    def running(loop):
+        t, carry, _ = loop
+        return (t < limit) & (seed_max(jnp.any(carry[4]).astype(jnp.int32)) > 0)
+
+    stop, (state_final, ts_final, *_, info), rec = jax.lax.while_loop(
+        running, body, (jnp.zeros((), jnp.int32), carry0, rec0))
+    after = jnp.arange(limit) >= stop  # [T] every episode had ended before these slots
+
+    def frozen(buf: jax.Array, final: jax.Array) -> jax.Array:  # [T, E, ...], [E, ...]
+        return jnp.where(after.reshape((limit,) + (1,) * final.ndim), final[None], buf)
+
+    rec["obs"] = frozen(rec["obs"], ts_final.obs)
+    rec["state"] = frozen(rec["state"], ts_final.state)
+    rec["avail"] = frozen(rec["avail"], ts_final.avail)
+    if keep_states:
+        rec["env_state"] = jax.tree.map(frozen, rec["env_state"], state_final)
     rec = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), rec)  # [T, E, ...] -> [E, T, ...]
 
     def with_final(x: jax.Array, final: jax.Array) -> jax.Array:  # [E, T, ...] -> [E, T+1, ...]
@@ -123,6 +167,7 @@ def rollout(
         reward=rec["reward"],
         terminated=rec["terminated"],
         mask=rec["mask"],
+        extras=rec["extras"],
     )
     stats = EpisodeStats(
         returns=jnp.sum(rec["true_reward"], axis=1),

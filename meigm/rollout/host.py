@@ -26,17 +26,19 @@ from meigm.networks.agent import agent_inputs
 from meigm.rollout.collect import EpisodeStats
 from meigm.types import Episodes, Params
 
-#: (params, q [E,N,A], state [E,S], avail [E,N,A], key, t_env []) -> actions [E,N]
-HostActFn = Callable[[Params, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+#: (params, q [E,N,A], state [E,S], avail [E,N,A], key, t_env []) -> (actions [E,N],
+#: extras {name: [E,N,...]}), as :data:`meigm.rollout.collect.ActFn` with the env steps
+HostActFn = Callable[[Params, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array],
+                     tuple[jax.Array, dict[str, jax.Array]]]
 
 
 def make_policy_step(agent_apply: Callable, act: HostActFn) -> Callable:
     """One jitted decision for all seeds and environments.
 
     (params [S, ...], hidden [S,E,N,H], obs [S,E,N,O], last action [S,E,N,A],
-    state [S,E,Sd], avail [S,E,N,A], key [S,2], t_env [S], t []) -> (hidden, actions
-    [S,E,N]); step ``t``'s key is ``fold_in(key, t)``, folded inside the program so a
-    step costs one dispatch.
+    state [S,E,Sd], avail [S,E,N,A], key [S,2], t_env [S], t []) -> (hidden, (actions
+    [S,E,N], extras {name: [S,E,N,...]})); step ``t``'s key is ``fold_in(key, t)``,
+    folded inside the program so a step costs one dispatch.
     """
 
     def one_seed(params, hidden, obs, last_action, state, avail, key, t_env, t):
@@ -91,6 +93,7 @@ def host_rollout(
     terminated = np.zeros((s_, e_, t_lim), bool)
     mask = np.zeros((s_, e_, t_lim), bool)
     info = np.zeros((s_, e_, len(spec.info_keys)), np.float32)
+    extras: dict[str, np.ndarray] = {}  # [S, E, T, N, ...] each, as the act function names them
 
     hidden = jnp.zeros((s_, e_, n, hidden_dim), jnp.float32)
     last_action = np.zeros((s_, e_, n, a), np.float32)
@@ -99,9 +102,14 @@ def host_rollout(
     for t in range(t_lim):
         obs[:, :, t], state[:, :, t] = shaped(ts["obs"]), shaped(ts["state"])
         avail[:, :, t] = shaped(ts["avail"]).astype(bool)
-        hidden, act = policy_step(params, hidden, obs[:, :, t], last_action, state[:, :, t],
-                                  avail[:, :, t], keys, t_env, t)
+        hidden, (act, step_extras) = policy_step(params, hidden, obs[:, :, t], last_action,
+                                                 state[:, :, t], avail[:, :, t], keys, t_env, t)
         act = np.asarray(act, np.int32)  # [S, E, N]
+        for k, v in step_extras.items():
+            v = np.asarray(v)
+            if k not in extras:
+                extras[k] = np.zeros((s_, e_, t_lim, *v.shape[2:]), v.dtype)
+            extras[k][:, :, t] = v
         actions[:, :, t] = act
         ts = vec.step(act.reshape(s_ * e_, n))
         done = shaped(ts["terminated"]).astype(bool) | shaped(ts["truncated"]).astype(bool)
@@ -120,7 +128,7 @@ def host_rollout(
     avail[:, :, t + 1:] = shaped(ts["avail"]).astype(bool)[:, :, None]
 
     episodes = Episodes(obs=obs, state=state, avail=avail, actions=actions, reward=reward,
-                        terminated=terminated, mask=mask)
+                        terminated=terminated, mask=mask, extras=extras)
     stats = EpisodeStats(
         returns=reward.sum(-1),
         shaped_returns=np.zeros((s_, e_), np.float32),
