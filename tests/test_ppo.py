@@ -237,10 +237,12 @@ def _random_return(env_name: str, episodes: int = 256) -> float:
     return float(np.mean(np.asarray(stats.returns)))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("alg", ["mappo", "ippo"])
 def test_ppo_learns_simple_spread_above_the_random_policy(alg):
-    cfg = config.build(None, ["t_max=60000", "test_interval=30000", "test_episodes=64",
+    """300k env steps per seed (about 30 s on 2 cores): greedy returns of both seeds above
+    the uniformly random policy's by more than 10% (measured: MAPPO -21.8 / -20.0 against
+    random -26.6)."""
+    cfg = config.build(None, ["t_max=300000", "test_interval=150000", "test_episodes=64",
                               "hidden_dim=32"], alg=alg, env="mpe:simple_spread", seeds=2)
     res = train_run(cfg, progress=False, echo=lambda _: None)
     random_return = _random_return("mpe:simple_spread")
