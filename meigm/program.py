@@ -173,31 +173,26 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
 
     @functools.cache
     def collection_shapes() -> Episodes:
-        """Shapes of one collection [E, ...], extras included (traced once per program)."""
-        def collect(key):
-            ls = learner.init(key)
-            return rollout(env, learner.agent.apply, ls.params["agent"], explore_fn(jnp.int32(0)),
-                           ls.params, learner.hidden_dim, key, cfg.n_envs)[0]
-
-        if isinstance(env, HostEnv):  # no JAX roll-out to trace: the layout it produces
-            ls = jax.eval_shape(learner.init, jax.random.PRNGKey(0))
-            q = jax.ShapeDtypeStruct((cfg.n_envs, spec.n_agents, spec.n_actions), jnp.float32)
-            avail = jax.ShapeDtypeStruct(q.shape, jnp.bool_)
-            state = jax.ShapeDtypeStruct((cfg.n_envs, spec.state_dim), jnp.float32)
-            _, extras = jax.eval_shape(explore_fn(jnp.int32(0)), ls.params, q, state, avail,
-                                       jax.random.PRNGKey(0))
-            base = jax.eval_shape(lambda: empty_episodes(spec, cfg.n_envs))
-            t = spec.episode_limit
-            return base.replace(extras={k: jax.ShapeDtypeStruct((v.shape[0], t, *v.shape[1:]), v.dtype)
-                                        for k, v in extras.items()})
-        return jax.eval_shape(collect, jax.random.PRNGKey(0))
+        """Shapes of one collection [E, ...], extras included, from the buffer layout and
+        one abstract call of the act function — no roll-out is traced (tracing SMAX's
+        step is most of a chunk's compile time), and host roll-outs have none to trace."""
+        ls = jax.eval_shape(learner.init, jax.random.PRNGKey(0))
+        q = jax.ShapeDtypeStruct((cfg.n_envs, spec.n_agents, spec.n_actions), jnp.float32)
+        avail = jax.ShapeDtypeStruct(q.shape, jnp.bool_)
+        state = jax.ShapeDtypeStruct((cfg.n_envs, spec.state_dim), jnp.float32)
+        _, extras = jax.eval_shape(explore_fn(jnp.int32(0)), ls.params, q, state, avail,
+                                   jax.random.PRNGKey(0))
+        base = jax.eval_shape(lambda: empty_episodes(spec, cfg.n_envs))
+        t = spec.episode_limit
+        return base.replace(extras={k: jax.ShapeDtypeStruct((v.shape[0], t, *v.shape[1:]), v.dtype)
+                                    for k, v in extras.items()})
 
     def metric_names() -> list[str]:
         """Every metric one iteration reports (:func:`absorb`'s ``out`` but ``learned``)."""
         names = ["return", *(f"info/{k}" for k, _ in spec.return_metrics), "length", "shaping_coef"]
         names += ["shaped_return"] if cfg.reward_shaping_horizon else []
         names += [f"info/{k}" for k in spec.info_keys]
-        return names + list(scheme.metric_shapes(collection_shapes()))
+        return names + list(scheme.metric_shapes(collection_shapes))
 
     def absorb(ts: TrainState, key: jax.Array, k_learn: jax.Array, coef: jax.Array,
                episodes: Episodes, stats: EpisodeStats,

@@ -21,6 +21,7 @@ false, its state comes back unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
@@ -45,9 +46,9 @@ class DataScheme(Protocol):
     def memory_bytes(self) -> int:
         """Bytes one seed's scheme state will take, before anything is allocated."""
 
-    def metric_shapes(self, collection: Episodes) -> dict[str, jax.ShapeDtypeStruct]:
-        """Shapes of the update metrics :meth:`absorb` reports, given the shapes of one
-        collection (``jax.ShapeDtypeStruct`` leaves [E, ...])."""
+    def metric_shapes(self, collection: Callable[[], Episodes]) -> dict[str, jax.ShapeDtypeStruct]:
+        """Shapes of the update metrics :meth:`absorb` reports; ``collection()`` gives the
+        shapes of one collection (``jax.ShapeDtypeStruct`` leaves [E, ...]) if needed."""
 
     def absorb(self, data: Any, ls: LearnerState, episodes: Episodes, key: jax.Array,
                n_episodes: jax.Array, active: jax.Array
@@ -77,7 +78,7 @@ class EpisodeReplay:
     def memory_bytes(self) -> int:
         return buffer_bytes(self.spec, self.cfg.buffer_size)
 
-    def metric_shapes(self, collection: Episodes) -> dict[str, jax.ShapeDtypeStruct]:
+    def metric_shapes(self, collection: Callable[[], Episodes]) -> dict[str, jax.ShapeDtypeStruct]:
         del collection  # updates see sampled batches
         if self._shapes is None:  # traced once per program, not once per trace of the loop
             key = jax.random.PRNGKey(0)
@@ -102,7 +103,7 @@ class EpisodeReplay:
             return ls, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
         def skip(ls: LearnerState):
-            shapes = self.metric_shapes(episodes)
+            shapes = self.metric_shapes(lambda: episodes)
             return ls, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
         ls, metrics = jax.lax.cond(can_learn, learn, skip, ls)
@@ -131,10 +132,10 @@ class OnPolicy:
     def memory_bytes(self) -> int:
         return 0
 
-    def metric_shapes(self, collection: Episodes) -> dict[str, jax.ShapeDtypeStruct]:
+    def metric_shapes(self, collection: Callable[[], Episodes]) -> dict[str, jax.ShapeDtypeStruct]:
         key = jax.random.PRNGKey(0)
         ls = jax.eval_shape(self.learner.init, key)
-        return jax.eval_shape(self.learner.update, ls, collection, key)[1]
+        return jax.eval_shape(self.learner.update, ls, collection(), key)[1]
 
     def absorb(self, data: tuple, ls: LearnerState, episodes: Episodes, key: jax.Array,
                n_episodes: jax.Array, active: jax.Array):
