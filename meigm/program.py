@@ -390,14 +390,21 @@ def _host_trainer(cfg: Config, env: HostEnv, learner: Learner, init, absorb, met
                    close=close)
 
 
-def compiled(trainer: Trainer) -> tuple[Callable, Callable]:
+def compiled(trainer: Trainer, donate: bool = False) -> tuple[Callable, Callable]:
     """``(run, evaluate)`` over stacked seeds: ``jit(vmap(·))`` of a JAX trainer's
     functions (over the named axis :data:`SEEDS`), a host trainer's own (already batched)
     ones. ``run(state, t_target)`` takes one target for all seeds (an int) or one per
-    seed ([S])."""
+    seed ([S]).
+
+    ``donate=True`` hands the input state's buffers to ``run`` (``donate_argnums``), so
+    XLA writes the new state over the old one: a run then holds its replay buffers once
+    rather than twice (input and output of the chunk), which halves the peak memory of
+    a long SMAX run. The state passed in is unusable afterwards; the training loop
+    never reuses it, callers that time or compare repeats from one state must not
+    donate."""
     if trainer.batched:
         return _broadcast_target(trainer.run), trainer.evaluate
-    run = jax.jit(jax.vmap(trainer.run, axis_name=SEEDS))
+    run = jax.jit(jax.vmap(trainer.run, axis_name=SEEDS), donate_argnums=0 if donate else ())
     return _broadcast_target(run), jax.jit(jax.vmap(trainer.evaluate, axis_name=SEEDS))
 
 
@@ -420,13 +427,17 @@ def init_seeds(init: Callable[[jax.Array], object], keys: jax.Array):
     run in three; the native stacks show both ``tf_XLAEigen`` threads in
     ``QrFactorization -> ParallelBatchMap -> BlockingCounter::Wait``). Initialising
     seed by seed uses unbatched QR, runs once per run, and gives the same parameters
-    as the seed trained alone.
+    as the seed trained alone. The seeds are unrolled inside one jitted program, so
+    the stacked state (its replay buffers most of all) is written once, not built
+    per seed and copied: the start of a run needs its buffers' memory once, not twice.
 
     keys [seeds, 2] -> pytree with leaves [seeds, ...].
     """
-    init_one = jax.jit(init)
-    states = [init_one(k) for k in keys]
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    def init_all(keys):
+        states = [init(keys[i]) for i in range(keys.shape[0])]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+    return jax.jit(init_all)(keys)
 
 
 def seed_keys(cfg: Config) -> jax.Array:

@@ -194,8 +194,8 @@ def _poison(monkeypatch, at_call: int, seed_index: int, key: str) -> None:
 
     real_compiled = run_mod.compiled
 
-    def compiled(trainer):
-        run, evaluate = real_compiled(trainer)
+    def compiled(trainer, donate=False):
+        run, evaluate = real_compiled(trainer, donate)
         calls = {"n": 0}
 
         def poisoned_run(state, t_target):

@@ -45,7 +45,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -264,11 +264,24 @@ def start_loop(program: Program, out: str | Path | None, resume: bool,
                    history=history, restored_from=path)
 
 
+def restore_point(loop: RunLoop) -> Any:
+    """What :func:`guard_divergence` needs to freeze a seed at its state before the
+    next chunk: a copy of everything but the data scheme's state under
+    ``on_divergence=mask`` (the chunk's input is donated, so it must be a copy; the
+    replay buffers, the one large part, need none: a frozen seed's learner and
+    counters are put back each chunk, so what it collects is never learned from),
+    nothing under ``stop``."""
+    if loop.cfg.on_divergence != "mask":
+        return None
+    return jax.tree.map(jax.numpy.copy, replace(loop.state, data=None))
+
+
 def guard_divergence(loop: RunLoop, train_metrics: dict[str, np.ndarray],
                      finite_params: np.ndarray, previous: Any) -> None:
     """After a chunk: stop on a seed's first non-finite loss, value or parameter
     (``on_divergence=stop``), or freeze that seed at its state before the chunk
-    (``mask``). Raises :class:`MeigmError` when stopping."""
+    (``mask``; ``previous`` is :func:`restore_point`'s copy). Raises
+    :class:`MeigmError` when stopping."""
     cfg = loop.cfg
     t_env = np.asarray(loop.state.t_env)
     for i in loop.healthy:
@@ -286,7 +299,9 @@ def guard_divergence(loop: RunLoop, train_metrics: dict[str, np.ndarray],
     if loop.diverged:  # frozen seeds keep their last finite state
         frozen = np.zeros(cfg.seeds, bool)
         frozen[list(loop.diverged)] = True
-        loop.state = select_seeds(jax.numpy.asarray(~frozen), loop.state, previous)
+        kept = select_seeds(jax.numpy.asarray(~frozen),
+                            replace(loop.state, data=None), previous)
+        loop.state = replace(kept, data=loop.state.data)
 
 
 def evaluation_records(loop: RunLoop, train_metrics: dict[str, np.ndarray],
@@ -364,7 +379,7 @@ def train_run(
     memory_check(cfg, program.trainer.scheme)
     t_start = time.perf_counter()
     loop = start_loop(program, out, resume, echo)
-    run, evaluate = compiled(program.trainer)
+    run, evaluate = compiled(program.trainer, donate=True)  # buffers held once, not twice
 
     # Progress counts the slowest seed's env steps, so its rate is env steps/s per seed
     # (x seeds for the whole program) and its ETA is the time to t_max.
@@ -376,7 +391,7 @@ def train_run(
         try:
             while True:
                 t0 = time.perf_counter()
-                previous = loop.state
+                previous = restore_point(loop)
                 loop.state, train_metrics = run(loop.state, eval_target(cfg, loop.evaluation))
                 jax.block_until_ready(train_metrics)
                 if compile_s is None:
