@@ -134,3 +134,23 @@ def test_compare_writes_a_summary(tmp_path, capfd):
     assert len(summary["variants"]["vdn"]["greedy_joint_actions"]) == 2
     cfg = yaml.safe_load((out / "plus_entropy" / "config.yaml").read_text())
     assert cfg["transform"] == "none"
+
+
+def test_the_table1_view_of_a_non_square_game_shows_only_real_actions(tmp_path, capfd):
+    """Issue 16: agent 1 has 2 actions, agent 2 has 3; the padded third action of agent 1
+    must appear neither in the learned Q_tot (2 x 3) nor in π_1."""
+    out = tmp_path / "run"
+    assert main(["train", "--env", "matrix:custom", "--alg", "me_qmix", "--seeds", "2",
+                 "--out", str(out), "--no-progress", *RUN,
+                 "env_args.payoff=[[5,0,-1],[0,1,9]]"]) == 0
+    printed = capfd.readouterr().out
+    pi_1 = [line for line in printed.splitlines() if "π_1:" in line]
+    assert pi_1 and all("C:" not in line and "B:" in line for line in pi_1)
+    assert all("C:" in line for line in printed.splitlines() if "π_2:" in line)
+    view = json.loads((out / "results.json").read_text())["first_step"]
+    for seed in view["per_seed"]:
+        assert seed["actions"] == [["A", "B"], ["A", "B", "C"]]
+        assert len(seed["q_tot"]) == 2 and all(len(row) == 3 for row in seed["q_tot"])
+        assert [len(p) for p in seed["policy"]] == [2, 3]
+        assert [len(q) for q in seed["q_local"]] == [2, 3]
+        assert seed["greedy"][0] in (0, 1)

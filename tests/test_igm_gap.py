@@ -41,3 +41,13 @@ def test_unavailable_actions_never_count_as_argmax():
     scores = [[[5.0, 99.0], [1.0, 0.0]]]
     avail = [[[True, False], [True, True]]]
     assert _gap(q, scores, avail) == 0.0
+
+
+def test_logits_tied_by_float32_at_large_q_are_no_misalignment():
+    """Issue 16: the two-layer OPT at its default initialisation maps Q = [-100, -99.998]
+    to two equal float32 logits. The policy is indifferent between them, so the team's
+    greedy action (1) is a mode of its policy: the gap is 0, not the rounding-sized
+    Q_tot difference a first-index argmax of the logits would report."""
+    q = [[[-100.0, -99.998], [1.0, 0.0]]]
+    scores = [[[-33.79131, -33.79131], [1.0, 0.0]]]
+    assert _gap(q, scores) == 0.0

@@ -189,3 +189,71 @@ def test_make_transform_by_name():
     assert isinstance(make_transform("mlp", 2, 2, 8, 8, 1e-3), MLPTransform)
     with pytest.raises(ValueError, match="unknown transform"):
         make_transform("relu", 2, 2, 8, 8, 1e-3)
+
+
+def test_default_two_layer_opt_ties_at_large_q_and_the_policy_mode_resolves_it():
+    """Issue 16's reproduction: the default two-layer OPT (hidden 32, embed 64, floor 1e-3)
+    at PRNGKey(14) gives Q = [-100, -99.998] equal float32 logits (ELU saturated, and the
+    1e-3·q skip term is below the logits' spacing). The order is kept in exact arithmetic
+    (float64 below) and the policy's mode — the action the IGM gap and the Table 1 view
+    use — is still Q's argmax."""
+    from meigm.ops import masked_argmax, policy_mode
+
+    m = make_transform("opt", 1, 2, 32, 64, 1e-3)
+    s = jnp.asarray(np.random.default_rng(14).normal(size=(1, 6)), jnp.float32)
+    q = jnp.array([[[-100.0, -99.998]]], jnp.float32)
+    params = m.init(jax.random.PRNGKey(14), q, s)
+    f = np.asarray(m.apply(params, q, s))
+    assert f[0, 0, 0] == f[0, 0, 1]  # float32 cannot tell them apart ...
+    avail = jnp.ones(q.shape, bool)
+    assert int(masked_argmax(f, avail)[0, 0]) == 0  # ... so a first-index argmax is wrong
+    assert int(policy_mode(f, q, avail)[0, 0]) == 1
+    with jax.enable_x64(True):
+        f64 = np.asarray(m.apply(jax.tree.map(lambda x: x.astype(np.float64), params),
+                                 q.astype(np.float64), s.astype(np.float64)))
+    assert f64[0, 0, 1] > f64[0, 0, 0]
+
+
+def _near_ties(limit: float):
+    """Q-values [B, N, A] around a centre of either sign, 1e-2 to ``limit`` in magnitude, a
+    few float32 spacings (or a few thousand) apart: near-ties and exact ties at large |Q|.
+    (Not nearer 0: float64, the stand-in for exact arithmetic, cannot resolve a spacing
+    of a tiny q next to the O(1) biases.)"""
+    magnitude = st.floats(0.01, limit).map(np.float32)
+    centre = arrays(np.float32, (B, N, 1), elements=st.tuples(
+        magnitude, st.sampled_from([-1.0, 1.0])).map(lambda t: t[0] * t[1]))
+    steps = arrays(np.int64, (B, N, A), elements=st.integers(0, 6))
+    unit = st.sampled_from([1.0, 1e3])
+    return st.tuples(centre, steps, unit).map(
+        lambda t: (t[0] + t[1] * t[2] * np.spacing(np.abs(t[0]))).astype(np.float32))
+
+
+@SETTINGS
+@given(st.sampled_from([1, 2]), SEEDS, _scale(0.1, 30.0), _near_ties(1e4), _state(3.0),
+       arrays(np.bool_, (B, N, A)))
+def test_opt_order_at_large_q_exact_in_float64_and_to_rounding_in_float32(
+        layers, seed, scale, q, state, avail):
+    """The guarantee meigm documents (``meigm.ops.policy_mode``): for |Q| ≤ 1e4, near-ties
+    and scaled hyper-networks, (1) Eq. (2) is strictly increasing in exact arithmetic
+    (float64), (2) in float32 a higher Q never gets a logit more than MODE_ULPS spacings
+    below a lower Q's, so (3) the policy's mode is the argmax of Q over the available
+    actions — both forms."""
+    from meigm.ops import masked_argmax, policy_mode
+    from meigm.ops.policy import MODE_ULPS
+
+    avail[..., 0] = True
+    params = _OPT[layers].params(seed, scale)
+    module = OPT(n_agents=N, layers=layers, hidden=HIDDEN, hypernet_embed=EMBED)
+    with jax.enable_x64(True):
+        f64 = np.asarray(module.apply(jax.tree.map(lambda x: np.asarray(x, np.float64), params),
+                                      q.astype(np.float64), state.astype(np.float64)))
+    q_gt, q_eq = _pairwise(q)
+    f64_gt, f64_eq = _pairwise(f64)
+    assert not np.any(q_gt & ~f64_gt) and not np.any(q_eq & ~f64_eq)
+
+    f = np.asarray(_OPT[layers].apply(params, q, state))
+    assert np.all(np.isfinite(f))
+    tol = MODE_ULPS * np.finfo(np.float32).eps * np.abs(f).max(-1)[..., None, None]
+    assert not np.any(q_gt & (f[..., :, None] < f[..., None, :] - tol))
+    np.testing.assert_array_equal(np.asarray(policy_mode(f, q, avail)),
+                                  np.asarray(masked_argmax(q, avail)))

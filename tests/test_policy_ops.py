@@ -24,6 +24,7 @@ from meigm.ops.policy import (
     epsilon_greedy,
     masked_argmax,
     masked_log_softmax,
+    policy_mode,
     sample_masked,
 )
 
@@ -34,6 +35,7 @@ DRAWS = 2000
 _log_softmax = jax.jit(masked_log_softmax)
 _entropy = jax.jit(lambda logits, avail: entropy(masked_log_softmax(logits, avail), avail))
 _argmax = jax.jit(masked_argmax)
+_mode = jax.jit(policy_mode)
 
 
 @jax.jit
@@ -207,3 +209,45 @@ def test_epsilon_one_is_uniform_over_available_actions(inputs, seed):
         # Every available action shows up; 2000 draws put each within ~6 sd of 1/|A_avail|.
         assert np.all((freq > 0) == avail[i])
         np.testing.assert_allclose(freq, uniform, atol=0.07)
+
+
+def test_policy_mode_breaks_ties_of_the_scores_by_q():
+    """Issue 16's case: distinct Q-values whose float32 logits are equal; the plain argmax
+    picks the lowest index, the mode picks the better Q. Unavailable actions never count,
+    however high their score or Q."""
+    scores = np.array([[-33.79131, -33.79131, -40.0], [1.0, 1.0, 5.0]], np.float32)
+    q = np.array([[-100.0, -99.998, 7.0], [2.0, 3.0, 9.0]], np.float32)
+    avail = np.array([[True, True, True], [True, True, False]])
+    assert _argmax(scores, avail).tolist() == [0, 0]
+    assert _mode(scores, q, avail).tolist() == [1, 1]
+
+
+def test_policy_mode_counts_actions_within_rounding_of_the_best_score():
+    """Scores one spacing apart in the wrong order (a rounding reversal): both are modes
+    and Q decides; scores far beyond rounding are not overruled by Q."""
+    best = np.float32(-0.07170755)
+    below = np.nextafter(best, np.float32(-1.0))
+    scores = np.array([[below, best], [-1.0, -0.9]], np.float32)
+    q = np.array([[-1.4954705, -1.4954706], [5.0, 0.0]], np.float32)
+    avail = np.ones((2, 2), bool)
+    assert _mode(scores, q, avail).tolist() == [0, 1]
+
+
+@SETTINGS
+@given(policy_inputs(), st.data())
+def test_policy_mode_is_an_available_action_of_maximal_score(inputs, data):
+    """Whatever Q says, the mode is available and its score is within MODE_ULPS spacings of
+    the best available score; without near-ties it is the plain argmax."""
+    from meigm.ops.policy import MODE_ULPS
+
+    scores, avail = inputs
+    q = data.draw(arrays(np.float32, scores.shape, elements=st.floats(-1e4, 1e4, width=32)))
+    mode = np.asarray(_mode(scores, q, avail))
+    rows = np.arange(len(mode))
+    assert avail[rows, mode].all()
+    best = np.where(avail, scores, -np.inf).max(-1)
+    tol = MODE_ULPS * np.finfo(np.float32).eps * np.abs(best)
+    assert (scores[rows, mode] >= best - tol).all()
+    gaps = np.sort(np.where(avail, scores, -np.inf), -1)
+    clear = (gaps[:, -1] - gaps[:, -2] > 2 * tol) | (avail.sum(-1) == 1)
+    np.testing.assert_array_equal(mode[clear], np.asarray(_argmax(scores, avail))[clear])

@@ -248,6 +248,8 @@ def test_ppo_learns_simple_spread_above_the_random_policy(alg):
     random_return = _random_return("mpe:simple_spread")
     finals = [rec["test/return"] for rec in res["final"]]
     assert min(finals) > random_return + 0.1 * abs(random_return), (finals, random_return)
+    # issue 16: no first-state joint-action table for a task without a payoff table
+    assert "first_step" not in res
 
 
 def test_sigkilled_on_policy_run_resumes_to_the_uninterrupted_metrics(tmp_path):

@@ -43,10 +43,13 @@ def first_step_view(learner: Learner, env: Env, params: Params, key: jax.Array) 
       ``probs`` [N, A] — local policies (one-hot greedy for ε-greedy learners);
       ``greedy`` [N] — decentralised argmax of the agent network's output, what
       evaluation executes: ``Q_i`` for value-based learners, the actors' logits for FOP;
-      ``policy_mode`` [N] — argmax of the joint local-policy probability, which is the
-      per-agent argmax of π_i because the joint policy factorises;
+      ``policy_mode`` [N] — the mode of the joint local policy, which is the per-agent
+      mode of π_i because the joint policy factorises; actions tied to float32 count as
+      modes and the one with the largest ``Q_i`` is shown (:func:`meigm.ops.policy_mode`);
       ``q_tot_argmax`` [N] — argmax of the enumerated ``Q_tot`` over available joints;
-      ``igm_gap`` [] — ``max_a Q_tot(s,a) − Q_tot(s, policy_mode)`` (Figure 2's gap), ≥ 0.
+      ``igm_gap`` [] — ``max_a Q_tot(s,a) − Q_tot(s, policy_mode)`` (Figure 2's gap), ≥ 0;
+      ``avail`` [N, A] — the actions that exist at that step (a game whose agents have
+      different action counts pads the smaller ones; the summary shows real ones only).
 
     A learner whose critic is not the agent network (FOP: actors run, twin critics and
     mixers value) provides ``joint_values(params, inputs, state, avail, joints)`` giving
@@ -83,7 +86,10 @@ def first_step_view(learner: Learner, env: Env, params: Params, key: jax.Array) 
 
     log_probs = learner.policy_log_probs(params, out, ts.state, ts.avail)  # [N, A]
     probs = jnp.where(ts.avail, jnp.exp(log_probs), 0.0)
-    mode = ops.masked_argmax(probs, ts.avail)  # [N]
+    # the policy's order: its logits where the learner has them apart from log π (ME-IGM)
+    scores_fn = getattr(learner, "policy_scores", None)
+    scores = log_probs if scores_fn is None else scores_fn(params, out, ts.state)
+    mode = ops.policy_mode(scores, q, ts.avail)  # [N] ties (to float32) broken by Q_i
     mode_index = jnp.sum(mode * (a ** jnp.arange(n - 1, -1, -1)))  # row-major joint index
     return {
         "q_local": q,
@@ -93,6 +99,7 @@ def first_step_view(learner: Learner, env: Env, params: Params, key: jax.Array) 
         "policy_mode": mode,
         "q_tot_argmax": joints[best],
         "igm_gap": q_tot[best] - q_tot[mode_index],
+        "avail": ts.avail,
     }
 
 
@@ -107,7 +114,9 @@ def is_misaligned(igm_gap: np.ndarray, q_tot: np.ndarray, rtol: float = 1e-4) ->
 
 def summarise_views(views: dict[str, np.ndarray], env: Env, action_names: list[str]) -> dict:
     """Per-seed views [seeds, ...] -> JSON-ready summary, including the true payoff's
-    optimum (when the scenario has a payoff tensor) and the misalignment count."""
+    optimum (when the scenario has a payoff tensor) and the misalignment count. Joint
+    values, local values and policies cover each agent's real actions only (``actions``
+    names them); action indices (``greedy``, ``policy_mode``, ...) are the env's."""
     spec = env.spec
     n, a = spec.n_agents, spec.n_actions
     seeds = views["greedy"].shape[0]
@@ -121,10 +130,16 @@ def summarise_views(views: dict[str, np.ndarray], env: Env, action_names: list[s
         mode = [int(x) for x in views["policy_mode"][s]]
         best = [int(x) for x in views["q_tot_argmax"][s]]
         has_q_tot = not np.isnan(np.asarray(views["q_tot"][s])).all()
+        # only the actions that exist: padded actions of smaller action sets are dropped
+        real = [np.flatnonzero(row) for row in np.asarray(views["avail"][s], bool)]
+        q_tot = np.asarray(views["q_tot"][s]).reshape((a,) * n)[np.ix_(*real)]
         entry = {
-            "q_tot": np.asarray(views["q_tot"][s]).reshape((a,) * n).round(3).tolist(),
-            "q_local": np.asarray(views["q_local"][s]).round(3).tolist(),
-            "policy": np.asarray(views["probs"][s]).round(3).tolist(),
+            "actions": [[action_names[j] for j in r] for r in real],
+            "q_tot": q_tot.round(3).tolist(),
+            "q_local": [np.asarray(views["q_local"][s])[i, r].round(3).tolist()
+                        for i, r in enumerate(real)],
+            "policy": [np.asarray(views["probs"][s])[i, r].round(3).tolist()
+                       for i, r in enumerate(real)],
             "greedy": greedy,
             "greedy_names": [action_names[i] for i in greedy],
             "policy_mode": mode,
@@ -162,17 +177,19 @@ def format_view(summary: dict, alg: str, names: list[str], payoff: np.ndarray | 
              + (f", misaligned in {summary['misaligned_seeds']}" if has_policy and has_q_tot else "")]
     if payoff is not None and payoff.ndim == 2:
         lines.append("   true payoff:")
-        lines += _matrix_lines(np.asarray(payoff), names)
+        payoff = np.asarray(payoff)
+        lines += _matrix_lines(payoff, names[:payoff.shape[0]], names[:payoff.shape[1]])
     for s, e in enumerate(summary["per_seed"][:max_seeds]):
         q = np.asarray(e["q_tot"])
+        real = e.get("actions") or [names[:len(p)] for p in e["policy"]]
         lines.append(f"   seed {s}: greedy ({', '.join(e['greedy_names'])})"
                      + (f" -> payoff {e['greedy_payoff']:g}" if "greedy_payoff" in e else ""))
         if q.ndim == 2 and has_q_tot:
             lines.append("   learned Q_tot:")
-            lines += _matrix_lines(q, names)
+            lines += _matrix_lines(q, real[0], real[1])
         if has_policy:
             for i, p in enumerate(e["policy"]):
-                probs = "  ".join(f"{names[j]}:{v:.2f}" for j, v in enumerate(p))
+                probs = "  ".join(f"{real[i][j]}:{v:.2f}" for j, v in enumerate(p))
                 lines.append(f"   π_{i + 1}: {probs}")
     if len(summary["per_seed"]) > max_seeds:
         rest = summary["per_seed"][max_seeds:]
@@ -181,7 +198,8 @@ def format_view(summary: dict, alg: str, names: list[str], payoff: np.ndarray | 
     return "\n".join(lines)
 
 
-def _matrix_lines(m: np.ndarray, names: list[str]) -> list[str]:
-    header = "        " + "".join(f"{names[j]:>9}" for j in range(m.shape[1]))
-    rows = [f"     {names[i]:>2} " + "".join(f"{v:9.2f}" for v in m[i]) for i in range(m.shape[0])]
+def _matrix_lines(m: np.ndarray, rows: list[str], cols: list[str]) -> list[str]:
+    """Agent 1's actions down, agent 2's across."""
+    header = "        " + "".join(f"{c:>9}" for c in cols)
+    rows = [f"     {r:>2} " + "".join(f"{v:9.2f}" for v in m[i]) for i, r in enumerate(rows)]
     return [header, *rows]

@@ -445,7 +445,10 @@ def finish(loop: RunLoop, wall: float, compile_s: float) -> dict[str, Any]:
         results["resumed_from"] = str(loop.restored_from)
     if loop.diverged:
         results["diverged"] = {str(cfg.seed + i): w for i, w in sorted(loop.diverged.items())}
-    if not isinstance(env, HostEnv) and math.prod([spec.n_actions] * spec.n_agents) <= MAX_VIEW_JOINTS:
+    if (not isinstance(env, HostEnv) and getattr(env, "payoff", None) is not None
+            and math.prod([spec.n_actions] * spec.n_agents) <= MAX_VIEW_JOINTS):
+        # the Table 1 view: games with a payoff table only (for a sequential task one
+        # state's joint-action table says little and can be large: 9^3 entries on 3m)
         view_fn = jax.jit(jax.vmap(lambda p: first_step_view(learner, env, p, jax.random.PRNGKey(0))))
         views = jax.device_get(view_fn(state.learner.params))
         results["first_step"] = summarise_views(views, env, action_names(spec.n_actions))

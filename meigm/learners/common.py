@@ -88,17 +88,18 @@ def igm_gap(
     above 0 is the misalignment ME-IGM removes: the team executes a joint action the
     critic values less than its best. Where the two joint actions agree the gap is
     exactly 0 without evaluating the mixer, so a learner whose policies preserve the
-    order of ``Q_i`` (ME-IGM) pays nothing for logging it. For ME-IGM it is 0 up to
-    float32: two ``Q_i`` values within rounding of each other can come out of the OPT
-    tied or swapped, the argmaxes then differ and the gap is that rounding (at most
-    1.5e-11 over Figure 2's laptop run, benchmarks/README.md).
+    order of ``Q_i`` (ME-IGM) pays nothing for logging it. ``a_policy`` is the tie-robust
+    mode (:func:`meigm.ops.policy_mode`): at large ``|Q|`` float32 OPT logits can tie
+    distinct Q-values, and a plain argmax of the logits would then pick the lowest
+    index and report a gap that is rounding, not misalignment; with the mode's tie-break
+    by ``Q_i`` ME-IGM's gap is exactly 0.
 
     q_all, policy_scores, avail [B, T, N, A], state [B, T, S], mask [B, T] -> scalar.
     """
     sg = jax.lax.stop_gradient
     q_all, policy_scores = sg(q_all), sg(policy_scores)
     a_greedy = ops.masked_argmax(q_all, avail)  # [B, T, N]
-    a_policy = ops.masked_argmax(policy_scores, avail)
+    a_policy = ops.policy_mode(policy_scores, q_all, avail)
     differ = jnp.any(a_greedy != a_policy, axis=-1) & (mask > 0)  # [B, T]
 
     def gap(_):

@@ -286,7 +286,8 @@ class FOP:
                 state: jax.Array, mask: jax.Array) -> jax.Array:
         """Figure 2's gap with the online networks: masked mean of
         ``Q_tot(s, a_greedy) − Q_tot(s, a_policy)``, ``a_greedy`` the local argmaxes of
-        ``min_k Q^k_i``, ``a_policy`` those of π_i, ``Q_tot = min_k Q^k_tot``. Same
+        ``min_k Q^k_i``, ``a_policy`` the modes of π_i (:func:`meigm.ops.policy_mode`),
+        ``Q_tot = min_k Q^k_tot``. Same
         definition as :func:`meigm.learners.common.igm_gap`, whose ``mix`` cannot feed
         FOP's mixer (it needs ``V_i`` from the full tables and α).
 
@@ -294,8 +295,9 @@ class FOP:
         """
         sg = jax.lax.stop_gradient
         q, logits = sg(q), sg(logits)
-        a_greedy = ops.masked_argmax(jnp.min(q, axis=0), avail)  # [B, T, N]
-        a_policy = ops.masked_argmax(logits, avail)
+        q_min = jnp.min(q, axis=0)  # [B, T, N, A]
+        a_greedy = ops.masked_argmax(q_min, avail)  # [B, T, N]
+        a_policy = ops.policy_mode(logits, q_min, avail)  # ties of π_i broken by Q_i
         v = soft_value(q, avail, sg(params["alpha"]))  # [K, B, T, N]
 
         def q_tot(actions):

@@ -97,11 +97,18 @@ class MEIGM:
                             opt_state=self.optimizer.init(params))
 
     # ------------------------------------------------------------- policies
+    def policy_scores(self, params: Params, q: jax.Array, state: jax.Array) -> jax.Array:
+        """The OPT's logits ``f_i(Q_i; s)`` (Eq. 2), whose order is the policy's:
+        q [..., N, A], state [..., S] -> [..., N, A]. The policy's mode is read from
+        these, not from log π, whose cancellation against the normaliser would blow a
+        one-spacing rounding of ``f`` up to many spacings (:func:`meigm.ops.policy_mode`)."""
+        return self.transform.apply(params["transform"], q, state)
+
     def policy_log_probs(
         self, params: Params, q: jax.Array, state: jax.Array, avail: jax.Array
     ) -> jax.Array:
         """log π_i (Eqs. 5, 10). q [..., N, A], state [..., S], avail [..., N, A] -> [..., N, A]."""
-        logits = self.transform.apply(params["transform"], q, state)  # f_i(Q_i; s)
+        logits = self.policy_scores(params, q, state)
         return ops.masked_log_softmax(logits / jnp.exp(params["log_alpha"]), avail)
 
     def explore(self, params, q, state, avail, key, t_env):

@@ -6,6 +6,7 @@ from meigm.ops.policy import (
     mask_logits,
     masked_argmax,
     masked_log_softmax,
+    policy_mode,
     sample_masked,
     sample_masked_per_step,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "mask_logits",
     "masked_argmax",
     "masked_log_softmax",
+    "policy_mode",
     "sample_masked",
     "sample_masked_per_step",
     "soft_lambda_returns",

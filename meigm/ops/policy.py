@@ -42,6 +42,36 @@ def masked_argmax(values: jax.Array, avail: jax.Array) -> jax.Array:
     return jnp.argmax(mask_logits(values, avail), axis=-1).astype(jnp.int32)
 
 
+#: How far below the best logit (in float32 spacings of its magnitude) an action still
+#: counts as a mode of the policy; see :func:`policy_mode`.
+MODE_ULPS = 16
+
+
+def policy_mode(
+    scores: jax.Array, q: jax.Array, avail: jax.Array, ulps: int = MODE_ULPS
+) -> jax.Array:
+    """The policy's most likely action, ties broken by ``q``: [..., A] x3 -> [...] int32.
+
+    Why not the plain argmax of the scores: an order-preserving transform (Eq. 2) keeps
+    ``Q_i``'s order exactly, but float32 cannot. At large ``|Q|`` two distinct Q-values
+    may map to equal logits (two-layer OPT: ELU saturates and only the ``1e-3·q`` skip
+    term is left, below the logits' resolution), or one spacing apart in the wrong order
+    from rounding in the sum over hidden units. Such actions are equally likely to float
+    precision, so each is a mode; the first index is not a principled pick. The modes
+    are the available actions whose score is within ``ulps`` float32 spacings of the
+    best score's magnitude (exact ties always count); among them the one with the
+    largest ``q`` is returned (then the lowest index). With ``q = Q_i`` and OPT logits
+    the result is therefore ``argmax Q_i`` wherever rounding is what separates them,
+    which is the guarantee the IGM gap and the Table 1 view rely on; a transform that
+    really reorders (the MLP ablation) is still caught, since its gaps are far beyond
+    rounding.
+    """
+    masked = mask_logits(scores, avail)
+    best = jnp.max(masked, axis=-1, keepdims=True)  # [..., 1]
+    tol = ulps * jnp.finfo(masked.dtype).eps * jnp.abs(best)
+    return masked_argmax(q, avail & (masked >= best - tol))
+
+
 def sample_masked(key: jax.Array, logits: jax.Array, avail: jax.Array) -> jax.Array:
     """Sample from ``softmax(logits)`` restricted to available actions: [..., A] -> [...]."""
     return jax.random.categorical(key, mask_logits(logits, avail), axis=-1).astype(jnp.int32)
