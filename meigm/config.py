@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -302,14 +303,15 @@ def _coerce(key: str, value: Any) -> Any:
             return value
         if t is int and isinstance(value, int) and not isinstance(value, bool):
             return value
-        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if t is float and isinstance(value, str):
+        if t is float and isinstance(value, int | float | str) and not isinstance(value, bool):
             # YAML 1.1 reads ``1e-3`` (no decimal point) as a string; accept it as a float.
             try:
-                return float(value)
-            except ValueError:
-                pass
+                number = float(value)
+            except (ValueError, OverflowError):
+                continue
+            if not math.isfinite(number):  # nan/inf would surface later as "training diverged"
+                raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
+            return number
         if t in (str, dict) and isinstance(value, t):
             return value
     raise ConfigError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}")
@@ -341,6 +343,8 @@ def _check_choices(cfg: Config) -> None:
         value = getattr(cfg, key)
         if value is not None and value <= 0:
             raise ConfigError(f"config key {key!r} must be positive, got {value!r}")
+    if cfg.seed < 0:
+        raise ConfigError(f"config key 'seed' must be >= 0 (the first seed), got {cfg.seed}")
     for key in _UNIT:
         value = getattr(cfg, key)
         if not 0.0 <= value <= 1.0:

@@ -38,13 +38,31 @@ RUN = [*TINY, "t_max=200", "test_interval=100"]
         (["train", "--env", "matrix:custom", "env_args.payoff=[1, 2]"], "one axis per agent"),
         (["train", "--env", "matrix:table1", "env_args.colour=3"], "not understood by matrix:table1"),
         (["compare", "--algs", "me_qmix,foo"], "unknown variant(s) ['foo']; allowed: me_qmix"),
+        # issue 16: non-finite and degenerate inputs name the key, before training starts
+        (["train", "lr=nan"], "config key 'lr' must be a finite number, got 'nan'"),
+        (["train", "lr=.inf"], "config key 'lr' must be a finite number, got inf"),
+        (["train", "grad_clip=.inf"], "config key 'grad_clip' must be a finite number"),
+        (["train", "alpha_lr=-.inf"], "config key 'alpha_lr' must be a finite number"),
+        (["train", "--seed", "-1"], "config key 'seed' must be >= 0"),
+        (["train", "--env", "matrix:custom", "env_args.payoff=[[1, .nan], [0, 1]]"],
+         "env_args.payoff entries must be finite float32 numbers"),
+        (["train", "--env", "matrix:custom", "env_args.payoff=[[1, .inf], [0, 1]]"],
+         "env_args.payoff entries must be finite float32 numbers"),
+        (["train", "--env", "matrix:custom", "env_args.payoff=[[1, 1e39], [0, 1]]"],
+         "env_args.payoff entries must be finite float32 numbers (|x| <= 3.4e38), got 1e+39"),
+        (["train", "--env", "matrix:custom", "env_args.payoff=[[3]]"],
+         "env_args.payoff needs >= 2 actions per agent (axis length), got shape (1, 1)"),
+        (["train", "--env", "matrix:custom", "env_args.payoff=[[]]"],
+         "env_args.payoff needs >= 2 actions per agent (axis length), got shape (1, 0)"),
     ],
 )
-def test_user_errors_are_one_line(argv, expected, capfd):
-    assert main(argv) == 2
+def test_user_errors_are_one_line(argv, expected, capfd, tmp_path):
+    out = tmp_path / "run"
+    assert main([*argv, "--out", str(out)] if argv[0] == "train" else argv) == 2
     line = error_line(capfd)
     assert expected in line
     assert line.startswith(f"meigm {argv[0]}: error:")
+    assert not out.exists()  # refused before anything is written
 
 
 def test_argparse_errors_are_one_line(capfd):

@@ -42,14 +42,24 @@ def _matrix(scenario: str, args: dict[str, Any]) -> Env:
         _check_args(name, args, ("steps",))
         payoff = PRESETS[scenario]
     try:
-        payoff = np.asarray(payoff, dtype=np.float32)
+        payoff64 = np.asarray(payoff, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"env_args.payoff must be a rectangular nested list of numbers ({exc})") from None
+    if payoff64.size and not np.all(np.abs(payoff64) <= np.finfo(np.float32).max):
+        bad = payoff64[~(np.abs(payoff64) <= np.finfo(np.float32).max)].flat[0]
+        raise ConfigError(f"env_args.payoff entries must be finite float32 numbers (|x| <= 3.4e38), "
+                          f"got {float(bad)!r}")
+    payoff = payoff64.astype(np.float32)
     steps = args.get("steps", 1)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ConfigError(f"env_args.steps must be a positive integer, got {steps!r}")
     if payoff.ndim < 2:
         raise ConfigError(f"env_args.payoff needs one axis per agent (>= 2 agents), got shape {payoff.shape}")
+    if min(payoff.shape) < 2:
+        # an agent with one action has no choice to learn, and ME-IGM's target entropy
+        # (a fraction of log |A|) cannot be reached by a one-action policy
+        raise ConfigError(f"env_args.payoff needs >= 2 actions per agent (axis length), "
+                          f"got shape {payoff.shape}")
     game = MatrixGame(payoff, steps=steps)
     env = JaxMARLEnv(
         game,
