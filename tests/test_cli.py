@@ -172,3 +172,25 @@ def test_the_table1_view_of_a_non_square_game_shows_only_real_actions(tmp_path, 
         assert [len(p) for p in seed["policy"]] == [2, 3]
         assert [len(q) for q in seed["q_local"]] == [2, 3]
         assert seed["greedy"][0] in (0, 1)
+
+
+def test_a_failed_start_does_not_block_the_corrected_command(tmp_path, capfd):
+    """Issue 16: a run that diverges before its first evaluation leaves only its config;
+    the corrected command takes the directory over. A run that has evaluated is never
+    taken over, and the refusal says how to continue it."""
+    out = tmp_path / "run"
+    base = ["train", "--env", "matrix:table1", "--seeds", "2", "--out", str(out), "--no-progress",
+            *RUN]
+    assert main([*base, "lr=1e30"]) == 2
+    assert "training diverged" in error_line(capfd)
+    assert (out / "config.yaml").is_file() and not (out / "results.json").exists()
+    assert main(base) == 0
+    assert f"reusing {out}" in capfd.readouterr().out
+    assert yaml.safe_load((out / "config.yaml").read_text())["lr"] != 1e30
+    assert (out / "results.json").is_file()
+
+    (out / "results.json").unlink()  # now: an unfinished run with evaluations
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(base) == 2
+    assert f"or continue it with `meigm train --resume {out}`" in error_line(capfd)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -90,13 +90,36 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
     return Path(root) / f"{cfg.alg}_{env}_{stamp}"
 
 
-def prepare_run_dir(out: Path) -> Path:
-    """Create ``out`` for a new run; refuse to touch one that already holds a run."""
+def never_evaluated(out: Path) -> bool:
+    """A run directory whose start failed before its first evaluation point: a config
+    but no metrics row, no checkpoint and no results (a memory refusal, a crash while
+    compiling, a divergence or a Ctrl-C in the first interval). It holds nothing a user
+    would lose, so the corrected command may take it over."""
+    if not (out / "config.yaml").is_file() or (out / "results.json").exists():
+        return False
+    metrics = out / "metrics.jsonl"
+    if metrics.is_file() and metrics.read_text().strip():
+        return False
+    return not any((out / "checkpoints").glob("*.safetensors"))
+
+
+def prepare_run_dir(out: Path, echo: Callable[[str], None] | None = None) -> Path:
+    """Create ``out`` for a new run; refuse to touch one that already holds a run,
+    except a failed start (:func:`never_evaluated`), whose files are replaced."""
     if out.exists() and not out.is_dir():
         raise MeigmError(f"run directory {out} exists and is not a directory")
-    if (out / "config.yaml").exists():
+    if never_evaluated(out):
+        for name in ("config.yaml", "metrics.jsonl"):
+            (out / name).unlink(missing_ok=True)
+        for name in ("tb", "checkpoints"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        if echo is not None:
+            echo(f"reusing {out}: its earlier start ended before its first evaluation")
+    elif (out / "config.yaml").exists():
+        how = ("" if (out / "results.json").exists()
+               else f", or continue it with `meigm train --resume {out}`")
         raise MeigmError(
-            f"run directory {out} already holds a run; choose another --out (nothing was changed)"
+            f"run directory {out} already holds a run; choose another --out{how} (nothing was changed)"
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +256,7 @@ def start_loop(program: Program, out: str | Path | None, resume: bool,
     if not resume:
         run_dir = None
         if out is not None:
-            run_dir = prepare_run_dir(Path(out))
+            run_dir = prepare_run_dir(Path(out), echo)
             (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return RunLoop(cfg, program, run_dir, echo, keys, init_seeds(program.trainer.init, keys),
                        next_checkpoint=first_checkpoint)
