@@ -334,3 +334,22 @@ def test_on_policy_learners_train_on_a_host_environment(tmp_path, alg):
     rec = a["history"][-1]
     assert np.isfinite(rec["train/loss_policy"]) and np.isfinite(rec["train/loss_value"])
     assert a["history"][-1]["updates"] == 2 * 2 * 2  # 2 collections x 2 epochs x 2 minibatches
+
+
+@pytest.mark.parametrize("target", ["mpe2.simple_tag_v3", "mpe2.simple_adversary_v3",
+                                    "mpe2.simple_world_comm_v3:parallel_env"])
+def test_a_competitive_environment_needs_an_explicit_team_reward(target, capfd):
+    """Issue 16: predators and prey trained on their mean reward without a word. Now
+    refused with one line naming the fix, accepted once team_reward is chosen."""
+    from meigm.envs.pettingzoo import competitive_name
+    from meigm.experiments.cli import main
+
+    with pytest.raises(ConfigError, match=r"is competitive .* set env_args.team_reward=mean or sum"):
+        make_env(f"pettingzoo:{target}", DISCRETE)
+    assert main(["train", "--env", f"pettingzoo:{target}", "env_args.continuous_actions=false"]) == 2
+    assert "is competitive" in capfd.readouterr().err
+    env = make_env(f"pettingzoo:{target}", {**DISCRETE, "team_reward": "mean"})
+    assert env.spec.n_agents >= 3
+    env.close()
+    assert competitive_name("mpe2.simple_spread_v3") is None
+    assert competitive_name("my_pkg.simple_tagger") is None

@@ -4,7 +4,12 @@ Config: ``env: pettingzoo:<module>`` where ``<module>`` has a ``parallel_env`` f
 (``pettingzoo:mpe2.simple_spread_v3``), or ``pettingzoo:<module>:<factory>`` for another
 callable. ``env_args`` go to the factory, except meigm's own keys:
 
-* ``team_reward``: ``mean`` (default) or ``sum`` of the agents' rewards at each step;
+* ``team_reward``: ``mean`` (default) or ``sum`` of the agents' rewards at each step.
+  meigm trains one cooperative team on that shared reward, which is meaningless for a
+  competitive environment (predators and prey of ``simple_tag`` would be rewarded for
+  each other's gains): the known competitive ones (:data:`COMPETITIVE`: MPE's
+  adversary, crypto, push, tag and world-comm tasks) are refused unless
+  ``team_reward`` is given explicitly, which says "train them as one team anyway";
 * ``episode_limit``: steps after which an episode is truncated; default the
   environment's ``max_cycles`` / ``max_steps`` / ``max_episode_steps``, else required;
 * ``t_max``: default training budget in env steps (default 1M).
@@ -39,6 +44,16 @@ from meigm.errors import ConfigError, MeigmError
 
 TEAM_REWARDS = ("mean", "sum")
 OWN_KEYS = ("team_reward", "episode_limit", "t_max")
+#: Environments whose agents' rewards oppose each other (module name, version stripped).
+COMPETITIVE = ("simple_adversary", "simple_crypto", "simple_push", "simple_tag",
+               "simple_world_comm")
+
+
+def competitive_name(target: str) -> str | None:
+    """The :data:`COMPETITIVE` task ``target`` (``module[:factory]``) builds, if any."""
+    leaf = target.split(":")[0].rsplit(".", 1)[-1]
+    base = leaf.rsplit("_v", 1)[0] if leaf.rsplit("_v", 1)[-1].isdigit() else leaf
+    return base if base in COMPETITIVE else None
 
 
 def load_factory(target: str) -> Any:
@@ -82,6 +97,12 @@ class PettingZooEnv(HostEnv):
         if self.team_reward not in TEAM_REWARDS:
             raise ConfigError(f"env_args.team_reward must be one of {', '.join(TEAM_REWARDS)}, "
                               f"got {self.team_reward!r}")
+        rival = competitive_name(target)
+        if rival is not None and "team_reward" not in own:
+            raise ConfigError(
+                f"{name} is competitive ({rival}: its agents' rewards oppose each other) and "
+                "meigm trains one team on a shared reward; set env_args.team_reward=mean or "
+                "sum to train it as one team anyway")
         factory = load_factory(target)
         try:
             self.env = factory(**kwargs)
