@@ -283,6 +283,12 @@ def _is_collection_metric(name: str) -> bool:
     return name in _COLLECTION_METRICS or name.startswith("info/")
 
 
+def is_update_metric(key: str) -> bool:
+    """A chunk summary's ``train/<name>`` that comes from updates (losses, α, ...), not
+    from the collected episodes."""
+    return key.startswith("train/") and not _is_collection_metric(key.removeprefix("train/"))
+
+
 def zero_sums(names: list[str]) -> dict[str, jax.Array]:
     """Running sums of one chunk's iteration metrics, all zero: one float32 per metric
     plus the counts ``iterations`` and ``learned``."""
@@ -312,6 +318,9 @@ def summarise(ts: TrainState, acc: dict[str, jax.Array]) -> dict[str, jax.Array]
     summary = {f"train/{k}": v / (n_iter if _is_collection_metric(k) else n_learned)
                for k, v in acc.items() if k not in ("iterations", "learned")}
     summary.update(t_env=ts.t_env, episodes=ts.episodes, updates=ts.updates)
+    # how many of the chunk's iterations learned: where none did, the run loop leaves
+    # the update metrics out of the row (their 0 would read as a value: α 0, loss 0)
+    summary["learned_iterations"] = acc["learned"]
     # the divergence guard's view of the parameters (the run loop pops it)
     summary["finite_params"] = jnp.all(jnp.stack(
         [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(ts.learner.params)]))

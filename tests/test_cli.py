@@ -194,3 +194,29 @@ def test_a_failed_start_does_not_block_the_corrected_command(tmp_path, capfd):
     assert main(base) == 2
     assert f"or continue it with `meigm train --resume {out}`" in error_line(capfd)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_overrides_after_flags_and_no_update_metrics_before_learning(tmp_path):
+    """Issue 16: key=value may follow a flag; and a row logged before learning started
+    (8 episodes in the buffer, batch_size 16) has no α or loss rather than zeros."""
+    out = tmp_path / "run"
+    argv = ["train", "--env", "matrix:table1", "--seeds", "2", "--no-progress", *TINY,
+            "--out", str(out), "t_max=48", "test_interval=8"]
+    assert main(argv) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["test_interval"] == 8
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    first, last = rows[0], rows[-1]
+    assert first["t_env"] == 8 and first["updates"] == 0
+    assert "train/return" in first and "train/alpha" not in first and "train/loss_q" not in first
+    assert last["updates"] > 0 and last["train/alpha"] > 0 and "train/loss_q" in last
+    with pytest.raises(SystemExit) as exc:  # an unknown flag is still a one-line error
+        main(["train", "--bogus", "lr=1e-3"])
+    assert exc.value.code == 2
+
+
+def test_a_closed_pipe_ends_quietly():
+    """Issue 16: `meigm envs | head -1` ended in a BrokenPipeError traceback."""
+    proc = subprocess.run(f"{sys.executable} -m meigm.experiments.cli envs | head -1", shell=True,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.stdout.startswith("scenario")
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

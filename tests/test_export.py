@@ -228,6 +228,8 @@ def test_export_user_errors_are_one_line(smax_run, tmp_path, capfd):
         ([str(smax_run), str(tmp_path / "missing" / "t.npz")], "does not exist"),
         ([str(smax_run), str(tmp_path / "t.txt")], "output must be a .npz file"),
         ([str(smax_run), out, "--checkpoint", "nope.safetensors"], "checkpoint not found"),
+        ([str(smax_run), str(tmp_path / "no_ckpt" / "config.yaml" / "t.npz")],
+         "no_ckpt/config.yaml is a file, not a directory"),
     ]
     for argv, expected in cases:
         capfd.readouterr()
@@ -235,8 +237,21 @@ def test_export_user_errors_are_one_line(smax_run, tmp_path, capfd):
         line = error_line(capfd)
         assert line.startswith("meigm export: error:") and expected in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no_ckpt"]  # nothing written
+
     with pytest.raises(MeigmError, match=r"\[0, 1\]"):
         export_run(smax_run, out, seed_index=5)
+
+    # an existing output is not overwritten without --force
+    assert main(["export", str(smax_run), out]) == 0
+    written = {p: p.read_bytes() for p in tmp_path.glob("t*")}
+    (tmp_path / "t.npz").write_bytes(b"mine")
+    capfd.readouterr()
+    assert main(["export", str(smax_run), out]) == 2
+    line = error_line(capfd)
+    assert "t.npz and " in line and "t_policy.py already exist; pass --force to overwrite" in line
+    assert (tmp_path / "t.npz").read_bytes() == b"mine"
+    assert main(["export", str(smax_run), out, "--force"]) == 0
+    assert {p: p.read_bytes() for p in tmp_path.glob("t*")} == written
 
 
 def test_export_of_a_corrupt_checkpoint_is_refused(smax_run, tmp_path):

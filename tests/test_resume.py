@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -314,6 +315,13 @@ def test_a_buffer_that_does_not_fit_is_refused_before_allocation():
     assert "need 4.4 GiB (3 seeds x 5000 episodes x 0.30 MiB)" in msg
     assert "only 4.0 GiB" in msg and "buffer_size=3663" in msg and "seeds=2" in msg
     memory_check(cfg, scheme, available=64 * 2**30)  # fits: no error
+
+    # issue 16: a small episode is shown in a unit that shows it, not as "0.00 MiB"
+    cfg = Config(env="matrix:table1", seeds=2, buffer_size=10**8)
+    with pytest.raises(MeigmError) as info:
+        memory_check(cfg, make_program(cfg).trainer.scheme, available=2**30)
+    assert "0.00 MiB" not in str(info.value)
+    assert re.search(r"2 seeds x 100000000 episodes x \d+ B\)", str(info.value)), str(info.value)
 
 
 def test_full_disk_while_checkpointing_keeps_the_last_good_one(tmp_path, monkeypatch):

@@ -189,6 +189,8 @@ def test_eval_user_errors_are_one_line(matrix_run, tmp_path, capfd):
         (["eval", str(matrix_run), "--render", str(tmp_path / "x.gif")],
          "no renderer for the 'matrix' family; renderers exist for: smax, overcooked"),
         (["eval", str(matrix_run), "--episodes", "0"], "--episodes must be positive"),
+        (["eval", str(matrix_run), "--seed-index", "99"],
+         "--seed-index chooses the seed --render animates"),
         (["train", "checkpoint_interval=-1"], "'checkpoint_interval' must be >= 0"),
     ]
     for argv, expected in cases:
@@ -206,14 +208,19 @@ def test_eval_of_a_corrupt_or_foreign_checkpoint_is_one_line(matrix_run, tmp_pat
     for corrupt in (b"\x00garbage" * 10, good[: len(good) // 2]):
         final.write_bytes(corrupt)
         capfd.readouterr()
-        assert main(["eval", str(run)]) == 2
+        assert main(["eval", str(run), "--checkpoint", "final.safetensors"]) == 2
         assert "cannot read checkpoint" in error_line(capfd)
+        # issue 16: the default (newest) falls back to the one before, as --resume does
+        assert main(["eval", str(run)]) == 0
+        err = capfd.readouterr().err
+        assert "warning: skipping checkpoint" in err and "using step_300.safetensors" in err
+        assert json.loads((run / "eval.json").read_text())["checkpoint"].endswith("step_300.safetensors")
 
     other_cfg, other = _trainer("me_qmix", ("hidden_dim=8",))
     state = jax.device_get(init_seeds(other.init, seed_keys(other_cfg)).learner)
     save_checkpoint(final, state, other_cfg, [0, 0], 0)
     capfd.readouterr()
-    assert main(["eval", str(run)]) == 2
+    assert main(["eval", str(run), "--checkpoint", "final.safetensors"]) == 2
     line = error_line(capfd)
     assert "does not match this config: tensor 'params/agent/params/fc1/bias' is float32[2, 8]" in line
 

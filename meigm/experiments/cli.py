@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -114,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "another count no longer reproduces the log)")
     p.add_argument("--render", default=None, metavar="OUT.gif",
                    help="also animate one greedy episode to a GIF (smax and overcooked scenarios)")
-    p.add_argument("--seed-index", type=int, default=0, metavar="I",
-                   help="which of the run's seeds --render animates (0-based, default 0)")
+    p.add_argument("--seed-index", type=int, default=None, metavar="I",
+                   help="which of the run's seeds --render animates (0-based, default 0; "
+                        "only with --render)")
 
     p = sub.add_parser(
         "export", help="write one seed's agent network as a NumPy policy that runs without meigm",
@@ -126,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by meigm train")
     p.add_argument("out", metavar="OUT.npz", help="output file; its directory must exist")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite OUT.npz and its _policy.py if they exist")
     p.add_argument("--seed-index", type=int, default=0, metavar="I",
                    help="which of the run's seeds to export (0-based, default 0)")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
@@ -291,9 +295,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         write_json,
     )
 
-    run = load_run(args.run_dir, args.checkpoint, args.episodes)
+    if args.seed_index is not None and args.render is None:
+        raise MeigmError("--seed-index chooses the seed --render animates; without --render "
+                         "every seed is evaluated (add --render OUT.gif, or drop --seed-index)")
+    seed_index = args.seed_index or 0
+    run = load_run(args.run_dir, args.checkpoint, args.episodes,
+                   warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     if args.render is not None:
-        check_render(run, args.render, args.seed_index)  # before the evaluation, not after
+        check_render(run, args.render, seed_index)  # before the evaluation, not after
     result = evaluate_run(run)
     print(f"{run.cfg.alg} on {run.cfg.env}: {run.checkpoint} "
           f"({result['test_episodes']} greedy episodes per seed)")
@@ -302,7 +311,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("identical to metrics.jsonl at these env steps" if result["reproduces_log"]
               else "differs from metrics.jsonl at these env steps (other episode count, machine or version?)")
     if args.render is not None:
-        result["render"] = render_run(run, args.render, args.seed_index)
+        result["render"] = render_run(run, args.render, seed_index)
         r = result["render"]
         print(f"rendered seed {r['seed']}: {r['length']} steps, return {r['return']:.2f} -> {r['path']}")
     write_json(run.run_dir / "eval.json", result)
@@ -313,7 +322,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from meigm.experiments.export import export_run, policy_module_path
 
-    out = export_run(args.run_dir, args.out, seed_index=args.seed_index, checkpoint=args.checkpoint)
+    out = export_run(args.run_dir, args.out, seed_index=args.seed_index, checkpoint=args.checkpoint,
+                     force=args.force)
     print(f"saved: {out} (agent network of seed index {args.seed_index})")
     print(f"saved: {policy_module_path(out)} (NumPy policy: Policy.load({str(out)!r}))")
     return 0
@@ -401,11 +411,22 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides may come anywhere, also after flags (`... --no-progress lr=1e-3`):
+    # argparse gives a positional list one stretch only, so the later ones are collected here
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        if hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
+            args.overrides = [*args.overrides, *rest]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
     commands = {"train": cmd_train, "compare": cmd_compare, "sweep": cmd_sweep, "plot": cmd_plot,
                 "table": cmd_table, "eval": cmd_eval, "export": cmd_export, "envs": cmd_envs}
     try:
         return commands[args.command](args)
+    except BrokenPipeError:  # `meigm envs | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except MeigmError as exc:
         print(f"meigm {args.command}: error: {exc}", file=sys.stderr)
         return 2

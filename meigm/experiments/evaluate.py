@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +34,7 @@ from meigm import config as config_mod
 from meigm.config import Config
 from meigm.envs import Env
 from meigm.errors import MeigmError
-from meigm.experiments.checkpoint import latest_checkpoint, load_checkpoint
+from meigm.experiments.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from meigm.learners import Learner
 from meigm.program import Trainer, compiled, make_program, seed_keys
 from meigm.types import LearnerState
@@ -79,10 +81,14 @@ def resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
 
 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
-             episodes: int | None = None) -> LoadedRun:
+             episodes: int | None = None,
+             warn: Callable[[str], None] | None = None) -> LoadedRun:
     """Rebuild a run's program and restore a checkpoint (default: the newest).
 
     ``episodes`` overrides ``test_episodes`` (and then the numbers no longer match the log).
+    Without ``checkpoint``, an unreadable newest checkpoint (truncated, bit-flipped) is
+    skipped with ``warn(message)`` and the one before it is used, as ``--resume`` does;
+    a named ``checkpoint`` that cannot be read is an error.
     """
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
@@ -90,12 +96,23 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
         if episodes <= 0:
             raise MeigmError(f"--episodes must be positive, got {episodes}")
         cfg = dataclasses.replace(cfg, test_episodes=episodes)
-    path = resolve_checkpoint(run_dir, checkpoint)
+    candidates = ([resolve_checkpoint(run_dir, checkpoint)] if checkpoint is not None
+                  else list(reversed(list_checkpoints(run_dir))))
+    if not candidates:
+        latest_checkpoint(run_dir)  # raises the "no checkpoint" error
     program = make_program(cfg)  # the config is resolved already: resolving is a no-op
     cfg, env, learner, trainer = program.cfg, program.env, program.learner, program.trainer
     # Shapes only: the structure of a freshly initialised state without computing it.
     template = jax.eval_shape(jax.vmap(trainer.init), seed_keys(cfg)).learner
-    state, meta = load_checkpoint(path, template)
+    for i, path in enumerate(candidates):
+        try:
+            state, meta = load_checkpoint(path, template)
+            break
+        except MeigmError as exc:
+            if i + 1 == len(candidates):
+                raise
+            (warn or (lambda m: warnings.warn(m, stacklevel=2)))(
+                f"skipping checkpoint {path}: {exc}; using {candidates[i + 1].name}")
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     if meta["seeds"] != seeds or meta["alg"] != cfg.alg or meta["env"] != cfg.env:
         raise MeigmError(

@@ -37,13 +37,20 @@ _TENSORS = {
 }
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, force: bool) -> None:
     if out.suffix != ".npz":
         raise MeigmError(f"output must be a .npz file, got {out}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise MeigmError(f"output directory {out.parent} is a file, not a directory")
     if not out.parent.is_dir():
         raise MeigmError(f"output directory {out.parent} does not exist")
     if out.is_dir():
         raise MeigmError(f"output {out} is a directory")
+    existing = [p for p in (out, policy_module_path(out)) if p.exists()]
+    if existing and not force:
+        raise MeigmError(f"{' and '.join(str(p) for p in existing)} already exist"
+                         f"{'s' if len(existing) == 1 else ''}; pass --force to overwrite "
+                         "(nothing was written)")
 
 
 def _agent_tensors(path: Path, meta: dict[str, Any], seed_index: int) -> dict[str, np.ndarray]:
@@ -99,13 +106,14 @@ def policy_module_path(out: str | Path) -> Path:
 
 
 def export_run(run_dir: str | Path, out: str | Path, seed_index: int = 0,
-               checkpoint: str | Path | None = None) -> Path:
+               checkpoint: str | Path | None = None, force: bool = False) -> Path:
     """Write seed ``seed_index``'s agent network of a run to ``out`` (.npz) and
     :mod:`meigm.numpy_policy` to ``<out stem>_policy.py``; returns ``out``.
 
     ``checkpoint``: a file, or its name under ``<run_dir>/checkpoints``; default the
     newest (``final.safetensors`` once training finished). User errors (missing run,
-    config or checkpoint, a seed index out of range, a missing output directory) raise
+    config or checkpoint, a seed index out of range, a missing output directory, an
+    existing output without ``force``) raise
     :class:`~meigm.errors.MeigmError` before anything is written.
     """
     from meigm.envs import make_env
@@ -113,7 +121,7 @@ def export_run(run_dir: str | Path, out: str | Path, seed_index: int = 0,
 
     run_dir, out = Path(run_dir), Path(out)
     cfg = load_config(run_dir)
-    _check_out(out)
+    _check_out(out, force)
     path = resolve_checkpoint(run_dir, checkpoint)
     meta = read_metadata(path)
     seeds = list(meta["seeds"])

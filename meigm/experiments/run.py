@@ -73,6 +73,7 @@ from meigm.program import (
     compiled,
     eval_target,
     init_seeds,
+    is_update_metric,
     make_program,
     seed_keys,
     select_seeds,
@@ -163,9 +164,17 @@ def memory_check(cfg: Config, scheme: DataScheme, available: int | None = None) 
     hint = f"buffer_size={fit_size}" if fit_size >= cfg.batch_size else "a smaller scenario"
     raise MeigmError(
         f"the replay buffers need {need / 2**30:.1f} GiB ({cfg.seeds} seeds x {cfg.buffer_size} "
-        f"episodes x {per_episode / 2**20:.2f} MiB) but only {available / 2**30:.1f} GiB of memory "
+        f"episodes x {byte_size(per_episode)}) but only {available / 2**30:.1f} GiB of memory "
         f"is available; use {hint}" + (f" or seeds={fit_seeds}" if fit_seeds >= 1 else "")
         + " (nothing was allocated)")
+
+
+def byte_size(n: float) -> str:
+    """``n`` bytes with a unit that shows it: 96 B, 1.50 KiB, 0.30 MiB, 2.00 GiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= 0.1 * scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
 
 
 def available_memory() -> int | None:
@@ -329,10 +338,14 @@ def guard_divergence(loop: RunLoop, train_metrics: dict[str, np.ndarray],
 
 def evaluation_records(loop: RunLoop, train_metrics: dict[str, np.ndarray],
                        test_metrics: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """One ``metrics.jsonl`` row per seed for this evaluation point."""
+    """One ``metrics.jsonl`` row per seed for this evaluation point. A seed that did not
+    learn in this interval (learning has not started: the buffer holds fewer than
+    ``batch_size`` episodes) has no update metrics in its row rather than zeros."""
     cfg, state = loop.cfg, loop.state
     row = {k: np.asarray(v) for k, v in {**train_metrics, **test_metrics}.items()}
-    records = [{"seed": cfg.seed + s, **{k: _to_python(v[s]) for k, v in row.items()}}
+    learned = row.pop("learned_iterations", np.ones(cfg.seeds))
+    records = [{"seed": cfg.seed + s, **{k: _to_python(v[s]) for k, v in row.items()
+                                         if learned[s] > 0 or not is_update_metric(k)}}
                for s in range(cfg.seeds)]
     for s in loop.diverged:  # a frozen seed: its counters are those it is frozen at
         records[s].update(diverged=True, t_env=int(np.asarray(state.t_env)[s]),
