@@ -9,8 +9,11 @@ run directory. Unknown keys, wrong types and out-of-range values raise
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import functools
+import itertools
 import math
 import types
 import typing
@@ -432,6 +435,31 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+@functools.cache
+def field_docs() -> dict[str, str]:
+    """Each :class:`Config` field's docstring (the string literal under it in this file),
+    one line: what ``meigm config`` prints beside the value."""
+    tree = ast.parse(Path(__file__).read_text())
+    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Config").body
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def value_sources(preset: str | Path | None = None, overrides: list[str] | None = None,
+                  **fields: Any) -> dict[str, str]:
+    """Where :func:`build` took each explicitly set field from (same arguments): the
+    preset file, a command-line option, or a ``key=value`` override (the last wins)."""
+    sources = {k: f"preset {preset}" for k in (load_yaml(preset) if preset else {})}
+    sources.update({k: f"--{k}" for k, v in fields.items() if v is not None})
+    sources.update({k: "override" for k in parse_overrides(overrides or [])})
+    return sources
 
 
 def build(preset: str | Path | None = None, overrides: list[str] | None = None,

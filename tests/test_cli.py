@@ -220,3 +220,53 @@ def test_a_closed_pipe_ends_quietly():
                           capture_output=True, text=True, timeout=300)
     assert proc.stdout.startswith("scenario")
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_help_states_defaults_and_tells_seeds_from_seed(capsys):
+    """Issue 16.7: train --help shows its defaults; --seeds is a count, --seed the first
+    seed; plot's bootstrap seed has its own name; compare states its default set."""
+    for argv in (["train", "--help"], ["compare", "--help"], ["plot", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default me_qmix)" in text and "(default matrix:table1;" in text
+    assert "how many independent seeds" in text and "the seeds are S, S+1, ..., S+N-1" in text
+    assert "(default 10)" in text  # compare's seed count
+    assert "me_qplex" in text and "(default me_qmix,qmix,vdn,me_vdn,+entropy)" in text
+    assert "--bootstrap-seed" in text and "seed of the bootstrap resampling" in text
+
+
+def test_config_prints_every_key_with_its_source_and_doc(tmp_path, capfd):
+    from meigm.config import FIELDS, build
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text("batch_size: 64\nlr: 1e-2\n")
+    assert main(["config", "--env", "smax:3m", "--preset", str(preset), "--seeds", "3",
+                 "lr=5e-4"]) == 0
+    out = capfd.readouterr().out
+    keys = [line.split(" = ")[0] for line in out.splitlines() if " = " in line
+            and not line.startswith(" ")]
+    assert keys == list(FIELDS)
+    for expected in ("lr = 0.0005    [override]", f"batch_size = 64    [preset {preset}]",
+                     "seeds = 3    [--seeds]", "alpha_init = 0.01    [scenario smax:3m]",
+                     "length_buckets = 8    [scenario smax:3m]", "gamma = 0.99    [default]",
+                     "n_envs = 4    [derived (see the doc)]"):
+        assert expected in out, expected
+    assert "    Adam learning rate of the agent network and mixer." in out
+
+    assert main(["config", "--env", "smax:3m", "--yaml", "lr=5e-4"]) == 0
+    saved = tmp_path / "resolved.yaml"
+    saved.write_text(capfd.readouterr().out)
+    again = build(str(saved))
+    assert again.lr == 5e-4 and again.alpha_init == 0.01 and again.length_buckets == 8
+    assert main(["config", "lr=oops"]) == 2
+    assert "config key 'lr' must be float" in error_line(capfd)
+
+
+def test_compare_takes_the_qplex_family(tmp_path, capfd):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--algs", "qplex,me_qplex", "--seeds", "1", "--out", str(out),
+                 "--no-progress", *RUN]) == 0
+    summary = json.loads((out / "comparison.json").read_text())
+    assert {k: v["alg"] for k, v in summary["variants"].items()} == \
+        {"qplex": "qplex", "me_qplex": "me_qplex"}

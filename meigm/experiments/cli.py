@@ -1,4 +1,4 @@
-"""``meigm`` command line: train, compare, sweep, plot, table, eval, export, envs.
+"""``meigm`` command line: train, compare, config, sweep, plot, table, eval, export, envs.
 
 User errors (unknown algorithm, environment or config key, wrong types, bad sizes,
 missing files, an existing run directory) print one line naming the problem and the
@@ -28,6 +28,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "+entropy": ("me_qmix", ["transform=none"]),
     "mlp": ("me_qmix", ["transform=mlp"]),
     "fixed_alpha": ("me_qmix", ["learn_alpha=false"]),
+    "me_qplex": ("me_qplex", []),
+    "qplex": ("qplex", []),
     "fop": ("fop", []),
     "mappo": ("mappo", []),
     "ippo": ("ippo", []),
@@ -42,6 +44,7 @@ examples:
   meigm train --alg me_qmix --env matrix:table1 --seeds 10
   meigm train --alg qmix --env matrix:climbing lr=5e-4 batch_size=64
   meigm train --alg me_qmix --env matrix:custom 'env_args.payoff=[[1,0],[0,2]]'
+  meigm config --alg me_qmix --env smax:3m        # every key: value, source, documentation
   meigm eval runs/exp1 --render episode.gif      # re-evaluate the newest checkpoint, animate
   meigm export runs/exp1 team.npz                 # one seed's agents as NumPy (+ team_policy.py)
   meigm sweep table3 --budget smoke               # a paper preset (meigm sweep --list)
@@ -58,15 +61,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seeds", type=int, default=None,
-                   help="independent seeds, trained together in one compiled program")
-    p.add_argument("--seed", type=int, default=None, help="first seed (default 0)")
+def _add_config_args(p: argparse.ArgumentParser, seeds_default: int = 1) -> None:
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help=f"how many independent seeds, trained together in one compiled program "
+                        f"(default {seeds_default})")
+    p.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="the first seed (default 0): the seeds are S, S+1, ..., S+N-1")
     p.add_argument("--preset", default=None, metavar="FILE.yaml",
                    help="YAML file of config keys; key=value overrides win over it")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="override any config field (see the Config docstrings in meigm/config.py)")
+                   help="set any config field, anywhere on the line (`meigm config` lists "
+                        "them with their defaults and docs)")
+
+
+def _add_run_args(p: argparse.ArgumentParser, seeds_default: int = 1) -> None:
+    _add_config_args(p, seeds_default)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,9 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
+    from meigm.config import Config
+
     p = sub.add_parser("train", help="train one algorithm on one scenario (all seeds at once)")
-    p.add_argument("--alg", default=None, help=f"algorithm: {', '.join(ALGORITHMS)}")
-    p.add_argument("--env", default=None, help="scenario, e.g. matrix:table1 (see `meigm envs`)")
+    p.add_argument("--alg", default=None,
+                   help=f"algorithm: {', '.join(ALGORITHMS)} (default {Config.alg})")
+    p.add_argument("--env", default=None,
+                   help=f"scenario (default {Config.env}; `meigm envs` lists them)")
     p.add_argument("--out", default=None, metavar="RUN_DIR",
                    help="run directory (default runs/<alg>_<env>_<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
@@ -95,10 +109,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="the paper's Table 1: several algorithms on one game")
     p.add_argument("--env", default="matrix:table1", help="scenario (default matrix:table1)")
     p.add_argument("--algs", default=",".join(DEFAULT_COMPARE),
-                   help=f"comma-separated variants from: {', '.join(VARIANTS)}")
+                   help=f"comma-separated variants from: {', '.join(VARIANTS)} "
+                        f"(default {','.join(DEFAULT_COMPARE)})")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="directory for the comparison and one run directory per variant")
-    _add_run_args(p)
+    _add_run_args(p, seeds_default=10)
+
+    p = sub.add_parser(
+        "config", help="print the resolved config: every key, its value, where it came from, its doc",
+        description="Resolve a config exactly as `meigm train` would (defaults, then the "
+                    "preset, options and key=value overrides, then the scenario's and the "
+                    "algorithm's defaults) and print every key with its value, its source "
+                    "and its documentation. Nothing is trained or written.",
+    )
+    p.add_argument("--alg", default=None, help=f"algorithm (default {Config.alg})")
+    p.add_argument("--env", default=None, help=f"scenario (default {Config.env})")
+    p.add_argument("--yaml", action="store_true",
+                   help="print only the resolved config as YAML (a --preset file for later)")
+    _add_config_args(p)
 
     p = sub.add_parser(
         "eval", help="re-evaluate a saved run's checkpoint greedily (reproduces its logged test metrics)",
@@ -166,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output directory (default: the first RUN if it is a sweep, else .)")
         p.add_argument("--metric", default=None,
                        help="metric key (default test/won, else test/soups, else test/return)")
-        p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+        p.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
+                       help="seed of the bootstrap resampling behind the intervals (default 0)")
         if name == "plot":
             p.add_argument("--reference", action="append", default=[], metavar="LABEL=VALUE",
                            help="a dashed horizontal line (e.g. random=-27.5); repeatable")
@@ -285,6 +314,44 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    import textwrap
+
+    import yaml
+
+    from meigm import config
+    from meigm.config import GLOBAL_DEFAULTS, field_docs, value_sources
+    from meigm.program import resolve_config
+
+    given = {"alg": args.alg, "env": args.env, "seeds": args.seeds, "seed": args.seed}
+    raw = config.build(args.preset, args.overrides, **given)
+    cfg, env = resolve_config(raw)
+    if args.yaml:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    sources = value_sources(args.preset, args.overrides, **given)
+    scenario = dict(env.spec.config_defaults)
+    docs = field_docs()
+    print(f"# {cfg.alg} on {cfg.env}: the resolved config (`meigm config --yaml` for a preset file)")
+    for key, value in cfg.to_dict().items():
+        if key in sources:
+            source = sources[key]
+        elif getattr(raw, key) == value:
+            source = "default"
+        elif key in scenario:
+            source = f"scenario {cfg.env}"
+        elif key in GLOBAL_DEFAULTS:
+            source = "default"
+        elif key == "t_max":
+            source = f"scenario {cfg.env}'s budget"
+        else:
+            source = "derived (see the doc)"
+        print(f"{key} = {json.dumps(value)}    [{source}]")
+        for line in textwrap.wrap(docs.get(key, ""), 96):
+            print(f"    {line}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from meigm.experiments.evaluate import (
         check_render,
@@ -369,7 +436,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         except ValueError:
             raise MeigmError(f"--reference must be LABEL=NUMBER, got {item!r}") from None
     paths = plot_runs([Path(r) for r in args.runs], _analysis_out(args), metric=args.metric,
-                      seed=args.seed, references=references)
+                      seed=args.bootstrap_seed, references=references)
     for p in paths:
         print(f"saved: {p}")
     return 0
@@ -379,7 +446,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     from meigm.experiments.analysis import table_runs
 
     out = _analysis_out(args)
-    table_runs([Path(r) for r in args.runs], out, metric=args.metric, seed=args.seed)
+    table_runs([Path(r) for r in args.runs], out, metric=args.metric, seed=args.bootstrap_seed)
     print((out / "table.md").read_text())
     print(f"saved: {out / 'table.md'}, {out / 'table.tex'}, {out / 'table.json'}")
     return 0
@@ -419,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *rest]
         else:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    commands = {"train": cmd_train, "compare": cmd_compare, "sweep": cmd_sweep, "plot": cmd_plot,
+    commands = {"train": cmd_train, "compare": cmd_compare, "config": cmd_config,
+                "sweep": cmd_sweep, "plot": cmd_plot,
                 "table": cmd_table, "eval": cmd_eval, "export": cmd_export, "envs": cmd_envs}
     try:
         return commands[args.command](args)
