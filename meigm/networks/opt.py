@@ -3,8 +3,18 @@
 * :class:`OPT` — the order-preserving transformation of Eq. (2), one per agent, its
   weights produced by hyper-networks from the global state ``s``. It acts on each
   action's value separately, so ``q[a] ≥ q[b] ⇒ f_i(q)[a] ≥ f_i(q)[b]``; with strictly
-  positive weights (see ``min_weight``) the order is kept *strictly*, which is what
-  makes the local policies' argmax equal the local Q argmax (no misalignment).
+  positive weights (see ``min_weight``) the order is kept *strictly* in exact
+  arithmetic, which is what makes the local policies' mode the local Q argmax (no
+  misalignment).
+
+  The guarantee in float32 is weaker, and this is the one meigm relies on: for
+  ``|Q| ≤ 1e4`` a higher Q never gets a logit more than a few float32 spacings below a
+  lower one's (tested with near-ties and scaled hyper-networks), but distinct Q-values
+  can get *equal* logits (two-layer form at large ``|Q|``: ELU saturates, and the
+  ``1e-3·q`` skip term is below the logits' spacing). Greedy execution takes the argmax
+  of ``Q_i`` itself, and every place that reads the policy's mode (the IGM gap, the
+  Table 1 view) uses :func:`meigm.ops.policy_mode`, which counts actions within rounding
+  of the best logit as modes and lets ``Q_i`` decide among them.
 * :class:`IdentityTransform` — ``f_i(q) = q``: the ``+Entropy`` ablation (Table 3).
 * :class:`MLPTransform` — an unconstrained 3-layer MLP in the OPT's place (Table 4).
 
