@@ -51,3 +51,42 @@ def test_logits_tied_by_float32_at_large_q_are_no_misalignment():
     q = [[[-100.0, -99.998], [1.0, 0.0]]]
     scores = [[[-33.79131, -33.79131], [1.0, 0.0]]]
     assert _gap(q, scores) == 0.0
+
+
+class _TiedLearner:
+    """A stand-in ME-IGM learner on a 2-agent, 3-action game whose agent network outputs
+    fixed Q-values and whose OPT logits tie agent 0's two best actions in float32, as the
+    default two-layer OPT does at Q ≈ -100 (issue 16)."""
+
+    hidden_dim = 4
+    mixer = VDN
+    Q = np.array([[-100.0, -99.998, -101.0], [1.0, 0.0, 0.0]], np.float32)
+    F = np.array([[-33.79131, -33.79131, -40.0], [1.0, 0.0, 0.0]], np.float32)
+
+    class agent:  # stands in for a flax module
+        @staticmethod
+        def apply(params, hidden, inputs):
+            return hidden, jnp.asarray(_TiedLearner.Q)
+
+    def policy_scores(self, params, q, state):
+        return jnp.asarray(self.F)
+
+    def policy_log_probs(self, params, q, state, avail):
+        from meigm import ops
+
+        return ops.masked_log_softmax(self.policy_scores(params, q, state) / 0.01, avail)
+
+
+def test_the_table1_view_reads_the_policy_mode_through_float32_ties():
+    """The view's policy mode is agent 0's better-Q action (1), not the first tied index,
+    and the view's IGM gap is exactly 0."""
+    import jax
+
+    from meigm.envs import make_env
+    from meigm.experiments.diagnostics import first_step_view
+
+    view = first_step_view(_TiedLearner(), make_env("matrix:table1"), {"agent": None, "mixer": {}},
+                           jax.random.PRNGKey(0))
+    assert np.asarray(view["greedy"]).tolist() == [1, 0]
+    assert np.asarray(view["policy_mode"]).tolist() == [1, 0]
+    assert float(view["igm_gap"]) == 0.0
