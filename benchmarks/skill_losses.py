@@ -1,0 +1,93 @@
+"""How a finished SMAX run loses (issue 14, item 5): greedy episodes from the same starts
+for every seed of every run given, and what they say about the losses.
+
+    python benchmarks/skill_losses.py RUN_DIR [RUN_DIR ...] [--episodes 512]
+
+Per seed: win rate, episode lengths, allies and enemies alive at the end of lost and won
+episodes, the start distance between the teams. Over all seeds of all runs: how many of
+them lose each start, against what independent seeds with the same win rates would give
+(binomial) — a start that every policy loses points at the scenario, losses spread
+evenly point at the policies. Same starts: episode ``k`` of every seed resets with the
+same key. A draw (both teams dead) counts as lost, as in ``test/won``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from math import comb
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from meigm import ops
+from meigm.experiments.evaluate import load_run
+from meigm.networks.agent import agent_inputs
+
+
+def play(run, n_episodes: int, key: jax.Array):
+    """Greedy episodes of every seed from the same starts -> (start positions [seeds, E,
+    units, 2], alive at the end [seeds, E, units], lengths [seeds, E], won [seeds, E])."""
+    env, learner = run.env, run.learner
+    n, a, limit = env.spec.n_agents, env.spec.n_actions, env.spec.episode_limit
+
+    def episode(params, key):
+        k_reset, k_steps = jax.random.split(key)
+        state, ts = env.reset(k_reset)
+        start = state.inner.state.unit_positions
+
+        def body(carry, k):
+            state, ts, h, last, done = carry
+            h2, q = learner.agent.apply(params["agent"], h, agent_inputs(ts.obs, last))
+            act = ops.masked_argmax(q, ts.avail)
+            s2, ts2 = env.step(k, state, act)
+
+            def keep(new, old):
+                return jax.tree.map(lambda x, y: jnp.where(done, y, x), new, old)
+
+            return (keep(s2, state), keep(ts2, ts), keep(h2, h),
+                    keep(jax.nn.one_hot(act, a), last), done | ts2.done), None
+
+        init = (state, ts, jnp.zeros((n, learner.hidden_dim)), jnp.zeros((n, a)), jnp.array(False))
+        (state, ts, *_), _ = jax.lax.scan(body, init, jax.random.split(k_steps, limit))
+        return start, state.inner.state.unit_alive, state.t, ts.info["won"]
+
+    keys = jnp.broadcast_to(jax.random.split(key, n_episodes), (run.cfg.seeds, n_episodes, 2))
+    fn = jax.jit(jax.vmap(jax.vmap(episode, in_axes=(None, 0)), in_axes=(0, 0)))
+    return jax.device_get(fn(run.state.params, keys))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--episodes", type=int, default=512)
+    p.add_argument("--key", type=int, default=1000, help="PRNG key of the starts (default 1000)")
+    args = p.parse_args()
+    lost_all = []
+    for run_dir in args.runs:
+        run = load_run(run_dir)
+        n = run.env.spec.n_agents
+        start, alive, length, won = play(run, args.episodes, jax.random.PRNGKey(args.key))
+        print(f"== {run_dir}: {run.cfg.alg} on {run.cfg.env}, {args.episodes} greedy episodes per seed")
+        for s in range(run.cfg.seeds):
+            w = won[s] > 0
+            allies, enemies = alive[s][:, :n].sum(-1), alive[s][:, n:].sum(-1)
+            gap = np.linalg.norm(start[s][:, :n].mean(1) - start[s][:, n:].mean(1), axis=-1)
+            print(f"  seed {s}: won {w.mean():.3f}; length won {length[s][w].mean():.1f}, lost "
+                  f"{length[s][~w].mean():.1f}; lost with enemies alive (0..{n}) "
+                  f"{np.bincount(enemies[~w], minlength=n + 1).tolist()}; won with allies alive "
+                  f"{np.bincount(allies[w], minlength=n + 1).tolist()}; start gap won "
+                  f"{gap[w].mean():.2f} lost {gap[~w].mean():.2f}")
+        lost_all.append(won <= 0)
+    lost = np.concatenate(lost_all)  # [all seeds, E]
+    k, m = lost.sum(0), lost.shape[0]
+    rate = lost.mean()
+    print(f"== over {m} seeds: seeds losing each start (0..{m}): {np.bincount(k, minlength=m + 1).tolist()}")
+    print(f"   binomial with the same loss rate {rate:.3f}: "
+          f"{[round(args.episodes * comb(m, i) * rate**i * (1 - rate)**(m - i)) for i in range(m + 1)]}")
+    print(f"   starts won by every seed {(k == 0).mean():.3f} (independent "
+          f"{np.prod(1 - lost.mean(1)):.3f}); lost by every seed {(k == m).mean():.3f}")
+
+
+if __name__ == "__main__":
+    main()
