@@ -259,7 +259,7 @@ def test_opt_order_at_large_q_exact_in_float64_and_to_rounding_in_float32(
 
     f = np.asarray(_OPT[layers].apply(params, q, state))
     assert np.all(np.isfinite(f))
-    tol = MODE_ULPS * np.finfo(np.float32).eps * np.abs(f).max(-1)[..., None, None]
+    tol = MODE_ULPS * np.finfo(np.float32).eps * np.maximum(np.abs(f).max(-1), 1.0)[..., None, None]
     assert not np.any(q_gt & (f[..., :, None] < f[..., None, :] - tol))
     np.testing.assert_array_equal(np.asarray(policy_mode(f, q, avail)),
                                   np.asarray(masked_argmax(q, avail)))

@@ -246,7 +246,7 @@ def test_policy_mode_is_an_available_action_of_maximal_score(inputs, data):
     rows = np.arange(len(mode))
     assert avail[rows, mode].all()
     best = np.where(avail, scores, -np.inf).max(-1)
-    tol = MODE_ULPS * np.finfo(np.float32).eps * np.abs(best)
+    tol = MODE_ULPS * np.finfo(np.float32).eps * np.maximum(np.abs(best), 1.0)
     assert (scores[rows, mode] >= best - tol).all()
     gaps = np.sort(np.where(avail, scores, -np.inf), -1)
     clear = (gaps[:, -1] - gaps[:, -2] > 2 * tol) | (avail.sum(-1) == 1)

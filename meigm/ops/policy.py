@@ -59,16 +59,18 @@ def policy_mode(
     from rounding in the sum over hidden units. Such actions are equally likely to float
     precision, so each is a mode; the first index is not a principled pick. The modes
     are the available actions whose score is within ``ulps`` float32 spacings of the
-    best score's magnitude (exact ties always count); among them the one with the
-    largest ``q`` is returned (then the lowest index). With ``q = Q_i`` and OPT logits
-    the result is therefore ``argmax Q_i`` wherever rounding is what separates them,
-    which is the guarantee the IGM gap and the Table 1 view rely on; a transform that
-    really reorders (the MLP ablation) is still caught, since its gaps are far beyond
-    rounding.
+    best score's magnitude, or of 1 where that is smaller (exact ties always count);
+    among them the one with the largest ``q`` is returned (then the lowest index).
+    With ``q = Q_i`` and OPT logits the result is therefore ``argmax Q_i`` wherever
+    rounding is what separates them: the guarantee the IGM gap and the Table 1 view
+    rely on. A transform that really reorders (the MLP ablation) is still caught,
+    since its gaps are far beyond rounding.
     """
     masked = mask_logits(scores, avail)
     best = jnp.max(masked, axis=-1, keepdims=True)  # [..., 1]
-    tol = ulps * jnp.finfo(masked.dtype).eps * jnp.abs(best)
+    # relative to |best|, but never below ulps spacings of 1: near 0 an absolute floor
+    # keeps the tolerance a normal float (a subnormal one flushes to 0 on XLA's CPU)
+    tol = ulps * jnp.finfo(masked.dtype).eps * jnp.maximum(jnp.abs(best), 1.0)
     return masked_argmax(q, avail & (masked >= best - tol))
 
 
