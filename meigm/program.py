@@ -204,6 +204,8 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
         both cheap)."""
         if not cfg.bootstrap_truncated:  # a cut episode's last real step becomes terminal
             episodes = episodes.replace(terminated=episodes.terminated | last_step(episodes.mask))
+        if cfg.reward_scale != 1.0:  # the learning reward only; stats keep the scenario's units
+            episodes = episodes.replace(reward=episodes.reward * cfg.reward_scale)
         t_env = ts.t_env + jnp.sum(stats.lengths)
         n_episodes = ts.episodes + cfg.n_envs
         ls = ts.learner if schedule is None else schedule(ts.learner, t_env)

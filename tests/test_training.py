@@ -174,3 +174,32 @@ def test_table1_default_budget_has_zero_misalignment(alg):
     cfg = config.build(None, [], alg=alg, env="matrix:table1", seeds=10)
     view = train_run(cfg, progress=False)["first_step"]
     assert view["misaligned_seeds"] == 0, [e["igm_gap"] for e in view["per_seed"]]
+
+
+# ---------------------------------------------------------------- reward scale
+def test_reward_scale_learns_the_scaled_game_and_reports_the_scenario_units():
+    """``reward_scale=k`` on a game trains exactly like the same game with every payoff
+    times k (same seed: same losses, targets and Q-values, bit for bit), while returns
+    stay in the game's own units: the scale is a learning choice, never a metric change."""
+    table1 = [[8.0, -12.0, -12.0], [-12.0, 0.0, 0.0], [-12.0, 0.0, 0.0]]
+    tenfold = [[10 * x for x in row] for row in table1]
+
+    def run(payoff, scale):
+        cfg = config.build(None, [*SHORT, f"env_args.payoff={payoff}", f"reward_scale={scale}"],
+                           alg="qmix", env="matrix:custom", seeds=2)
+        return train_run(cfg, progress=False)["history"]
+
+    scaled, big = run(table1, 10), run(tenfold, 1)
+    assert len(scaled) == len(big) > 0
+    for a, b in zip(scaled, big, strict=True):
+        for key in ("train/loss_q", "train/q_tot", "train/target", "t_env"):
+            assert a[key] == b[key], key
+        # the scaled run reports the game's returns: the big game's, divided by 10
+        np.testing.assert_allclose(a["train/return"], b["train/return"] / 10, rtol=1e-6)
+        np.testing.assert_allclose(a["test/return"], b["test/return"] / 10, rtol=1e-6)
+    assert any(r["train/loss_q"] > 0 for r in scaled)
+
+
+def test_reward_scale_must_be_positive():
+    with pytest.raises(config.ConfigError, match="reward_scale"):
+        config.build(None, ["reward_scale=0"])

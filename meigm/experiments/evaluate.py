@@ -64,7 +64,11 @@ def load_config(run_dir: Path) -> Config:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise MeigmError(f"{run_dir} is not a run directory (no config.yaml)")
-    return config_mod.from_dict(config_mod.load_yaml(path, what="run config"))
+    values = config_mod.load_yaml(path, what="run config")
+    # Keys added after a run was recorded take the value it ran with, not today's default.
+    for key, value in config_mod.RECORDED_BEFORE.items():
+        values.setdefault(key, value)
+    return config_mod.from_dict(values)
 
 
 def resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
