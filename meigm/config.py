@@ -37,7 +37,8 @@ class Config:
     # --- what to run
     alg: str = "me_qmix"
     """Algorithm: me_qmix, me_qplex, me_vdn (ME-IGM), qmix, qplex, vdn (ε-greedy baselines),
-    fop (FOP, the maximum-entropy actor-critic baseline), mappo, ippo (on-policy PPO)."""
+    fop (FOP, the maximum-entropy actor-critic baseline), mappo, ippo (on-policy PPO),
+    hasac (HASAC, the maximum-entropy heterogeneous-agent actor-critic)."""
     env: str = "matrix:table1"
     """Scenario registry name, ``family:scenario`` (``meigm envs`` lists them)."""
     env_args: dict = field(default_factory=dict)
@@ -149,7 +150,7 @@ class Config:
 
     # --- FOP
     actor_lr: float | None = None
-    """Adam learning rate of FOP's actors; None: ``lr`` (the critics and mixers always use
+    """Adam learning rate of FOP's and HASAC's actors; None: ``lr`` (the critics and mixers always use
     ``lr``; the authors use 5e-4 for both, with RMSprop)."""
     fop_alpha_start: float = 0.5
     """FOP's temperature α at the start of training (authors' code: 0.5)."""
@@ -161,6 +162,13 @@ class Config:
     fop_epsilon_anneal_steps: int = 50_000
     """Env steps over which the ε of FOP's roll-outs falls linearly from ``epsilon_start``
     to ``epsilon_finish`` (the authors' multinomial selector: 1.0 -> 0.05 over 50k)."""
+
+    # --- HASAC
+    share_actor: bool = False
+    """HASAC: one actor shared by all agents (told apart by the agent id in their inputs)
+    instead of one per agent, the authors' default (``share_param: False``)."""
+    critic_hidden: int = 256
+    """HASAC: width of both hidden layers of its joint-action critic MLP (authors: 256)."""
 
     # --- PPO family (mappo, ippo): MAPPO's SMAC(v2) settings (Yu et al. 2022)
     ppo_lr: float = 5e-4
@@ -301,7 +309,7 @@ _POSITIVE = {
     "test_interval", "test_episodes", "actor_lr", "fop_alpha_start", "fop_alpha_finish",
     "fop_alpha_anneal_steps", "fop_epsilon_anneal_steps", "keep_checkpoints",
     "ppo_lr", "ppo_adam_eps", "ppo_epochs", "ppo_minibatches", "ppo_clip", "huber_delta",
-    "reward_scale",
+    "reward_scale", "critic_hidden",
 }
 _UNIT = {"gamma", "td_lambda", "tau", "epsilon_start", "epsilon_finish", "gae_lambda"}
 

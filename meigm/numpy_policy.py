@@ -17,7 +17,9 @@ It is the reference implementation of what meigm's greedy evaluation does each s
 
 * inputs per agent ``i``: ``obs_i ⊕ onehot(i) ⊕ onehot(last action of i)`` (the last
   action is all zeros at the first step) — ``meigm.networks.agent.agent_inputs``;
-* the agent network (``meigm.networks.agent.RNNAgent``), shared by all agents::
+* the agent network (``meigm.networks.agent.RNNAgent``), shared by all agents, or
+  one per agent (HASAC), whose every weight then has a leading axis of ``n_agents``
+  and agent ``i`` uses slice ``i``::
 
       x  = relu(inputs @ fc1.kernel + fc1.bias)
       xr, xz, xn = split3(x @ gru_in.kernel + gru_in.bias)
@@ -25,7 +27,7 @@ It is the reference implementation of what meigm's greedy evaluation does each s
       r = sigmoid(xr + hr);  z = sigmoid(xz + hz)
       n = tanh(xn + r * (hn + gru_hn_bias))
       h' = (1 - z) * n + z * h
-      q  = h' @ fc2.kernel + fc2.bias       # Q_i(τ_i, ·), or FOP's policy logits
+      q  = h' @ fc2.kernel + fc2.bias       # Q_i(τ_i, ·), or an actor's policy logits
 
 * the action: ``argmax`` of ``q`` over the *available* actions (``meigm.ops.masked_argmax``):
   unavailable actions get the value ``-1e10``, ties go to the lowest index, and an agent
@@ -91,19 +93,27 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
 
 
+def _dense(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """x [..., N, I] times a shared kernel [I, O] or one kernel per agent [N, I, O]."""
+    y = np.einsum("...ni,nio->...no", x, kernel) if kernel.ndim == 3 else x @ kernel
+    return y if bias is None else y + bias
+
+
 def rnn_step(weights: dict[str, np.ndarray], hidden: np.ndarray,
              inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One step of the agent network: hidden [..., H], inputs [..., I] -> (hidden' [..., H], q [..., A])."""
+    """One step of the agent network: hidden [..., N, H], inputs [..., N, I] ->
+    (hidden' [..., N, H], q [..., N, A]); weights shared, or per agent (leading axis N)."""
     w = weights
     hidden = np.asarray(hidden, np.float32)
-    x = np.maximum(np.asarray(inputs, np.float32) @ w["fc1.kernel"] + w["fc1.bias"], np.float32(0))
-    xr, xz, xn = np.split(x @ w["gru_in.kernel"] + w["gru_in.bias"], 3, axis=-1)
-    hr, hz, hn = np.split(hidden @ w["gru_hidden.kernel"], 3, axis=-1)
+    x = np.maximum(_dense(np.asarray(inputs, np.float32), w["fc1.kernel"], w["fc1.bias"]),
+                   np.float32(0))
+    xr, xz, xn = np.split(_dense(x, w["gru_in.kernel"], w["gru_in.bias"]), 3, axis=-1)
+    hr, hz, hn = np.split(_dense(hidden, w["gru_hidden.kernel"]), 3, axis=-1)
     r = _sigmoid(xr + hr)
     z = _sigmoid(xz + hz)
     n = np.tanh(xn + r * (hn + w["gru_hn_bias"]))
     new_hidden = ((np.float32(1) - z) * n + z * hidden).astype(np.float32)
-    q = (new_hidden @ w["fc2.kernel"] + w["fc2.bias"]).astype(np.float32)
+    q = _dense(new_hidden, w["fc2.kernel"], w["fc2.bias"]).astype(np.float32)
     return new_hidden, q
 
 
@@ -234,9 +244,14 @@ def _check_shapes(weights: dict[str, np.ndarray], meta: dict[str, Any], where: s
         "gru_in.bias": (3 * h,), "gru_hidden.kernel": (h, 3 * h), "gru_hn_bias": (h,),
         "fc2.kernel": (h, a), "fc2.bias": (a,),
     }
+    missing = [name for name in expected if name not in weights]
+    if missing:
+        raise PolicyFileError(f"{where}: weight {missing[0]!r} is missing")
+    # one network for all agents, or one per agent (HASAC): every weight then has a
+    # leading agent axis of n_agents
+    per_agent = np.ndim(weights["fc1.bias"]) == 2
     for name, shape in expected.items():
-        if name not in weights:
-            raise PolicyFileError(f"{where}: weight {name!r} is missing")
+        shape = (n, *shape) if per_agent else shape
         got = tuple(np.shape(weights[name]))
         if got != shape:
             raise PolicyFileError(f"{where}: weight {name!r} has shape {list(got)}, expected "

@@ -96,7 +96,7 @@ def test_help_and_subprocess_exit_status():
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "meigm train: error: unknown algorithm 'nope'; "
-        "allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn, fop, mappo, ippo"
+        "allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn, fop, mappo, ippo, hasac"
     ]
 
 

@@ -33,6 +33,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "fop": ("fop", []),
     "mappo": ("mappo", []),
     "ippo": ("ippo", []),
+    "hasac": ("hasac", []),
 }
 DEFAULT_COMPARE = ("me_qmix", "qmix", "vdn", "me_vdn", "+entropy")
 

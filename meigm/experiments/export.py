@@ -8,8 +8,10 @@
   implementation of meigm's decentralised greedy execution, which imports only NumPy.
 
 Only the agent network is exported: decentralised execution needs nothing else (the
-mixer, the critics and α are training-time only). For FOP the agent network is the
-actor, and the greedy action is the argmax of its logits, as in ``meigm eval``.
+mixer, the critics and α are training-time only). For FOP, MAPPO, IPPO and HASAC the
+agent network is the actor, and the greedy action is the argmax of its logits, as in
+``meigm eval``; HASAC's actors are one per agent, exported with a leading agent axis on
+every weight.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def export_run(run_dir: str | Path, out: str | Path, seed_index: int = 0,
                          f"{meta['env']}); this run is {cfg.alg} on {cfg.env}")
     spec = make_env(cfg.env, cfg.env_args).spec
     weights = _agent_tensors(path, meta, seed_index)
-    hidden_dim = int(weights["fc1.bias"].shape[0])
+    hidden_dim = int(weights["fc1.bias"].shape[-1])
     t_env = meta.get("t_env") or []
     fields: dict[str, Any] = {
         "format": numpy_policy.FORMAT,

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from meigm.learners.base import Learner
 from meigm.learners.fop import FOP
+from meigm.learners.hasac import HASAC
 from meigm.learners.me_igm import MEIGM
 from meigm.learners.ppo import IPPO, MAPPO, PPO
 from meigm.learners.value_decomposition import ValueDecomposition
@@ -25,6 +26,7 @@ ALGORITHMS: dict[str, tuple[type, str | None]] = {
     "fop": (FOP, "fop"),  # its own attention mixer (meigm.learners.fop.FOPMixer)
     "mappo": (MAPPO, None),
     "ippo": (IPPO, None),
+    "hasac": (HASAC, None),  # a centralised joint-action critic, no mixer
 }
 
 
@@ -33,5 +35,5 @@ def make_learner(cfg: Config, spec: EnvSpec) -> Learner:
     return cls(cfg, spec)
 
 
-__all__ = ["ALGORITHMS", "FOP", "IPPO", "MAPPO", "MEIGM", "PPO", "Learner", "ValueDecomposition",
+__all__ = ["ALGORITHMS", "FOP", "HASAC", "IPPO", "MAPPO", "MEIGM", "PPO", "Learner", "ValueDecomposition",
            "make_learner"]

@@ -47,6 +47,13 @@ def unroll_agent(
     return jnp.swapaxes(q, 0, 1)
 
 
+def active_agents(avail: jax.Array) -> jax.Array:
+    """[..., N, A] available actions -> [..., N] bool: the agent has a choice to make
+    (more than one available action; a dead SMAX/SMAC agent can only no-op). The actor
+    losses of MAPPO, IPPO and HASAC leave the other steps out (MAPPO's active masks)."""
+    return jnp.sum(avail, axis=-1) > 1
+
+
 def take(values: jax.Array, actions: jax.Array) -> jax.Array:
     """values [..., A], actions [...] -> values[..., actions] with shape [...]."""
     return jnp.take_along_axis(values, actions[..., None], axis=-1)[..., 0]

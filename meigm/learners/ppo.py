@@ -50,7 +50,7 @@ import optax
 
 from meigm import ops
 from meigm.errors import ConfigError
-from meigm.learners.common import labelled_optimizer, unroll_agent
+from meigm.learners.common import active_agents, labelled_optimizer, unroll_agent
 from meigm.networks import RNNAgent
 from meigm.ops import ppo
 from meigm.types import Episodes, LearnerState, Params
@@ -74,12 +74,6 @@ class StateValue(nn.Module):
         x = nn.relu(nn.Dense(self.hidden)(state))
         x = nn.relu(nn.Dense(self.hidden)(x))
         return nn.Dense(1)(x)[..., 0]
-
-
-def active_agents(avail: jax.Array) -> jax.Array:
-    """[..., N, A] available actions -> [..., N] bool: the agent has a choice to make
-    (more than one available action; a dead SMAX/SMAC agent can only no-op)."""
-    return jnp.sum(avail, axis=-1) > 1
 
 
 class PPO:
