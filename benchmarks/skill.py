@@ -1,11 +1,11 @@
-"""Skill on SMAX: ME-QMIX, QMIX, MAPPO and IPPO against the anchors (issues 14 and 15).
+"""Skill on SMAX: ME-QMIX, QMIX, MAPPO, IPPO and HASAC against the anchors (issues 14, 15, 18).
 
     nice -n 10 python benchmarks/skill.py                 # run (or resume) the sweep, then report
     python benchmarks/skill.py --report-only              # report what has finished so far
     python benchmarks/skill.py --budget smoke --out /tmp/skill   # seconds: checks the plumbing
 
 The runs are the ``skill`` sweep preset (``meigm/presets/skill.yaml``): ``me_qmix``,
-``qmix``, ``mappo`` and ``ippo``, 3 seeds each, on ``smax:3m`` at 300k env steps and on the three 5v5 races at
+``qmix``, ``mappo``, ``ippo`` and ``hasac``, 3 seeds each, on ``smax:3m`` at 300k env steps and on the three 5v5 races at
 1M, 128 greedy test episodes at every evaluation point, checkpoints every 50k steps.
 Re-running the command resumes every unfinished run from its newest checkpoint (the
 sweep's own rule), so it can be stopped at any time and continued in a later session.
@@ -52,6 +52,13 @@ PAPER_ME_QMIX_10M = {
     "smax:terran_5_vs_5": 0.702,
     "smax:zerg_5_vs_5": 0.508,
 }
+#: The ME-IGM paper's HASAC (Table 2, SMACv2, the paper's full budget). The HASAC paper
+#: itself (Liu et al., ICLR 2024) reports SMAC, not SMACv2.
+PAPER_HASAC = {
+    "smax:protoss_5_vs_5": 0.229,
+    "smax:terran_5_vs_5": 0.379,
+    "smax:zerg_5_vs_5": 0.291,
+}
 #: Issue 14's target on smax:3m at 300k env steps, for both algorithms.
 TARGET_3M = 0.90
 METRIC = "test/won"
@@ -73,6 +80,8 @@ def anchor_text(env: str, label: str) -> str:
     if label in ("mappo", "ippo") and env in SMACV2_MAPPO:
         one, two = SMACV2_MAPPO[env]
         return f"SMACv2 MAPPO {one:.0%} @1M, {two:.0%} @2M"
+    if label == "hasac" and env in PAPER_HASAC:
+        return f"paper HASAC {PAPER_HASAC[env]:.1%} (SMACv2, Table 2's budget)"
     if env in SMACV2_QMIX:
         one, two = SMACV2_QMIX[env]
         text = f"SMACv2 QMIX {one:.0%} @1M, {two:.0%} @2M"

@@ -80,7 +80,7 @@ class Config:
 
     # --- optimisation
     lr: float = 1e-3
-    """Adam learning rate of the agent network and mixer."""
+    """Adam learning rate of the agent network and mixer (FOP's and HASAC's critics)."""
     grad_clip: float = 10.0
     """Global gradient-norm clip."""
     gamma: float = 0.99
@@ -135,7 +135,9 @@ class Config:
     (benchmarks/README.md). With ``learn_alpha`` α then follows its target entropy
     (at ``reward_scale`` 10 it settles at 0.011–0.013 on ``smax:protoss_5_vs_5``)."""
     learn_alpha: bool = True
-    """Learn α with Eq. (11); false keeps it at ``alpha_init``."""
+    """Learn α with Eq. (11); false keeps it at ``alpha_init``. HASAC's temperatures (one
+    per agent, one for its critics) use ``alpha_init``, ``learn_alpha``, ``alpha_lr``,
+    ``target_entropy`` and ``alpha_loss`` in the same way."""
     alpha_lr: float = 0.3
     """Adam learning rate of log α: the paper's printed 0.3 (App. E). Measured on
     ``smax:protoss_5_vs_5`` (benchmarks/README.md, "The temperature"): with 0.3 or 0.03
@@ -188,7 +190,7 @@ class Config:
     value_loss_coef: float = 1.0
     """Weight of the value loss."""
     huber_delta: float = 10.0
-    """δ of the Huber value loss."""
+    """δ of the Huber value loss (PPO family) and of HASAC's critic loss (authors: 10)."""
     value_norm: bool = True
     """Normalise the value targets by their running mean and std (MAPPO's ValueNorm)."""
 

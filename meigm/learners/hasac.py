@@ -329,8 +329,10 @@ class HASAC:
                       "target": masked_mean(y, ep.mask), "td_abs": masked_mean(jnp.abs(td[0]), ep.mask)}
 
     def actor_pass(self, agent_params: Params, actor_state, critic_params: Params,
-                   log_alpha: jax.Array, ep: Episodes, key: jax.Array, order: jax.Array):
-        """Step 2: the sequential actor updates, agents in ``order`` [N] (a permutation).
+                   log_alpha: jax.Array, ep: Episodes, key: jax.Array, order: jax.Array,
+                   logits: jax.Array | None = None):
+        """Step 2: the sequential actor updates, agents in ``order`` [N] (a permutation);
+        ``logits`` [B, T+1, N, A]: the actors' outputs before the pass, if already computed.
 
         Returns (agent params, actor optimiser state, log π_i(â_i) [B, T, N] of the
         pre-step samples, the joint action one-hot [B, T, N, A] after the pass, the mean
@@ -342,7 +344,9 @@ class HASAC:
         s_t, avail_t = ep.state[:, :-1], ep.avail[:, :-1]
         alive = active_agents(avail_t) & ep.mask[..., None]  # [B, T, N]
         k_start, k_pass = jax.random.split(key)
-        logits0 = unroll_agent(self.agent, agent_params, ep, self.hidden_dim)[:, :-1]
+        if logits is None:
+            logits = unroll_agent(self.agent, agent_params, ep, self.hidden_dim)
+        logits0 = sg(logits[:, :-1])  # [B, T, N, A]
         joint0 = sg(straight_through_sample(ops.masked_log_softmax(logits0, avail_t),
                                             gumbel_per_step(k_start, logits0.shape)))  # [B, T, N, A]
         alpha = jnp.exp(log_alpha)  # [N]
@@ -410,7 +414,7 @@ class HASAC:
 
         # 2. actors, one after another against the updated critics
         agent, actor_state, logp, _, loss_pi = self.actor_pass(
-            p["agent"], opt["actor"], critic, p["log_alpha"], ep, k_actor, order)
+            p["agent"], opt["actor"], critic, p["log_alpha"], ep, k_actor, order, logits)
 
         # 3. temperatures, from the pre-step samples (or the exact entropies)
         log_pi_t = ops.masked_log_softmax(logits[:, :-1], avail_t)
