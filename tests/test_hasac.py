@@ -272,6 +272,31 @@ def test_update_learns_the_temperatures_toward_their_targets(setup):
     assert float(new.params["log_alpha_critic"]) < float(ls.params["log_alpha_critic"])
 
 
+def _equations(jaxpr):
+    """Every equation of a jaxpr, nested ones (pjit, custom derivatives) included."""
+    for e in jaxpr.eqns:
+        yield e
+        for value in e.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
+
+
+def test_per_agent_actors_initialise_without_a_batched_qr():
+    """A batched QR (the GRU's orthogonal initialiser under ``nn.vmap``) can deadlock XLA's
+    CPU thread pool (seen: a 10-seed Table 1 run hung at its first chunk); the per-agent
+    actors are initialised with unbatched ones, and their shapes are the vmapped module's."""
+    learner = HASAC(CFG, SPEC)
+    qr = [e for e in _equations(jax.make_jaxpr(learner.init)(jax.random.PRNGKey(0)).jaxpr)
+          if e.primitive.name in ("qr", "geqrf", "householder_product")]
+    assert qr and all(e.invars[0].aval.ndim == 2 for e in qr), qr
+    ls = learner.init(jax.random.PRNGKey(0))
+    want = jax.eval_shape(lambda: learner.agent.init(
+        jax.random.PRNGKey(0), jnp.zeros((1, N, 8)), jnp.zeros((1, N, SPEC.obs_dim + N + A))))
+    assert jax.tree.map(jnp.shape, ls.params["agent"]) == jax.tree.map(lambda x: x.shape, want)
+
+
 # ---------------------------------------------------------------- export of per-agent actors
 @SETTINGS
 @given(seed=st.integers(0, 1000))

@@ -201,7 +201,7 @@ class HASAC:
                    for k in jax.random.split(k_critic, N_CRITICS)]
         log_alpha = jnp.log(jnp.asarray(self.cfg.alpha_init, jnp.float32))
         params = {
-            "agent": self.agent.init(k_actor, hidden, inputs),
+            "agent": self.init_actors(k_actor, hidden, inputs),
             "critic": jax.tree.map(lambda *xs: jnp.stack(xs), *critics),
             "log_alpha": jnp.full((n,), log_alpha),  # α_i, one per actor
             "log_alpha_critic": log_alpha,  # α_c, the critics' target
@@ -215,6 +215,17 @@ class HASAC:
             "alpha_critic": self.alpha_opt.init(params["log_alpha_critic"]),
         }
         return LearnerState(params=params, target_params=params, opt_state=opt_state)
+
+    def init_actors(self, key: jax.Array, hidden: jax.Array, inputs: jax.Array) -> Params:
+        """The actors' parameters; hidden [1, N, H], inputs [1, N, I]. Per-agent actors are
+        initialised one agent at a time and stacked: ``per_agent_rnn``'s own ``init``
+        would batch the GRU's orthogonal initialiser, and a batched QR on the CPU can
+        deadlock XLA's thread pool (as :func:`meigm.program.init_seeds` explains)."""
+        if self.shared:
+            return self.agent.init(key, hidden, inputs)
+        keys = jax.random.split(key, self.spec.n_agents)
+        trees = [self.one_agent.init(k, hidden[:, i], inputs[:, i]) for i, k in enumerate(keys)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
     # ------------------------------------------------------------- policies
     def policy_log_probs(self, params: Params, q: jax.Array, state: jax.Array,
