@@ -252,7 +252,8 @@ def test_config_prints_every_key_with_its_source_and_doc(tmp_path, capfd):
                      "length_buckets = 8    [scenario smax:3m]", "gamma = 0.99    [default]",
                      "n_envs = 4    [derived (see the doc)]"):
         assert expected in out, expected
-    assert "    Adam learning rate of the agent network and mixer." in out
+    assert "    Adam learning rate of the agent network and mixer (FOP's and HASAC's critics)." in out
+    assert "reward_scale = 10.0    [scenario smax:3m]" in out
 
     assert main(["config", "--env", "smax:3m", "--yaml", "lr=5e-4"]) == 0
     saved = tmp_path / "resolved.yaml"
