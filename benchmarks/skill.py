@@ -95,7 +95,9 @@ def anchor_text(env: str, label: str) -> str:
 
 def report(sweep_dir: Path, out: Path, t_max: dict[str, int]) -> list[dict]:
     """Curves, the table and the runs' small files from ``sweep_dir`` into ``out``."""
-    runs = [r for r in find_runs([sweep_dir]) if any(METRIC in x for x in r.records)]
+    # runs that have logged at least one evaluation (one that has just started is skipped)
+    started = [d.parent for d in sorted(sweep_dir.glob("*/*/metrics.jsonl")) if d.stat().st_size]
+    runs = [r for r in find_runs(started) if any(METRIC in x for x in r.records)]
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for r in sorted(runs, key=lambda r: (r.env, r.label)):
