@@ -353,3 +353,16 @@ def test_a_competitive_environment_needs_an_explicit_team_reward(target, capfd):
     env.close()
     assert competitive_name("mpe2.simple_spread_v3") is None
     assert competitive_name("my_pkg.simple_tagger") is None
+
+
+def test_hasac_trains_on_a_host_environment(tmp_path):
+    """HASAC (replay, per-agent actors) through the host roll-out: it learns from the
+    PettingZoo episodes and logs finite losses and its temperatures."""
+    cfg = Config(alg="hasac", env=SPREAD, env_args=DISCRETE, seeds=2, t_max=300,
+                 test_interval=150, n_envs=4, batch_size=8, buffer_size=32, test_episodes=3,
+                 hidden_dim=16, critic_hidden=16)
+    out = train_run(cfg, out=tmp_path / "run", progress=False, echo=lambda s: None)
+    assert out["t_env"] == [300, 300]
+    rec = out["history"][-1]
+    for key in ("train/loss_q", "train/loss_pi", "train/alpha", "train/alpha_critic"):
+        assert np.isfinite(rec[key]), (key, rec)
