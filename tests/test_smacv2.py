@@ -476,7 +476,7 @@ class ScriptedBattle(FakeSMAC):
         return super().reset()
 
 
-@pytest.mark.parametrize("alg", ["me_qmix", "qmix", "mappo", "ippo"])
+@pytest.mark.parametrize("alg", ["me_qmix", "qmix", "mappo", "ippo", "hasac"])
 def test_every_learner_family_trains_on_smacv2_through_the_package_api(monkeypatch, tmp_path,
                                                                        alg):
     """The whole program (host roll-out, on-policy or replay scheme, evaluation, the won
@@ -494,7 +494,7 @@ def test_every_learner_family_trains_on_smacv2_through_the_package_api(monkeypat
         cfg = Config(alg=alg, env="smacv2:terran_5_vs_5", seeds=2, t_max=96, test_interval=48,
                      n_envs=2, test_episodes=2, hidden_dim=8, batch_size=4, buffer_size=8,
                      mixing_embed=4, hypernet_embed=8, opt_hidden=4, ppo_minibatches=2,
-                     ppo_epochs=1)
+                     ppo_epochs=1, critic_hidden=8)
         return train_run(cfg, out=out, progress=False, echo=lambda s: None)
 
     a = tiny(tmp_path / "a")
