@@ -136,8 +136,8 @@ class Config:
     (at ``reward_scale`` 10 it settles at 0.011–0.013 on ``smax:protoss_5_vs_5``)."""
     learn_alpha: bool = True
     """Learn α with Eq. (11); false keeps it at ``alpha_init``. HASAC's temperatures (one
-    per agent, one for its critics) use ``alpha_init``, ``learn_alpha``, ``alpha_lr``,
-    ``target_entropy`` and ``alpha_loss`` in the same way."""
+    per agent, one for its critics) use ``alpha_init``, ``learn_alpha``,
+    ``target_entropy`` and ``alpha_loss`` in the same way, and ``hasac_alpha_lr``."""
     alpha_lr: float = 0.3
     """Adam learning rate of log α: the paper's printed 0.3 (App. E). Measured on
     ``smax:protoss_5_vs_5`` (benchmarks/README.md, "The temperature"): with 0.3 or 0.03
@@ -171,6 +171,10 @@ class Config:
     instead of one per agent, the authors' default (``share_param: False``)."""
     critic_hidden: int = 256
     """HASAC: width of both hidden layers of its joint-action critic MLP (authors: 256)."""
+    hasac_alpha_lr: float = 3e-4
+    """HASAC: Adam learning rate of its log temperatures (the authors' 3e-4). Its α reach
+    the policies only through the actors' gradient steps, unlike ME-IGM's, which scale
+    the policy directly; at ME-IGM's 0.3 they exploded on ``smax:3m`` (benchmarks/README.md)."""
 
     # --- PPO family (mappo, ippo): MAPPO's SMAC(v2) settings (Yu et al. 2022)
     ppo_lr: float = 5e-4
@@ -311,7 +315,7 @@ _POSITIVE = {
     "test_interval", "test_episodes", "actor_lr", "fop_alpha_start", "fop_alpha_finish",
     "fop_alpha_anneal_steps", "fop_epsilon_anneal_steps", "keep_checkpoints",
     "ppo_lr", "ppo_adam_eps", "ppo_epochs", "ppo_minibatches", "ppo_clip", "huber_delta",
-    "reward_scale", "critic_hidden",
+    "reward_scale", "critic_hidden", "hasac_alpha_lr",
 }
 _UNIT = {"gamma", "td_lambda", "tau", "epsilon_start", "epsilon_finish", "gae_lambda"}
 

@@ -31,6 +31,7 @@ from meigm.learners.common import active_agents, last_action_onehot, masked_mean
 from meigm.learners.hasac import (
     HASAC,
     gumbel_per_step,
+    joint_temperature_loss,
     per_agent_rnn,
     soft_target,
     straight_through_sample,
@@ -101,6 +102,16 @@ def test_temperature_loss_gradient_is_entropy_minus_target():
     grad = jax.grad(temperature_loss)(jnp.log(0.3), log_pi, 0.5, mask)
     np.testing.assert_allclose(grad, 0.2 - 0.5, rtol=1e-6)  # H = 0.2 (mean of 0.1, 0.3)
     assert float(jax.grad(temperature_loss)(jnp.log(0.3), log_pi, 0.1, mask)) > 0
+
+
+def test_critics_temperature_counts_only_the_alive_agents():
+    """Two alive agents at entropy 0.3 and a dead one (one action, entropy 0), target 0.24
+    per agent: the joint entropy 0.6 is above the alive agents' target 0.48, so α_c must
+    fall (gradient 0.6 − 0.48 > 0); counting the dead agent (0.72) would raise it."""
+    taken = jnp.array([[[-0.3, -0.3, 0.0]]])  # E[log π] = −H per agent, [B, T, N]
+    alive = jnp.array([[[True, True, False]]])
+    grad = jax.grad(joint_temperature_loss)(jnp.log(0.5), taken, alive, 0.24, jnp.ones((1, 1), bool))
+    np.testing.assert_allclose(grad, 0.6 - 0.48, rtol=1e-5)
 
 
 @SETTINGS

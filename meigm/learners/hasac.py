@@ -41,9 +41,13 @@ One update, on a batch of whole episodes (``B`` episodes, ``T`` steps), in the a
      this pass, actions sampled from their *updated* policies — the heterogeneous-agent
      sequential scheme — and for the later ones, the samples drawn at the start. After
      its Adam step agent ``i`` re-samples its action from its new policy;
-  3. temperatures: ``α_i`` by ``−log α_i (log π_i(â_i) + H̄_i)`` and ``α_c`` by
-     ``−log α_c (Σ_i log π_i(â_i) + Σ_i H̄_i)`` with the pre-step samples of step 2 (the
-     authors'), or with the exact ``E[log π_i] = −H(π_i)`` when ``alpha_loss=exact``.
+  3. temperatures, Adam at ``hasac_alpha_lr`` (the authors' 3e-4): ``α_i`` by
+     ``−log α_i (log π_i(â_i) + H̄_i)`` over the steps where agent i is alive, and ``α_c``
+     by ``−log α_c Σ_{i alive} (log π_i(â_i) + H̄_i)``, with the pre-step samples of step 2
+     (the authors'), or with the exact ``E[log π_i] = −H(π_i)`` when ``alpha_loss=exact``.
+     Unlike ME-IGM's α, which divides the policy's logits, HASAC's temperatures reach the
+     policies only through the actors' gradient steps, so they must move slowly: with
+     ME-IGM's rate of 0.3 both exploded on ``smax:3m`` (α_c to 1e11 within 30k env steps).
 
 The exact expectation over an agent's actions: the authors use samples everywhere for
 discrete actions (the next actions of the target, the straight-through actions of the
@@ -62,11 +66,11 @@ Departures from the authors' code, and why
     SMAC's scale instead);
   * target critics refreshed by meigm's replay scheme (``target_update``: hard every
     200 episodes by default, or Polyak with ``tau``; theirs: Polyak 0.005 each update);
-  * the target entropy per agent is ``target_entropy`` (0.24 on SMAX, as for ME-IGM), the
-    temperatures start at ``alpha_init`` and learn at ``alpha_lr`` (theirs: a target of
-    ``−0.98 log(1/prod(shape))``, which is 0 for a ``Discrete`` space, α starting at 1,
-    learning rate 3e-4) — the same temperature settings as ME-IGM, so the two
-    maximum-entropy methods are compared on equal terms;
+  * the target entropy per agent is ``target_entropy`` (0.24 on SMAX, as for ME-IGM) and
+    the temperatures start at ``alpha_init`` (theirs: a target of
+    ``−0.98 log(1/prod(shape))``, which is 0 for a ``Discrete`` space, and α starting at
+    1) — ME-IGM's settings, so the two maximum-entropy methods are compared on equal
+    terms; the critics' target counts only the agents alive at each step (theirs: all);
   * one update per collection of ``n_envs`` episodes, on ``batch_size`` replayed episodes,
     Adam at ``lr`` for the critics and ``actor_lr`` (None: ``lr``) for the actors (theirs:
     5e-4 both), gradient-norm clip ``grad_clip`` like every learner here.
@@ -162,6 +166,17 @@ def temperature_loss(log_alpha: jax.Array, log_pi_taken: jax.Array, target: jax.
     return -log_alpha * masked_mean(jax.lax.stop_gradient(log_pi_taken) + target, mask)
 
 
+def joint_temperature_loss(log_alpha_c: jax.Array, log_pi_taken: jax.Array, alive: jax.Array,
+                           target: jax.Array | float, mask: jax.Array) -> jax.Array:
+    """The critics' temperature loss: :func:`temperature_loss` of the alive agents' joint
+    ``Σ_{i alive} (log π_i(â_i) + H̄)`` at each step. log_alpha_c [], log_pi_taken, alive
+    [B, T, N], mask [B, T] -> []. A dead agent has one action and no entropy to give:
+    counting it in the target (as ``n · H̄``) pushed α_c up without bound once agents
+    died on ``smax:3m``."""
+    per_step = jnp.sum(jnp.where(alive, log_pi_taken + target, 0.0), axis=-1)  # [B, T]
+    return temperature_loss(log_alpha_c, per_step, 0.0, mask)
+
+
 def _slice(tree: Params, i: jax.Array) -> Params:
     return jax.tree.map(lambda x: x[i], tree)
 
@@ -188,7 +203,8 @@ class HASAC:
         clip = optax.clip_by_global_norm(cfg.grad_clip)
         self.critic_opt = optax.chain(clip, optax.adam(cfg.lr))
         self.actor_opt = optax.chain(clip, optax.adam(cfg.actor_lr or cfg.lr))
-        self.alpha_opt = optax.adam(cfg.alpha_lr) if cfg.learn_alpha else optax.set_to_zero()
+        self.alpha_opt = (optax.adam(cfg.hasac_alpha_lr) if cfg.learn_alpha
+                          else optax.set_to_zero())
 
     # ------------------------------------------------------------------ init
     def init(self, key: jax.Array) -> LearnerState:
@@ -431,13 +447,12 @@ class HASAC:
         log_pi_t = ops.masked_log_softmax(logits[:, :-1], avail_t)
         entropy = ops.entropy(log_pi_t, avail_t)  # [B, T, N] before this update's steps
         taken = -entropy if cfg.alpha_loss == "exact" else logp
-        alive_f = alive.astype(taken.dtype)
 
         def alpha_losses(log_alpha, log_alpha_c):
             per_agent = jax.vmap(temperature_loss, in_axes=(0, 2, None, 2))(
                 log_alpha, taken, self.target_entropy, alive)  # [N]
-            joint = temperature_loss(log_alpha_c, jnp.sum(taken * alive_f, axis=-1),
-                                     self.target_entropy * self.spec.n_agents, ep.mask)
+            joint = joint_temperature_loss(log_alpha_c, taken, alive, self.target_entropy,
+                                           ep.mask)
             return jnp.sum(per_agent), joint
 
         g_alpha = jax.grad(lambda la: alpha_losses(la, p["log_alpha_critic"])[0])(p["log_alpha"])
