@@ -5,8 +5,9 @@
     python benchmarks/skill.py --budget smoke --out /tmp/skill   # seconds: checks the plumbing
 
 The runs are the ``skill`` sweep preset (``meigm/presets/skill.yaml``): ``me_qmix``,
-``qmix``, ``mappo``, ``ippo`` and ``hasac``, 3 seeds each, on ``smax:3m`` at 300k env steps and on the three 5v5 races at
-1M, 128 greedy test episodes at every evaluation point, checkpoints every 50k steps.
+``qmix``, ``mappo``, ``ippo`` and ``hasac``, 3 seeds each, on ``smax:3m`` at 300k env
+steps and on the three 5v5 races at 1M, 128 greedy test episodes at every evaluation
+point, checkpoints every 50k steps.
 Re-running the command resumes every unfinished run from its newest checkpoint (the
 sweep's own rule), so it can be stopped at any time and continued in a later session.
 
