@@ -4,6 +4,8 @@
     python benchmarks/throughput.py --env overcooked:cramped_room batch_size=512 td_lambda=0.6
     python benchmarks/throughput.py --algs me_qmix --repeats 5 n_envs=8
     python benchmarks/throughput.py --env smax:3m --buckets 1,4,8
+    python benchmarks/throughput.py --env overcooked:cramped_room --buckets 1 \
+        --batch-sizes 32,128,512 td_lambda=0.6 buffer_size=520 test_interval=20000
 
 For each algorithm, all in this process and with the paper's hyper-parameters unless
 overridden (4 parallel envs, batch 128 episodes, one update per collection):
@@ -14,6 +16,9 @@ overridden (4 parallel envs, batch 128 episodes, one update per collection):
 * **bare fwd+bwd** — the agent network unrolled over one training batch
   (``batch_size`` episodes × (T+1) steps × N agents) and differentiated: the least
   work any update on that batch has to do;
+* **first layer** — the agent's first layer alone (inputs -> ``hidden_dim``) over the
+  same batch, forward and backward, and its share of bare fwd+bwd: on scenarios with
+  wide observations (Overcooked's 520) it is the part a smaller input would save;
 * **update** — one whole update on a sampled batch (online + target unroll, mixer,
   targets, every loss, Adam) as the trainer runs it: trimmed to the smallest of
   ``length_buckets`` lengths that holds the batch's longest episode, and its ratio to
@@ -24,6 +29,8 @@ overridden (4 parallel envs, batch 128 episodes, one update per collection):
 
 Each ``--buckets`` setting (``1`` = every update over the whole episode limit, the
 behaviour before issue 14) is measured on the same filled buffer and the same batch.
+Each ``--batch-sizes`` value (default: the config's) is a separate program, in the
+same process, so the rows of one call compare under the same conditions.
 
 Each figure is the median of ``--repeats`` timed calls after a warm-up call.
 """
@@ -43,7 +50,8 @@ import numpy as np
 
 from meigm import config
 from meigm.envs import make_env
-from meigm.learners.common import unroll_agent
+from meigm.learners.common import last_action_onehot, unroll_agent
+from meigm.networks.agent import agent_inputs
 from meigm.program import compiled, init_seeds, make_program, seed_keys
 from meigm.rollout import buffer_sample, random_act, rollout
 from meigm.rollout.buffer import longest_episode
@@ -103,7 +111,18 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
             return jnp.sum(unroll_agent(learner.agent, p, episodes, learner.hidden_dim))
         return jax.grad(total_q)(agent_params)
 
+    @jax.jit
+    def first_layer(agent_params, episodes):
+        n_actions = episodes.avail.shape[-1]
+        inputs = agent_inputs(episodes.obs, last_action_onehot(episodes.actions, n_actions))
+        kernel = agent_params["params"]["fc1"]
+
+        def total(k):
+            return jnp.sum(jax.nn.relu(inputs @ k["kernel"] + k["bias"]))
+        return jax.grad(total)(kernel)
+
     bare = timed(fwd_bwd, one.learner.params["agent"], batch, repeats=repeats)
+    first = timed(first_layer, one.learner.params["agent"], batch, repeats=repeats)
     out: dict[str, dict[str, float]] = {}
     for n_buckets in buckets:
         cfg, learner, trainer = build(n_buckets)
@@ -127,6 +146,8 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
             "buckets": list(trainer.buckets),
             "batch_longest_episode": int(longest_episode(batch)),
             "bare_fwd_bwd_s": bare,
+            "first_layer_fwd_bwd_s": first,
+            "agent_input_dim": int(batch.obs.shape[-1] + batch.obs.shape[-2] + batch.avail.shape[-1]),
             "update_s": upd,
             "update_over_bare": upd / bare,
             "train_env_steps_per_s": statistics.median(rates),
@@ -144,26 +165,37 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--buckets", default="1,4",
                    help="comma-separated length_buckets settings to compare (1: full-length update)")
+    p.add_argument("--batch-sizes", default=None,
+                   help="comma-separated batch sizes (episodes per update) to compare; default: the config's")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("overrides", nargs="*", default=[], help="config key=value (default test_interval=10000)")
     a = p.parse_args()
     overrides = a.overrides or ["test_interval=10000"]
+    batch_sizes = [None] if a.batch_sizes is None else [int(b) for b in a.batch_sizes.split(",")]
     device = jax.devices()[0]
     print(f"# {a.env}, {' '.join(overrides) or 'paper defaults'}; median of {a.repeats}; "
           f"{platform.machine()} x{jax.local_device_count()} {device.platform} ({device.device_kind}), "
           f"jax {jax.__version__}")
-    rows = {alg: measure(alg, a.env, overrides, a.repeats, [int(b) for b in a.buckets.split(",")])
-            for alg in a.algs.split(",")}
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    for alg in a.algs.split(","):
+        for b in batch_sizes:
+            extra = [] if b is None else [f"batch_size={b}"]
+            key = alg if b is None else f"{alg} batch_size={b}"
+            rows[key] = measure(alg, a.env, [*overrides, *extra], a.repeats,
+                                [int(n) for n in a.buckets.split(",")])
     print("| algorithm | length_buckets | env-only steps/s (random) | batch's longest episode "
-          "| bare fwd+bwd s | update s | update / bare | train env steps/s | mean episode length |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for alg, by_setting in rows.items():
+          "| bare fwd+bwd s | first layer s (share) | update s | update / bare "
+          "| train env steps/s | mean episode length |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for key, by_setting in rows.items():
         for setting, r in by_setting.items():
             if setting == "env":
                 continue
-            print(f"| {alg} | {setting.split('=')[1]} {tuple(r['buckets'])} | "
+            print(f"| {key} | {setting.split('=')[1]} {tuple(r['buckets'])} | "
                   f"{by_setting['env']['env_steps_per_s_random']:.0f} | {r['batch_longest_episode']} | "
-                  f"{r['bare_fwd_bwd_s']:.3f} | {r['update_s']:.3f} | {r['update_over_bare']:.2f} | "
+                  f"{r['bare_fwd_bwd_s']:.3f} | {r['first_layer_fwd_bwd_s']:.3f} "
+                  f"({r['first_layer_fwd_bwd_s'] / r['bare_fwd_bwd_s']:.0%}) | "
+                  f"{r['update_s']:.3f} | {r['update_over_bare']:.2f} | "
                   f"{r['train_env_steps_per_s']:.0f} | {r['mean_episode_length']:.1f} |")
     if a.json:
         Path(a.json).write_text(json.dumps({"env": a.env, "overrides": overrides, "rows": rows}, indent=1))

@@ -91,7 +91,7 @@ class EpisodeReplay:
                n_episodes: jax.Array, active: jax.Array):
         cfg = self.cfg
         buf = buffer_add(data.buffer, episodes, active)  # gated slot by slot: cheap
-        can_learn = buf.size >= cfg.batch_size
+        can_learn = buf.size >= cfg.batch_size  # [] this seed's buffer holds a batch
 
         def learn(ls: LearnerState):
             def one(ls, k):
@@ -99,14 +99,22 @@ class EpisodeReplay:
                 batch = buffer_sample(buf, k_sample, cfg.batch_size)
                 return bucketed_update(self.learner, self.buckets, ls, batch, k_update)
 
-            ls, metrics = jax.lax.scan(one, ls, jax.random.split(key, cfg.updates_per_collect))
-            return ls, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+            new, metrics = jax.lax.scan(one, ls, jax.random.split(key, cfg.updates_per_collect))
+            metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+            # A seed whose buffer is still short of a batch keeps its state (seeds fill in
+            # step, so this only matters when they are out of step): a select of params.
+            return (jax.tree.map(lambda n, o: jnp.where(can_learn, n, o), new, ls),
+                    jax.tree.map(lambda m: jnp.where(can_learn, m, jnp.zeros_like(m)), metrics))
 
         def skip(ls: LearnerState):
             shapes = self.metric_shapes(lambda: episodes)
             return ls, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-        ls, metrics = jax.lax.cond(can_learn, learn, skip, ls)
+        # Branch on whether *any* seed can learn (unbatched): on the per-seed predicate the
+        # seed vmap turns the cond into a select that runs the update on every collection,
+        # buffer full or not — at the paper's Overcooked batch (512 episodes of 400 steps)
+        # that made each of the first 128 collections cost a whole update (~20 s here).
+        ls, metrics = jax.lax.cond(seed_max(can_learn.astype(jnp.int32)) > 0, learn, skip, ls)
         hard_due = (n_episodes - data.last_target_update) >= cfg.target_update_interval
         do_hard = jnp.logical_and(can_learn, hard_due)
         if cfg.target_update == "polyak":
@@ -172,10 +180,10 @@ def bucketed_update(learner: Learner, buckets: tuple[int, ...], ls: LearnerState
     if len(buckets) == 1:
         return learner.update(ls, batch, key)
     need = seed_max(longest_episode(batch))  # [] unbatched
-    # The first bucket >= need, from Python ints only: an array constant here would be
-    # batched by the enclosing ``cond(can_learn, ...)`` (a batched predicate batches every
-    # input of its branches), the index with it, and the switch would become a select
-    # that computes every bucket (2.5x slower than no buckets, measured).
+    # The first bucket >= need, from Python ints only: under a batched enclosing predicate
+    # (a batched predicate batches every input of its branches) an array constant here
+    # would batch the index, and the switch would become a select that computes every
+    # bucket (2.5x slower than no buckets, measured).
     index = sum((need > b).astype(jnp.int32) for b in buckets[:-1])
     branches = [lambda ls, b, k, n=n: learner.update(ls, trim_episodes(b, n), k) for n in buckets]
     return jax.lax.switch(index, branches, ls, batch, key)

@@ -170,13 +170,15 @@ def test_the_trainer_picks_the_bucket_of_the_longest_episode():
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
-def test_the_seed_vmapped_program_computes_one_bucket_not_all():
-    """Under the seed vmap the bucket index must stay unbatched so that ``lax.switch``
-    stays a branch: a batched index (e.g. from an array constant inside the batched
-    ``cond(can_learn, ...)``) turns it into a select that computes every bucket — the
-    2.5x slow-down ``benchmarks/throughput.py`` once measured. No other branch survives
-    the vmap (every other ``cond`` has a per-seed predicate), so exactly one ``cond``
-    with one branch per bucket must be left."""
+def test_the_seed_vmapped_program_computes_one_bucket_not_all_and_no_update_while_filling():
+    """Under the seed vmap two branches must stay branches. The bucket index must stay
+    unbatched so that ``lax.switch`` computes one bucket: a batched index turns it into a
+    select that computes every bucket (the 2.5x slow-down ``benchmarks/throughput.py``
+    once measured). And the update must sit under a real ``cond`` on "some seed's buffer
+    holds a batch": on the per-seed predicate the vmap made it a select, so every
+    collection paid a whole update while the buffer filled (~20 s each at Overcooked's
+    paper batch). Every other ``cond`` has a per-seed predicate and becomes a select, so
+    exactly these two must be left, the switch inside the learn-or-skip branch."""
     cfg = config.build(None, [*TINY, "t_max=400", "test_interval=96", "batch_size=8",
                               "buffer_size=16", "env_args.steps=12", "length_buckets=4"],
                        alg="me_qmix", env="matrix:table1", seeds=2)
@@ -184,7 +186,31 @@ def test_the_seed_vmapped_program_computes_one_bucket_not_all():
     state = jax.eval_shape(jax.vmap(trainer.init), seed_keys(cfg))
     jaxpr = jax.make_jaxpr(jax.vmap(trainer.run, axis_name=SEEDS))(state, jnp.zeros(2, jnp.int32))
     conds = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == "cond"]
-    assert [len(e.params["branches"]) for e in conds] == [4]
+    assert sorted(len(e.params["branches"]) for e in conds) == [2, 4]
+    learn_or_skip = next(e for e in conds if len(e.params["branches"]) == 2)
+    inner = [e for b in learn_or_skip.params["branches"] for e in _equations(b.jaxpr)
+             if e.primitive.name == "cond"]
+    assert [len(e.params["branches"]) for e in inner] == [4]
+
+
+def test_no_seed_learns_before_its_buffer_holds_a_batch_and_then_every_seed_does():
+    """The learn-or-skip branch is taken on whether *any* seed can learn; a seed that
+    cannot keeps its parameters. With seeds in step, updates start at the collection
+    that fills the batch, for every seed at once."""
+    cfg = config.build(None, [*TINY, "t_max=400", "batch_size=6", "buffer_size=16",
+                              "n_envs=2", "env_args.steps=1"],
+                       alg="qmix", env="matrix:table1", seeds=2)
+    trainer = make_program(cfg).trainer
+    run, _ = compiled(trainer)
+    ts = init_seeds(trainer.init, seed_keys(cfg))
+    before = ts.learner.params
+    for k in range(1, 5):  # 2 episodes of 1 step per collection: the batch is full at k=3
+        ts, _ = run(ts, k * 2)
+        moved = [not all(np.array_equal(a[s], b[s]) for a, b in
+                         zip(jax.tree.leaves(ts.learner.params), jax.tree.leaves(before), strict=True))
+                 for s in range(2)]
+        assert moved == [k >= 3] * 2, k
+        assert np.all(np.asarray(ts.updates) == max(0, k - 2))
 
 
 def _equations(jaxpr):
