@@ -24,8 +24,8 @@ overridden (4 parallel envs, batch 128 episodes, one update per collection):
   ``length_buckets`` lengths that holds the batch's longest episode, and its ratio to
   bare fwd+bwd (which is always full-length);
 * **train env steps/s** — the whole compiled loop (collect + buffer + update +
-  target refresh) once the buffer holds a batch, compile excluded, each repeat from
-  the same state.
+  target refresh) once the buffer holds a batch, compile excluded; each setting
+  starts from the same filled state, its repeats follow one another.
 
 Each ``--buckets`` setting (``1`` = every update over the whole episode limit, the
 behaviour before issue 14) is measured on the same filled buffer and the same batch.
@@ -38,6 +38,7 @@ Each figure is the median of ``--repeats`` timed calls after a warm-up call.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -88,7 +89,11 @@ def env_only(env, n_envs: int, repeats: int) -> float:
 def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
             buckets: list[int]) -> dict[str, dict[str, float]]:
     """Figures of one algorithm for each ``length_buckets`` setting, from the same
-    filled buffer and the same sampled batch (so the settings differ only in the update)."""
+    filled buffer and the same sampled batch (so the settings differ only in the update).
+
+    States are donated from call to call and at most two are held at once: at
+    Overcooked's paper batch (512 episodes of 400 steps) a state is ~1.8 GB, and holding
+    a few of them beside the update's working set ran this 24 GB box out of memory."""
     env = make_env(env_name)
 
     def build(n_buckets: int):
@@ -97,13 +102,14 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
         return program.cfg, program.learner, program.trainer
 
     cfg, learner, trainer = build(buckets[0])
-    run, _ = compiled(trainer)
+    run, _ = compiled(trainer, donate=True)
     ts = init_seeds(trainer.init, seed_keys(cfg))
     # Fill the buffer past one batch with the exploration policy (untimed).
     while int(ts.data.buffer.size[0]) < cfg.batch_size:
         ts, _ = run(ts, np.asarray(ts.t_env) + cfg.n_envs)
-    one = jax.tree.map(lambda x: x[0], ts)
-    batch = buffer_sample(one.data.buffer, jax.random.PRNGKey(2), cfg.batch_size)
+    learner0 = jax.tree.map(lambda x: x[0], ts.learner)  # seed 0's learner, one batch
+    batch = buffer_sample(jax.tree.map(lambda x: x[0], ts.data.buffer), jax.random.PRNGKey(2),
+                          cfg.batch_size)
 
     @jax.jit
     def fwd_bwd(agent_params, episodes):
@@ -121,39 +127,46 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
             return jnp.sum(jax.nn.relu(inputs @ k["kernel"] + k["bias"]))
         return jax.grad(total)(kernel)
 
-    bare = timed(fwd_bwd, one.learner.params["agent"], batch, repeats=repeats)
-    first = timed(first_layer, one.learner.params["agent"], batch, repeats=repeats)
+    common = {
+        "batch_longest_episode": int(longest_episode(batch)),
+        "bare_fwd_bwd_s": timed(fwd_bwd, learner0.params["agent"], batch, repeats=repeats),
+        "first_layer_fwd_bwd_s": timed(first_layer, learner0.params["agent"], batch, repeats=repeats),
+        "agent_input_dim": int(batch.obs.shape[-1] + batch.obs.shape[-2] + batch.avail.shape[-1]),
+    }
+    settings = {n: build(n) for n in buckets}
+    updates = {}
+    for n, (_, le, tr) in settings.items():
+        update = jax.jit(lambda ls, b, k, tr=tr, le=le: bucketed_update(le, tr.buckets, ls, b, k))
+        updates[n] = timed(update, learner0, batch, jax.random.PRNGKey(3), repeats=repeats)
+    del batch
     out: dict[str, dict[str, float]] = {}
-    for n_buckets in buckets:
-        cfg, learner, trainer = build(n_buckets)
-        run, _ = compiled(trainer)
-        update = jax.jit(lambda ls, b, k, tr=trainer, le=learner: bucketed_update(le, tr.buckets, ls, b, k))
-        upd = timed(update, one.learner, batch, jax.random.PRNGKey(3), repeats=repeats)
+    for i, (n_buckets, (cfg, _, trainer)) in enumerate(settings.items()):
+        run, _ = compiled(trainer, donate=True)
+        # every setting starts from the same filled state: a copy, the last one the original
+        start = ts if i == len(settings) - 1 else jax.tree.map(jnp.copy, ts)
         t0 = time.perf_counter()
-        warm = run(ts, np.asarray(ts.t_env) + cfg.test_interval)  # compiles
-        jax.block_until_ready(warm)
+        start, _ = run(start, np.asarray(start.t_env) + cfg.test_interval)  # compiles
+        jax.block_until_ready(start)
         compile_s = time.perf_counter() - t0
         rates, lengths = [], []
-        start = warm[0]
-        for _ in range(repeats):  # every repeat from the same state: settings compare alike
+        for _ in range(repeats):
             before = int(start.t_env[0])
             t0 = time.perf_counter()
-            new, metrics = run(start, before + cfg.test_interval)
+            start, metrics = run(start, before + cfg.test_interval)
             jax.block_until_ready(metrics)
-            rates.append((int(new.t_env[0]) - before) / (time.perf_counter() - t0))
+            rates.append((int(start.t_env[0]) - before) / (time.perf_counter() - t0))
             lengths.append(float(metrics["train/length"][0]))
+        del start
         out[f"length_buckets={n_buckets}"] = {
             "buckets": list(trainer.buckets),
-            "batch_longest_episode": int(longest_episode(batch)),
-            "bare_fwd_bwd_s": bare,
-            "first_layer_fwd_bwd_s": first,
-            "agent_input_dim": int(batch.obs.shape[-1] + batch.obs.shape[-2] + batch.avail.shape[-1]),
-            "update_s": upd,
-            "update_over_bare": upd / bare,
+            **common,
+            "update_s": updates[n_buckets],
+            "update_over_bare": updates[n_buckets] / common["bare_fwd_bwd_s"],
             "train_env_steps_per_s": statistics.median(rates),
             "first_chunk_with_compile_s": compile_s,
             "mean_episode_length": statistics.median(lengths),
         }
+    del ts
     out["env"] = {"env_steps_per_s_random": env_only(env, cfg.n_envs, repeats)}
     return out
 
@@ -176,29 +189,32 @@ def main() -> None:
     print(f"# {a.env}, {' '.join(overrides) or 'paper defaults'}; median of {a.repeats}; "
           f"{platform.machine()} x{jax.local_device_count()} {device.platform} ({device.device_kind}), "
           f"jax {jax.__version__}")
+    print("| algorithm | length_buckets | env-only steps/s (random) | batch's longest episode "
+          "| bare fwd+bwd s | first layer s (share) | update s | update / bare "
+          "| train env steps/s | mean episode length |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     rows: dict[str, dict[str, dict[str, float]]] = {}
     for alg in a.algs.split(","):
         for b in batch_sizes:
             extra = [] if b is None else [f"batch_size={b}"]
             key = alg if b is None else f"{alg} batch_size={b}"
-            rows[key] = measure(alg, a.env, [*overrides, *extra], a.repeats,
-                                [int(n) for n in a.buckets.split(",")])
-    print("| algorithm | length_buckets | env-only steps/s (random) | batch's longest episode "
-          "| bare fwd+bwd s | first layer s (share) | update s | update / bare "
-          "| train env steps/s | mean episode length |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for key, by_setting in rows.items():
-        for setting, r in by_setting.items():
-            if setting == "env":
-                continue
-            print(f"| {key} | {setting.split('=')[1]} {tuple(r['buckets'])} | "
-                  f"{by_setting['env']['env_steps_per_s_random']:.0f} | {r['batch_longest_episode']} | "
-                  f"{r['bare_fwd_bwd_s']:.3f} | {r['first_layer_fwd_bwd_s']:.3f} "
-                  f"({r['first_layer_fwd_bwd_s'] / r['bare_fwd_bwd_s']:.0%}) | "
-                  f"{r['update_s']:.3f} | {r['update_over_bare']:.2f} | "
-                  f"{r['train_env_steps_per_s']:.0f} | {r['mean_episode_length']:.1f} |")
-    if a.json:
-        Path(a.json).write_text(json.dumps({"env": a.env, "overrides": overrides, "rows": rows}, indent=1))
+            by_setting = rows[key] = measure(alg, a.env, [*overrides, *extra], a.repeats,
+                                             [int(n) for n in a.buckets.split(",")])
+            for setting, r in by_setting.items():
+                if setting != "env":
+                    print(f"| {key} | {setting.split('=')[1]} {tuple(r['buckets'])} | "
+                          f"{by_setting['env']['env_steps_per_s_random']:.0f} | "
+                          f"{r['batch_longest_episode']} | {r['bare_fwd_bwd_s']:.3f} | "
+                          f"{r['first_layer_fwd_bwd_s']:.3f} "
+                          f"({r['first_layer_fwd_bwd_s'] / r['bare_fwd_bwd_s']:.0%}) | "
+                          f"{r['update_s']:.3f} | {r['update_over_bare']:.2f} | "
+                          f"{r['train_env_steps_per_s']:.0f} | {r['mean_episode_length']:.1f} |",
+                          flush=True)
+            if a.json:  # after every row: a long call that dies keeps what it measured
+                Path(a.json).write_text(json.dumps({"env": a.env, "overrides": overrides,
+                                                    "rows": rows}, indent=1))
+            jax.clear_caches()  # the finished programs' executables
+            gc.collect()
 
 
 if __name__ == "__main__":

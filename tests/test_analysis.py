@@ -88,6 +88,20 @@ def test_plot_reference_lines_from_the_cli(runs, tmp_path, capfd):
     assert "--reference must be LABEL=NUMBER, got 'random'" in capfd.readouterr().err
 
 
+def test_plot_marks_where_the_shaping_reward_ends(tmp_path, monkeypatch):
+    """One dotted line per scenario at its runs' shaping horizon; none where shaping is off."""
+    from matplotlib.axes import Axes
+
+    seen, draw = [], Axes.axvline
+    monkeypatch.setattr(Axes, "axvline",
+                        lambda self, x, **kw: seen.append((x, kw.get("label"))) or draw(self, x, **kw))
+    _run(tmp_path, "a", "overcooked:cramped_room", "qmix", [0.5], reward_shaping_horizon=150)
+    _run(tmp_path, "b", "overcooked:cramped_room", "me_qmix", [0.5], reward_shaping_horizon=150)
+    _run(tmp_path, "c", "smax:x", "qmix", [0.5], reward_shaping_horizon=0)
+    plot_runs([tmp_path], tmp_path / "out", metric="test/return")
+    assert seen == [(150, "shaping ends (150)")]
+
+
 def test_plot_names_keep_dots_in_scenario_names(tmp_path):
     _run(tmp_path, "a", "pettingzoo:mpe2.simple_spread_v3", "qmix", [0.5])
     paths = plot_runs([tmp_path], tmp_path / "out", metric="test/return")

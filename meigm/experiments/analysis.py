@@ -195,6 +195,11 @@ def plot_runs(run_dirs: list[Path], out_dir: Path, metric: str | None = None, x:
         for i, (name, value) in enumerate(sorted((references or {}).items())):
             ax.axhline(value, color="0.4", linestyle=("--", ":", "-.")[i % 3], linewidth=1,
                        label=f"{name} ({value:g})")
+        # Where the shaping reward has annealed to 0 (Overcooked): the curves before it were
+        # learned with help the test return never sees.
+        horizons = {int(r.config.get("reward_shaping_horizon") or 0) for r in env_runs} - {0}
+        for h in sorted(horizons):
+            ax.axvline(h, color="0.6", linestyle=":", linewidth=1, label=f"shaping ends ({h:,})")
         ax.set_xlabel("env steps")
         ax.set_ylabel(metric)
         ax.set_title(f"{env}: mean and 95% bootstrap CI over seeds", fontsize=9)
