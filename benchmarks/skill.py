@@ -1,6 +1,7 @@
 """Skill on SMAX: ME-QMIX, QMIX, MAPPO, IPPO and HASAC against the anchors (issues 14, 15, 18).
 
     nice -n 10 python benchmarks/skill.py                 # run (or resume) the sweep, then report
+    nice -n 10 python benchmarks/skill.py --num-cpus 1    # one run at a time, beside other work
     python benchmarks/skill.py --report-only              # report what has finished so far
     python benchmarks/skill.py --budget smoke --out /tmp/skill   # seconds: checks the plumbing
 
@@ -151,11 +152,13 @@ def main() -> None:
     p.add_argument("--report", default=None,
                    help="report directory (default benchmarks/results/skill for the laptop budget)")
     p.add_argument("--report-only", action="store_true", help="do not run; report what is there")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="runs at a time (Ray's CPUs; default all cores), e.g. 1 beside other work")
     a = p.parse_args()
     sweep = load_sweep("skill", a.budget)
     sweep_dir = Path(a.out or f"runs/sweep_skill_{a.budget}")
     if not a.report_only:
-        run_sweep(sweep, sweep_dir)
+        run_sweep(sweep, sweep_dir, num_cpus=a.num_cpus)
     t_max = {r.values["env"]: r.config().t_max for r in sweep.runs}
     default = HERE / "results" / "skill" if a.budget == "laptop" else sweep_dir / "report"
     report(sweep_dir, Path(a.report) if a.report else default, t_max)
