@@ -145,6 +145,14 @@ def test_scenario_default_horizon():
         config.build(None, ["reward_shaping_horizon=-5"])
 
 
+def test_scenario_default_target_entropy_sits_above_the_tie_floor():
+    """Overcooked's ME-IGM target entropy is 0.8 per agent (its tied actions give flat
+    policies an entropy floor above SMAC-v2's 0.24); an explicit value still wins."""
+    defaults = dict(make_env("overcooked:cramped_room").spec.config_defaults)
+    assert config.build(None).resolve(2, defaults).target_entropy == 0.8
+    assert config.build(None, ["target_entropy=0.24"]).resolve(2, defaults).target_entropy == 0.24
+
+
 def test_unknown_env_args_are_rejected():
     cfg = config.build(None, ["env_args.layout=forced_coord"], env="overcooked:cramped_room")
     with pytest.raises(ConfigError, match=r"env_args \['layout'\] not understood by overcooked:cramped_room"):
