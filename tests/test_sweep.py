@@ -214,3 +214,35 @@ def test_every_builtin_preset_runs_at_smoke_budget(tmp_path):
                 assert (tmp_path / name / run_id / "results.json").is_file()
     finally:
         ray.shutdown()
+
+
+# ------------------------------------------------------------- resuming a run directory
+def test_an_unfinished_run_resumes_under_its_recorded_config_unless_the_sweep_changed_it(tmp_path):
+    """A run stopped part-way (here: its results.json removed, checkpoints kept) resumes
+    from its own config.yaml even where a default it recorded no longer matches today's
+    (a changed default must not throw the progress away or change the program under it);
+    a value the sweep itself sets that differs from the record starts the run afresh."""
+    from meigm.experiments.sweep import train_task
+
+    values = {**TINY_OVERRIDES, "alg": "qmix", "env": "matrix:table1", "seeds": 2, "t_max": 240,
+              "test_interval": 40, "checkpoint_interval": 80, "keep_checkpoints": 3}
+    run, pids = tmp_path / "run", tmp_path / "pids" / "run.pid"
+    train_task(values, str(run), "qmix", str(pids))
+    full = (run / "metrics.jsonl").read_text().splitlines()
+
+    def stop_part_way() -> None:
+        (run / "results.json").unlink()
+        record = yaml.safe_load((run / "config.yaml").read_text())
+        record["hasac_alpha_lr"] = 0.123  # a default this sweep does not set, "changed since"
+        (run / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+
+    stop_part_way()
+    train_task(values, str(run), "qmix", str(pids))
+    record = yaml.safe_load((run / "config.yaml").read_text())
+    assert record["hasac_alpha_lr"] == 0.123  # resumed under its record, not cleared
+    assert (run / "metrics.jsonl").read_text().splitlines() == full  # exact continuation
+
+    stop_part_way()
+    train_task({**values, "lr": 0.002}, str(run), "qmix", str(pids))  # the preset was edited
+    record = yaml.safe_load((run / "config.yaml").read_text())
+    assert record["lr"] == 0.002 and record["hasac_alpha_lr"] != 0.123  # started afresh

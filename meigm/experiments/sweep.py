@@ -220,9 +220,13 @@ def is_finished(run_dir: Path) -> bool:
 def train_task(values: dict[str, Any], run_dir: str, label: str, pid_file: str) -> dict[str, Any]:
     """Body of one Ray task: train one run to the end, resuming an earlier attempt.
 
-    A directory an earlier attempt left (killed, pre-empted) is resumed from its newest
-    complete checkpoint when it has one and holds the same config; otherwise it is
-    cleared and the run starts from scratch."""
+    A directory an earlier attempt left (killed, pre-empted, stopped at the end of a
+    session) is resumed from its newest complete checkpoint when its ``config.yaml``
+    agrees with every value the sweep sets; training then continues from that recorded
+    config, as ``meigm train --resume`` does, so a default changed in meigm since the run
+    started neither throws its progress away nor changes the program under it. A
+    directory that disagrees on a value the sweep sets (the preset was edited), or has no
+    readable config or checkpoint, is cleared and the run starts from scratch."""
     from meigm.experiments.evaluate import load_config
     from meigm.experiments.run import train_run
 
@@ -232,15 +236,15 @@ def train_task(values: dict[str, Any], run_dir: str, label: str, pid_file: str) 
     cfg = config.from_dict(values)
     resume = False
     if out.exists() and not is_finished(out):
-        from meigm.program import resolve_config
-
-        resolved, _ = resolve_config(cfg)
         try:
-            same = load_config(out) == resolved
+            stored = load_config(out)
         except Exception:  # no or unreadable config.yaml: nothing worth keeping
-            same = False
+            stored = None
+        same = stored is not None and all(getattr(stored, k) == getattr(cfg, k) for k in values)
         resume = same and (out / "checkpoints").is_dir()
-        if not resume:
+        if resume:
+            cfg = stored
+        else:
             shutil.rmtree(out)
     results = train_run(cfg, out, progress=False, echo=lambda _: None, resume=resume)
     (out / "label.txt").write_text(label + "\n")
