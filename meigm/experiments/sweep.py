@@ -34,8 +34,11 @@ every run's status, attempts and errors, rewritten atomically after each change.
 
 Resuming: a run whose ``results.json`` exists is finished and skipped, so re-running a
 finished sweep does nothing. A run that did not finish (killed, crashed worker, an
-exception) is started again from scratch, up to ``max_retries`` times, and its partial
-directory is replaced. User errors (a bad config) are not retried.
+exception, a sweep stopped at the end of a session) continues from its newest complete
+checkpoint under the config it recorded (:func:`train_task`), within the same sweep up
+to ``max_retries`` times and in a later one by re-running it; without a checkpoint, or
+when its record disagrees with a value the sweep sets, its directory is replaced and it
+starts from scratch. User errors (a bad config) are not retried.
 """
 
 from __future__ import annotations
