@@ -147,8 +147,8 @@ class Config:
     target_entropy: float | None = None
     """Per-agent target entropy coefficient: H̄ = target_entropy · n_agents (App. E);
     None: the scenario's setting — the paper's 0.32 for terran and 0.24 on SMAC-v2/SMAX and
-    elsewhere; 0.8 on Overcooked, where tied actions put the entropy's floor above 0.24
-    (benchmarks/README.md, "Figure 4 on a laptop")."""
+    elsewhere; 0.8 on Overcooked, where 0.24 ran α down to ~0 on still-flat values and
+    stopped exploration (benchmarks/README.md, "Figure 4 on a laptop")."""
     alpha_loss: str = "exact"
     """Eq. (11) expectation: exact (−Σπ log π of each policy) or sampled (batch actions)."""
 
