@@ -2,6 +2,7 @@
 
     nice -n 10 python benchmarks/skill.py                 # run (or resume) the sweep, then report
     nice -n 10 python benchmarks/skill.py --num-cpus 1    # one run at a time, beside other work
+    nice -n 10 python benchmarks/skill.py --only 'smax_protoss_5_vs_5/hasac'   # just these runs
     python benchmarks/skill.py --report-only              # report what has finished so far
     python benchmarks/skill.py --budget smoke --out /tmp/skill   # seconds: checks the plumbing
 
@@ -37,8 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from meigm.errors import MeigmError
 from meigm.experiments.analysis import bootstrap_ci, find_runs, plot_runs
-from meigm.experiments.sweep import load_sweep, run_sweep
+from meigm.experiments.sweep import load_sweep, run_sweep, select_runs
 
 #: SMACv2 QMIX (StarCraft II) greedy test win rate at 1M / 2M env steps.
 SMACV2_QMIX = {
@@ -154,11 +156,17 @@ def main() -> None:
     p.add_argument("--report-only", action="store_true", help="do not run; report what is there")
     p.add_argument("--num-cpus", type=int, default=None,
                    help="runs at a time (Ray's CPUs; default all cores), e.g. 1 beside other work")
+    p.add_argument("--only", action="append", default=None, metavar="PATTERN",
+                   help="run only the runs whose id <scenario>/<label> matches (as meigm sweep --only)")
     a = p.parse_args()
     sweep = load_sweep("skill", a.budget)
     sweep_dir = Path(a.out or f"runs/sweep_skill_{a.budget}")
     if not a.report_only:
-        run_sweep(sweep, sweep_dir, num_cpus=a.num_cpus)
+        try:
+            chosen = select_runs(sweep, a.only)
+        except MeigmError as exc:
+            p.exit(2, f"error: {exc}\n")
+        run_sweep(chosen, sweep_dir, num_cpus=a.num_cpus)
     t_max = {r.values["env"]: r.config().t_max for r in sweep.runs}
     default = HERE / "results" / "skill" if a.budget == "laptop" else sweep_dir / "report"
     report(sweep_dir, Path(a.report) if a.report else default, t_max)

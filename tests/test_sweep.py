@@ -97,6 +97,34 @@ def test_dry_run_lists_and_runs_nothing(tmp_path, capfd):
     assert not out.exists()
 
 
+def test_only_selects_runs_by_pattern_and_a_pattern_matching_nothing_is_an_error(tmp_path, capfd):
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(_preset(tmp_path)), "--dry-run", "--out", str(out), "--only", "*/qmix"]) == 0
+    text = capfd.readouterr().out
+    assert "1 runs, 0 finished, 1 to run" in text and "matrix_table1/qmix" in text
+    assert "matrix_table1/me_qmix" not in text
+    assert main(["sweep", str(_preset(tmp_path)), "--dry-run", "--out", str(out), "--only", "*/qmix",
+                 "--only", "matrix_table1/me_*"]) == 0
+    assert "2 runs" in capfd.readouterr().out
+    assert main(["sweep", str(_preset(tmp_path)), "--dry-run", "--only", "smax_3m/*"]) == 2
+    line = error_line(capfd)
+    assert "'smax_3m/*' matches no run" in line and "matrix_table1/me_qmix" in line
+
+
+def test_a_partial_sweep_keeps_the_other_runs_status_entries(tmp_path):
+    from meigm.experiments.sweep import _Status, select_runs
+
+    whole = load_sweep(_preset(tmp_path))
+    status = _Status(tmp_path, whole)
+    status.set("matrix_table1/me_qmix", status="finished", wall_seconds=12.5, attempts=1)
+    part = _Status(tmp_path, select_runs(whole, ["*/qmix"]))
+    assert part.data["runs"]["matrix_table1/me_qmix"]["wall_seconds"] == 12.5
+    assert part.data["runs"]["matrix_table1/qmix"]["status"] == "pending"
+    part.write()
+    again = _Status(tmp_path, whole)
+    assert again.data["runs"]["matrix_table1/me_qmix"]["wall_seconds"] == 12.5
+
+
 # ------------------------------------------------------------- on Ray
 def _final_by_seed(run_dir: Path, metric: str) -> dict[int, float]:
     last: dict[int, float] = {}

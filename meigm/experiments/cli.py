@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs Ray reserves per run")
     p.add_argument("--max-retries", type=int, default=2, help="retries of a failed run (default 2)")
+    p.add_argument("--only", action="append", default=None, metavar="PATTERN",
+                   help="run only the runs whose id <scenario>/<label> matches this shell pattern, "
+                        "e.g. 'smax_protoss_5_vs_5/hasac' or '*/me_*' (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--list", action="store_true", help="list the built-in presets and exit")
 
@@ -398,7 +401,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from meigm.experiments.sweep import load_sweep, run_sweep
+    from meigm.experiments.sweep import load_sweep, run_sweep, select_runs
 
     if args.list:
         from meigm.config import load_yaml
@@ -412,6 +415,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise MeigmError("give a preset name or file (meigm sweep --list shows the built-in ones)")
     sweep = load_sweep(args.preset, args.budget)
     out = Path(args.out) if args.out else Path("runs") / f"sweep_{sweep.name}_{sweep.budget}"
+    sweep = select_runs(sweep, args.only)
     status = run_sweep(sweep, out, address=args.address, max_retries=args.max_retries,
                        num_cpus=args.num_cpus, cpus_per_run=args.cpus_per_run, dry_run=args.dry_run)
     return 1 if any(r.get("status") == "failed" for r in status["runs"].values()) else 0

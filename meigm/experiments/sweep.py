@@ -44,6 +44,7 @@ starts from scratch. User errors (a bad config) are not retried.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import itertools
 import json
 import os
@@ -206,6 +207,26 @@ def load_sweep(name_or_path: str | Path, budget: str | None = None) -> Sweep:
                  source=str(path))
 
 
+def select_runs(sweep: Sweep, patterns: list[str] | None) -> Sweep:
+    """The runs of ``sweep`` whose id (``<scenario>/<label>``) matches a shell pattern.
+
+    A subset of a sweep is how a long sweep is steered by hand (run HASAC on protoss
+    before the rest, say) without a second preset; every selected run keeps the config
+    and directory it has in the whole sweep, so a later unrestricted run of the same
+    sweep finds it finished or resumes it. A pattern that matches no run is an error
+    naming the ids there are, since a typo would otherwise run nothing silently.
+    """
+    if not patterns:
+        return sweep
+    ids = [r.run_id for r in sweep.runs]
+    for pattern in patterns:
+        if not fnmatch.filter(ids, pattern):
+            shown = ", ".join(ids[:12]) + (f", ... ({len(ids)} runs)" if len(ids) > 12 else "")
+            raise ConfigError(f"--only {pattern!r} matches no run of sweep {sweep.name}; runs: {shown}")
+    runs = tuple(r for r in sweep.runs if any(fnmatch.fnmatchcase(r.run_id, p) for p in patterns))
+    return dataclasses.replace(sweep, runs=runs)
+
+
 def run_memory_bytes(run: RunSpec) -> int:
     """What a run needs in memory: its seeds' data-scheme state (replay buffers) plus a
     fixed allowance."""
@@ -266,12 +287,16 @@ class _Status:
                 old = json.loads(self.path.read_text()).get("runs", {})
             except (json.JSONDecodeError, AttributeError):
                 old = {}
-        self.data = {"name": sweep.name, "budget": sweep.budget, "source": sweep.source, "runs": {}}
+        # Runs left out of this invocation (``--only``) keep their entries as they were.
+        ours = {run.run_id for run in sweep.runs}
+        self.data = {"name": sweep.name, "budget": sweep.budget, "source": sweep.source,
+                     "runs": {k: v for k, v in old.items() if k not in ours}}
         for run in sweep.runs:
             prev = old.get(run.run_id, {})
             self.data["runs"][run.run_id] = {
                 "label": run.label, "status": "pending", "attempts": prev.get("attempts", 0),
                 "errors": prev.get("errors", []), "config": run.values,
+                **({"wall_seconds": prev["wall_seconds"]} if "wall_seconds" in prev else {}),
             }
 
     def set(self, run_id: str, **fields: Any) -> None:
