@@ -125,6 +125,23 @@ def test_a_partial_sweep_keeps_the_other_runs_status_entries(tmp_path):
     assert again.data["runs"]["matrix_table1/me_qmix"]["wall_seconds"] == 12.5
 
 
+def test_a_queued_run_is_marked_running_once_its_task_writes_its_pid_file(tmp_path):
+    from meigm.experiments.sweep import _mark_started, _pid_file, _Status
+
+    status = _Status(tmp_path, load_sweep(_preset(tmp_path)))
+    ids = ["matrix_table1/me_qmix", "matrix_table1/qmix"]
+    for run_id in ids:
+        status.set(run_id, status="queued")
+    _mark_started(status, ids, tmp_path)
+    assert [status.data["runs"][r]["status"] for r in ids] == ["queued", "queued"]
+    _pid_file(tmp_path, ids[1]).parent.mkdir(parents=True)
+    _pid_file(tmp_path, ids[1]).write_text("123")
+    _mark_started(status, ids, tmp_path)
+    on_disk = json.loads((tmp_path / "sweep.json").read_text())["runs"]
+    assert on_disk[ids[0]]["status"] == "queued" and "started" not in on_disk[ids[0]]
+    assert on_disk[ids[1]]["status"] == "running" and on_disk[ids[1]]["started"].endswith("Z")
+
+
 # ------------------------------------------------------------- on Ray
 def _final_by_seed(run_dir: Path, metric: str) -> dict[int, float]:
     last: dict[int, float] = {}

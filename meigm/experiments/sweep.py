@@ -30,7 +30,8 @@ anything is allocated, so Ray never starts more runs than fit in memory.
 
 Layout: ``<out>/<scenario>/<label>[,key=value...]/`` is an ordinary run directory
 (see :mod:`meigm.experiments.run`) plus ``label.txt``; ``<out>/sweep.json`` records
-every run's status, attempts and errors, rewritten atomically after each change.
+every run's status (pending, queued while Ray holds it back, running from the moment its
+task starts, finished, failed), attempts and errors, rewritten atomically after each change.
 
 Resuming: a run whose ``results.json`` exists is finished and skipped, so re-running a
 finished sweep does nothing. A run that did not finish (killed, crashed worker, an
@@ -65,6 +66,8 @@ PRESET_KEYS = ("name", "description", "seeds", "scenarios", "algorithms", "overr
 BUDGET_KEYS = ("seeds", "scenarios", "grid", "overrides", "algorithms")
 #: Memory a run needs besides its replay buffers (XLA, networks, batches), for Ray.
 BASE_RUN_MEMORY = 1.5 * 2**30
+#: How often the driver looks for runs Ray has started, to mark them running in sweep.json.
+STATUS_POLL_SECONDS = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,6 +312,19 @@ class _Status:
         os.replace(tmp, self.path)
 
 
+def _pid_file(out: Path, run_id: str) -> Path:
+    return out / ".pids" / f"{run_id}.pid"
+
+
+def _mark_started(status: _Status, run_ids: list[str], out: Path) -> None:
+    """Queued runs whose task has written its pid file are running since that moment."""
+    for run_id in run_ids:
+        entry, pid = status.data["runs"][run_id], _pid_file(out, run_id)
+        if entry["status"] == "queued" and pid.is_file():
+            started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(pid.stat().st_mtime))
+            status.set(run_id, status="running", started=started)
+
+
 def _error_line(exc: BaseException) -> tuple[str, bool]:
     """(one-line description, whether retrying can help) of a failed Ray task."""
     import ray
@@ -378,20 +394,28 @@ def run_sweep(
         by_id = {r.run_id: r for r in todo}
         pending: dict[Any, str] = {}
 
+        def pid_file(run_id: str) -> Path:
+            return _pid_file(out, run_id)
+
         def submit(run: RunSpec) -> None:
+            # Ray queues what does not fit; the task writes its pid file when it starts,
+            # which is how sweep.json tells "queued" from "running" (a stale file goes first).
+            pid_file(run.run_id).unlink(missing_ok=True)
             entry = status.data["runs"][run.run_id]
-            status.set(run.run_id, status="running", attempts=entry["attempts"] + 1,
-                       started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            status.set(run.run_id, status="queued", attempts=entry["attempts"] + 1)
             ref = task.options(num_cpus=cpus_per_run, memory=memory[run.run_id], max_retries=0,
                                name=f"meigm:{run.run_id}").remote(
-                run.values, str(out / run.run_id), run.label, str(out / ".pids" / f"{run.run_id}.pid"))
+                run.values, str(out / run.run_id), run.label, str(pid_file(run.run_id)))
             pending[ref] = run.run_id
 
         for run in todo:
             submit(run)
         retries = {r.run_id: 0 for r in todo}
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=STATUS_POLL_SECONDS)
+            _mark_started(status, list(pending.values()), out)
+            if not ready:
+                continue
             run_id = pending.pop(ready[0])
             try:
                 result = ray.get(ready[0])
