@@ -1,0 +1,222 @@
+"""Figure 4 on Overcooked: ME-QMIX and ME-QPLEX against QMIX and QPLEX (issue 17).
+
+    nice -n 10 python benchmarks/fig4.py --num-cpus 2      # run (or resume) the sweep, then report
+    nice -n 10 python benchmarks/fig4.py --only 'overcooked_cramped_room/*'   # one layout
+    python benchmarks/fig4.py --report-only                # report what is there so far
+    python benchmarks/fig4.py --budget smoke --out /tmp/fig4   # seconds: checks the plumbing
+
+The runs are the ``fig4`` sweep preset (``meigm/presets/fig4.yaml``): the four algorithms
+on ``overcooked:cramped_room`` and ``overcooked:asymm_advantages``, 3 seeds each; at the
+``laptop`` budget 500k env steps with shaping annealed over the first 250k. Re-running
+resumes every unfinished run from its newest checkpoint.
+
+The paper's claim is about the *early* stage ("significantly faster convergence and
+higher performance in the early stages of training"), so besides the final point the
+report measures the early stage directly, per seed, from the logged greedy evaluations:
+
+* ``early``: greedy test soups per episode averaged over the evaluation points up to the
+  end of the shaping horizon (the stage where the shaped reward still guides);
+* ``whole``: the same over the whole budget (the normalised area under the curve);
+* the same two for the soups of the training episodes (the exploring policy: ε-greedy for
+  QMIX/QPLEX, the stochastic policy for the ME learners), each point the mean over every
+  training episode since the previous one (50 per 20k steps at the laptop budget,
+  against the greedy tests' 4);
+* ``final``: a fresh greedy evaluation of each finished run's final checkpoint with
+  ``--eval-episodes`` episodes per seed (the logged points hold only the preset's 4).
+
+Each ME learner is compared with its base (ME-QMIX − QMIX, ME-QPLEX − QPLEX) by the
+difference of the means over seeds and its 95% percentile-bootstrap interval (seeds of
+the two runs resampled independently). With 3 seeds per run such intervals are wide;
+the report says what they allow and no more.
+
+Output (``benchmarks/results/fig4_laptop/`` for the laptop budget): curves of
+``test/soups``, ``test/return`` and ``train/info/soups`` per layout (mean and 95%
+bootstrap band over seeds, the end of the shaping dotted), ``table.md`` /
+``table.json``, ``comparison.md``, and each run's small files under ``runs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from meigm.errors import MeigmError
+from meigm.experiments.analysis import Run, bootstrap_ci, find_runs, plot_runs
+from meigm.experiments.sweep import load_sweep, run_sweep, select_runs
+
+HERE = Path(__file__).resolve().parent
+METRICS = ("test/soups", "test/return", "train/info/soups")
+PAIRS = (("me_qmix", "qmix"), ("me_qplex", "qplex"))
+#: Read off the PQN repository's aggregate Overcooked plot (mttga/purejaxql 47af6d7,
+#: docs/overcooked_iqm.png, max-normalised IQM of the return over layouts; ±0.05):
+#: the nearest published figures (benchmarks/README.md, "Figure 4 at the laptop budget").
+ANCHOR = ("JaxMARL/PQN aggregate over Overcooked layouts, max-normalised IQM: at 500k IPPO "
+          "≈0.15, PQN-VDN ≈0.05, VDN and IQL 0; at 1M PQN-VDN ≈0.5, IPPO and VDN ≈0.4")
+
+
+def per_seed_series(run: Run, metric: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each seed's (t_env [P], value [P]) for ``metric``, in seed order."""
+    out = []
+    for _, recs in sorted(run.per_seed().items()):
+        pts = [(int(r["t_env"]), float(r[metric])) for r in recs if metric in r]
+        out.append((np.array([p[0] for p in pts]), np.array([p[1] for p in pts])))
+    return out
+
+
+def mean_up_to(run: Run, metric: str, t: int) -> np.ndarray | None:
+    """Per seed [seeds]: the mean of ``metric`` over the points at or before env step ``t``;
+    None unless every seed has reached ``t`` (a run still short of it is not compared)."""
+    series = per_seed_series(run, metric)
+    if not series or any(len(ts) == 0 or ts[-1] < t for ts, _ in series):
+        return None
+    return np.array([vs[ts <= t].mean() for ts, vs in series])
+
+
+def diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 10000, seed: int = 0) -> tuple[float, float, float]:
+    """mean(a) − mean(b) and its 95% percentile-bootstrap interval, seeds resampled per group."""
+    rng = np.random.default_rng(seed)
+    ia = rng.integers(0, len(a), size=(n_boot, len(a)))
+    ib = rng.integers(0, len(b), size=(n_boot, len(b)))
+    d = a[ia].mean(axis=1) - b[ib].mean(axis=1)
+    return float(a.mean() - b.mean()), float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))
+
+
+def final_eval(run_dir: Path, episodes: int) -> list[float] | None:
+    """Greedy soups per episode of each seed at the final checkpoint (cached in eval.json)."""
+    from meigm.experiments.evaluate import evaluate_run, load_run, write_json
+
+    if not (run_dir / "results.json").is_file() or episodes <= 0:
+        return None
+    cache = run_dir / "eval.json"
+    if cache.is_file():
+        done = json.loads(cache.read_text())
+        if done.get("test_episodes") == episodes and Path(done["checkpoint"]).name == "final.safetensors":
+            return [row["test/soups"] for row in done["per_seed"]]
+    result = evaluate_run(load_run(run_dir, "final.safetensors", episodes=episodes))
+    write_json(cache, result)
+    return [row["test/soups"] for row in result["per_seed"]]
+
+
+def _fmt_ci(values: np.ndarray) -> str:
+    lo, hi = bootstrap_ci(values[:, None])
+    return f"{values.mean():.2f} [{lo[0]:.2f}, {hi[0]:.2f}]"
+
+
+def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
+    started = [d.parent for d in sorted(sweep_dir.glob("*/*/metrics.jsonl")) if d.stat().st_size]
+    runs = [r for r in find_runs(started) if any("test/soups" in x for x in r.records)]
+    if not runs:
+        raise MeigmError(f"no Overcooked run with a logged evaluation under {sweep_dir}")
+    out.mkdir(parents=True, exist_ok=True)
+    for env in sorted({r.env for r in runs}):
+        for metric in METRICS:
+            plot_runs([r.path for r in runs if r.env == env], out, metric=metric)
+    rows, by_key = [], {}
+    for r in sorted(runs, key=lambda r: (r.env, r.label)):
+        horizon = int(r.config.get("reward_shaping_horizon") or 0)
+        t_max = int(r.config["t_max"])
+        results = r.path / "results.json"
+        wall = json.loads(results.read_text())["wall_seconds"] if results.is_file() else None
+        series = per_seed_series(r, "test/soups")
+        row = {
+            "layout": r.env, "label": r.label, "seeds": len(series), "finished": results.is_file(),
+            "t_env": [int(ts[-1]) if len(ts) else 0 for ts, _ in series],
+            "wall_seconds": wall, "shaping_horizon": horizon, "t_max": t_max,
+            "logged_final_test_soups": [float(vs[-1]) if len(vs) else None for _, vs in series],
+            "final_eval_episodes": eval_episodes,
+            "final_test_soups": final_eval(r.path, eval_episodes),
+        }
+        for name, metric in (("test", "test/soups"), ("train", "train/info/soups")):
+            for stage, t in (("early", min(horizon, t_max) if horizon else t_max), ("whole", t_max)):
+                v = mean_up_to(r, metric, t)
+                row[f"{stage}_{name}_soups"] = None if v is None else v.tolist()
+        rows.append(row)
+        by_key[(r.env, r.label)] = row
+        dest = out / "runs" / r.path.relative_to(sweep_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "metrics.jsonl", "results.json", "label.txt", "eval.json"):
+            if (r.path / name).is_file():
+                shutil.copy2(r.path / name, dest / name)
+
+    def cell(values: list[float] | None) -> str:
+        if values is None:
+            return "—"
+        v = np.asarray(values, dtype=np.float64)
+        return f"{_fmt_ci(v)} ({' / '.join(f'{x:.2f}' for x in v)})"
+
+    lines = ["| layout | algorithm | env steps per seed | wall (s, 3 seeds) | early: greedy test soups, "
+             "mean over points ≤ shaping end [95% CI] (per seed) | whole: the same ≤ t_max | early: "
+             "training-episode soups | final: greedy soups per episode, fresh eval [95% CI] (per seed) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        state = "" if row["finished"] else " (running)"
+        wall = f"{row['wall_seconds']:,.0f}" if row["wall_seconds"] else "—"
+        final = row["final_test_soups"]
+        final_txt = (cell(final) + f", {row['final_eval_episodes']} eps" if final is not None else "—")
+        lines.append(
+            f"| {row['layout'].split(':')[1]} | {row['label']} | "
+            f"{', '.join(f'{t / 1000:.0f}k' for t in row['t_env'])}{state} | {wall} | "
+            f"{cell(row['early_test_soups'])} | {cell(row['whole_test_soups'])} | "
+            f"{cell(row['early_train_soups'])} | {final_txt} |")
+    comparisons = []
+    cmp_lines = ["| layout | comparison | statistic | difference of means [95% bootstrap CI] | verdict |",
+                 "|---|---|---|---|---|"]
+    for env in sorted({r.env for r in runs}):
+        for me, base in PAIRS:
+            a_row, b_row = by_key.get((env, me)), by_key.get((env, base))
+            if a_row is None or b_row is None:
+                continue
+            for stat in ("early_test_soups", "whole_test_soups", "early_train_soups",
+                         "whole_train_soups", "final_test_soups"):
+                a, b = a_row.get(stat), b_row.get(stat)
+                if a is None or b is None:
+                    continue
+                d, lo, hi = diff_ci(np.asarray(a), np.asarray(b))
+                verdict = ("ME ahead" if lo > 0 else "base ahead" if hi < 0
+                           else "not separated")
+                comparisons.append({"layout": env, "me": me, "base": base, "statistic": stat,
+                                    "difference": d, "ci95": [lo, hi], "verdict": verdict})
+                cmp_lines.append(f"| {env.split(':')[1]} | {me} − {base} | {stat} | "
+                                 f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] | {verdict} |")
+    table = "\n".join(lines) + "\n"
+    comparison = "\n".join(cmp_lines) + "\n"
+    (out / "table.md").write_text(table + f"\nAnchor: {ANCHOR}.\n")
+    (out / "comparison.md").write_text(comparison)
+    (out / "table.json").write_text(json.dumps({"runs": rows, "comparisons": comparisons,
+                                                "anchor": ANCHOR}, indent=1))
+    print(table)
+    print(comparison)
+    return {"runs": rows, "comparisons": comparisons}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", default="laptop", choices=("smoke", "laptop", "paper"))
+    p.add_argument("--out", default=None, help="sweep directory (default runs/sweep_fig4_<budget>)")
+    p.add_argument("--report", default=None,
+                   help="report directory (default benchmarks/results/fig4_laptop for the laptop budget)")
+    p.add_argument("--report-only", action="store_true", help="do not run; report what is there")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="runs at a time (Ray's CPUs; default all cores), e.g. 1 beside other work")
+    p.add_argument("--only", action="append", default=None, metavar="PATTERN",
+                   help="run only the runs whose id <scenario>/<label> matches (as meigm sweep --only)")
+    p.add_argument("--eval-episodes", type=int, default=64,
+                   help="greedy episodes per seed for the final evaluation (0: skip it; default 64)")
+    a = p.parse_args()
+    sweep_dir = Path(a.out or f"runs/sweep_fig4_{a.budget}")
+    try:
+        sweep = load_sweep("fig4", a.budget)
+        if not a.report_only:
+            run_sweep(select_runs(sweep, a.only), sweep_dir, num_cpus=a.num_cpus)
+        default = HERE / "results" / "fig4_laptop" if a.budget == "laptop" else sweep_dir / "report"
+        report(sweep_dir, Path(a.report) if a.report else default, a.eval_episodes)
+    except MeigmError as exc:
+        p.exit(2, f"error: {exc}\n")
+
+
+if __name__ == "__main__":
+    main()
