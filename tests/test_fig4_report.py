@@ -1,0 +1,70 @@
+"""The Figure 4 report's early-stage statistics (benchmarks/fig4.py), on hand-made runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from meigm.experiments.analysis import find_runs
+
+_spec = importlib.util.spec_from_file_location(
+    "fig4_report", Path(__file__).resolve().parent.parent / "benchmarks" / "fig4.py")
+fig4 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fig4)
+
+
+def _run(root: Path, label: str, soups: dict[int, list[float]], t_max: int = 60,
+         horizon: int = 30) -> Path:
+    d = root / "overcooked_cramped_room" / label
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump({
+        "alg": label, "env": "overcooked:cramped_room", "t_max": t_max,
+        "reward_shaping_horizon": horizon}))
+    (d / "label.txt").write_text(label)
+    lines = [json.dumps({"seed": s, "t_env": 10 * (i + 1), "test/soups": v, "test/return": 20 * v,
+                         "train/info/soups": v / 2})
+             for s, vs in soups.items() for i, v in enumerate(vs)]
+    (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return d
+
+
+def test_the_early_stage_is_the_mean_of_each_seeds_points_up_to_the_shaping_end(tmp_path):
+    _run(tmp_path, "qmix", {0: [0, 1, 2, 6, 6, 6], 1: [0, 0, 3, 0, 0, 0]})
+    (run,) = find_runs([tmp_path])
+    np.testing.assert_allclose(fig4.mean_up_to(run, "test/soups", 30), [1.0, 1.0])
+    np.testing.assert_allclose(fig4.mean_up_to(run, "test/soups", 60), [3.5, 0.5])
+    np.testing.assert_allclose(fig4.mean_up_to(run, "train/info/soups", 30), [0.5, 0.5])
+    assert fig4.mean_up_to(run, "test/soups", 70) is None  # no seed has reached 70 yet
+
+
+def test_a_run_whose_seeds_have_not_all_reached_the_point_is_not_compared(tmp_path):
+    _run(tmp_path, "qmix", {0: [0, 1, 2, 6], 1: [0, 0]})
+    (run,) = find_runs([tmp_path])
+    assert fig4.mean_up_to(run, "test/soups", 30) is None
+    np.testing.assert_allclose(fig4.mean_up_to(run, "test/soups", 20), [0.5, 0.0])
+
+
+def test_the_difference_interval_holds_the_difference_and_separates_only_clear_gaps():
+    d, lo, hi = fig4.diff_ci(np.array([3.0, 4.0, 5.0]), np.array([0.0, 1.0, 2.0]))
+    assert d == pytest.approx(3.0) and 0 < lo <= d <= hi
+    d, lo, hi = fig4.diff_ci(np.array([0.0, 6.0, 0.0]), np.array([1.0, 1.0, 1.0]))
+    assert d == pytest.approx(1.0) and lo < 0 < hi
+    d, lo, hi = fig4.diff_ci(np.array([2.0, 2.0]), np.array([2.0, 2.0]))
+    assert (d, lo, hi) == (0.0, 0.0, 0.0)
+
+
+def test_the_report_compares_each_me_learner_with_its_base(tmp_path):
+    sweep = tmp_path / "sweep"
+    _run(sweep, "qmix", {0: [0, 0, 0, 1, 1, 1], 1: [0, 0, 0, 0, 1, 1]})
+    _run(sweep, "me_qmix", {0: [1, 2, 3, 3, 3, 3], 1: [2, 2, 2, 3, 3, 3]})
+    out = fig4.report(sweep, tmp_path / "report", eval_episodes=0)
+    early = [c for c in out["comparisons"] if c["statistic"] == "early_test_soups"]
+    assert len(early) == 1 and early[0]["me"] == "me_qmix" and early[0]["base"] == "qmix"
+    assert early[0]["difference"] == pytest.approx(2.0) and early[0]["verdict"] == "ME ahead"
+    assert (tmp_path / "report" / "overcooked_cramped_room_test_soups.png").is_file()
+    assert "me_qmix − qmix" in (tmp_path / "report" / "comparison.md").read_text()
