@@ -51,6 +51,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -386,9 +387,14 @@ def run_sweep(
                 if k.startswith(("JAX_", "XLA_", "MEIGM_")) or k in ("CUDA_VISIBLE_DEVICES",)}
     own_ray = not ray.is_initialized()  # a caller (a test, a notebook) may hold one already
     if own_ray:
-        ray.init(address=address, num_cpus=num_cpus if address is None else None,
-                 include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": env_vars} if env_vars else None)
+        with warnings.catch_warnings():
+            # JAX warns on any fork once its backend is up (importing JaxMARL starts it).
+            # Ray starts its daemons with subprocess, a fork followed at once by exec in C,
+            # which runs no code of the parent's threads: the deadlock it warns of cannot occur.
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            ray.init(address=address, num_cpus=num_cpus if address is None else None,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": env_vars} if env_vars else None)
     try:
         task = ray.remote(train_task)
         by_id = {r.run_id: r for r in todo}
