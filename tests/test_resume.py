@@ -186,6 +186,17 @@ def test_resume_in_process_matches_and_tolerates_corrupt_checkpoints(tmp_path):
     assert "checksum" in skipped[1]
     assert results["resumed_from"].endswith(steps[-3].name)
     assert _records(run) == ref_records
+    # speed and wall time of a resumed run: the rate counts only this leg's env steps, and
+    # the total adds the wall time the restored checkpoint recorded for the earlier process
+    before = ckpt.read_metadata(steps[-3])
+    leg_steps = sum(results["t_env"]) - sum(before["t_env"])
+    assert 0 < leg_steps < sum(results["t_env"])
+    assert results["env_steps_per_second"] == pytest.approx(leg_steps / results["wall_seconds"], rel=0.01)
+    assert before["run"]["wall_seconds"] > 0
+    assert results["total_wall_seconds"] == pytest.approx(
+        before["run"]["wall_seconds"] + results["wall_seconds"], abs=0.002)
+    fresh = json.loads((tmp_path / "ref" / "results.json").read_text())
+    assert fresh["total_wall_seconds"] == fresh["wall_seconds"]
 
 
 def _poison(monkeypatch, at_call: int, seed_index: int, key: str) -> None:

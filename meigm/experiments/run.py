@@ -243,6 +243,14 @@ class RunLoop:
     diverged: dict[int, str] = field(default_factory=dict)  # frozen seed index -> where
     history: list[dict[str, Any]] = field(default_factory=list)  # every metrics row
     restored_from: Path | None = None
+    # Wall time of the run's earlier processes up to the restored checkpoint (0 for a fresh
+    # run; None for a checkpoint written before it was recorded), and when this one started.
+    wall_before: float | None = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def wall_so_far(self) -> float | None:
+        """Training wall time of the whole run so far, over every process that resumed it."""
+        return None if self.wall_before is None else self.wall_before + time.perf_counter() - self.started
 
     @property
     def healthy(self) -> list[int]:
@@ -293,7 +301,8 @@ def start_loop(program: Program, out: str | Path | None, resume: bool,
                    evaluation=evaluation,
                    next_checkpoint=meta["run"].get("next_checkpoint", first_checkpoint),
                    diverged={int(k): v for k, v in meta["run"].get("diverged", {}).items()},
-                   history=history, restored_from=path)
+                   history=history, restored_from=path,
+                   wall_before=meta["run"].get("wall_seconds"))
 
 
 def restore_point(loop: RunLoop) -> Any:
@@ -372,7 +381,8 @@ def save_checkpoints(loop: RunLoop, finished: bool) -> None:
     upcoming = (done // interval + 1) * interval
     try:
         save_checkpoint(checkpoint_path(run_dir, done), loop.state, cfg, t_env, loop.evaluation,
-                        run_meta={"next_checkpoint": upcoming, "diverged": loop.diverged})
+                        run_meta={"next_checkpoint": upcoming, "diverged": loop.diverged,
+                                  "wall_seconds": loop.wall_so_far()})
         prune_checkpoints(run_dir, cfg.keep_checkpoints)
     except CheckpointWriteError as exc:
         loop.echo(f"warning: {exc}; training goes on, the previous checkpoint stands")
@@ -415,6 +425,8 @@ def train_run(
     memory_check(cfg, program.trainer.scheme)
     t_start = time.perf_counter()
     loop = start_loop(program, out, resume, echo)
+    loop.started = t_start
+    steps_before = int(np.sum(np.asarray(loop.state.t_env)))  # a resumed run's earlier steps
     run, evaluate = compiled(program.trainer, donate=True)  # buffers held once, not twice
 
     # Progress counts the slowest seed's env steps, so its rate is env steps/s per seed
@@ -453,11 +465,16 @@ def train_run(
         finally:
             bar.close()
             program.trainer.close()
-    return finish(loop, time.perf_counter() - t_start, compile_s or 0.0)
+    return finish(loop, time.perf_counter() - t_start, compile_s or 0.0, steps_before)
 
 
-def finish(loop: RunLoop, wall: float, compile_s: float) -> dict[str, Any]:
-    """The results of a finished run, written to ``results.json`` when it has a directory."""
+def finish(loop: RunLoop, wall: float, compile_s: float, steps_before: int = 0) -> dict[str, Any]:
+    """The results of a finished run, written to ``results.json`` when it has a directory.
+
+    ``wall_seconds``, ``compile_seconds`` and ``env_steps_per_second`` describe this process
+    (for a resumed run, the leg since ``resumed_from``: ``steps_before`` env steps, summed
+    over seeds, were trained before it); ``total_wall_seconds`` adds the earlier processes'
+    training time up to the restored checkpoint, when that checkpoint recorded it."""
     cfg, state, history = loop.cfg, loop.state, loop.history
     env, learner = loop.program.env, loop.program.learner
     spec = env.spec
@@ -468,7 +485,7 @@ def finish(loop: RunLoop, wall: float, compile_s: float) -> dict[str, Any]:
         "t_env": [int(x) for x in np.asarray(state.t_env)],
         "wall_seconds": round(wall, 3),
         "compile_seconds": round(compile_s, 3),
-        "env_steps_per_second": round(float(np.sum(np.asarray(state.t_env))) / wall, 1),
+        "env_steps_per_second": round((float(np.sum(np.asarray(state.t_env))) - steps_before) / wall, 1),
         "final": [
             {k: v for k, v in rec.items() if k.startswith("test/") or k in ("seed", "t_env")}
             for rec in history[-cfg.seeds:]
@@ -477,6 +494,8 @@ def finish(loop: RunLoop, wall: float, compile_s: float) -> dict[str, Any]:
         "eval_t_env": {str(cfg.seed + s): [rec["t_env"] for rec in history[s::cfg.seeds]]
                        for s in range(cfg.seeds)},
     }
+    if loop.wall_before is not None:
+        results["total_wall_seconds"] = round(loop.wall_before + wall, 3)
     if loop.restored_from is not None:
         results["resumed_from"] = str(loop.restored_from)
     if loop.diverged:
