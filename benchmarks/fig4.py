@@ -101,6 +101,26 @@ def final_eval(run_dir: Path, episodes: int) -> list[float] | None:
     return [row["test/soups"] for row in result["per_seed"]]
 
 
+def timing(results: dict) -> tuple[str, float]:
+    """The wall time of a finished run as text, and its training env steps/s (all seeds).
+
+    A run resumed across sessions has ``total_wall_seconds`` (every leg up to the restored
+    checkpoint plus the last) when its checkpoints recorded it; older runs only know their
+    last leg, named by the checkpoint it resumed from, and their rate is that leg's."""
+    wall = results["wall_seconds"]
+    resumed = results.get("resumed_from")
+    before = 0
+    if resumed:
+        name = Path(resumed).stem  # step_<env steps>
+        before = int(name.split("_")[1]) * len(results["t_env"]) if name.startswith("step_") else 0
+    rate = (sum(results["t_env"]) - before) / wall
+    if "total_wall_seconds" in results:
+        return f"{results['total_wall_seconds']:,.0f}", rate
+    if resumed:
+        return f"{wall:,.0f} (the leg from {before // len(results['t_env']) / 1000:.0f}k)", rate
+    return f"{wall:,.0f}", rate
+
+
 def _fmt_ci(values: np.ndarray) -> str:
     lo, hi = bootstrap_ci(values[:, None])
     return f"{values.mean():.2f} [{lo[0]:.2f}, {hi[0]:.2f}]"
@@ -120,12 +140,12 @@ def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
         horizon = int(r.config.get("reward_shaping_horizon") or 0)
         t_max = int(r.config["t_max"])
         results = r.path / "results.json"
-        wall = json.loads(results.read_text())["wall_seconds"] if results.is_file() else None
+        wall, rate = timing(json.loads(results.read_text())) if results.is_file() else (None, None)
         series = per_seed_series(r, "test/soups")
         row = {
             "layout": r.env, "label": r.label, "seeds": len(series), "finished": results.is_file(),
             "t_env": [int(ts[-1]) if len(ts) else 0 for ts, _ in series],
-            "wall_seconds": wall, "shaping_horizon": horizon, "t_max": t_max,
+            "wall": wall, "train_env_steps_per_second": rate, "shaping_horizon": horizon, "t_max": t_max,
             "logged_final_test_soups": [float(vs[-1]) if len(vs) else None for _, vs in series],
             "final_eval_episodes": eval_episodes,
             "final_test_soups": final_eval(r.path, eval_episodes),
@@ -148,18 +168,20 @@ def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
         v = np.asarray(values, dtype=np.float64)
         return f"{_fmt_ci(v)} ({' / '.join(f'{x:.2f}' for x in v)})"
 
-    lines = ["| layout | algorithm | env steps per seed | wall (s, 3 seeds) | early: greedy test soups, "
-             "mean over points ≤ shaping end [95% CI] (per seed) | whole: the same ≤ t_max | early: "
-             "training-episode soups | final: greedy soups per episode, fresh eval [95% CI] (per seed) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| layout | algorithm | env steps per seed | wall (s, all seeds) | train env steps/s "
+             "| early: greedy test soups, mean over points ≤ shaping end [95% CI] (per seed) "
+             "| whole: the same ≤ t_max | early: training-episode soups "
+             "| final: greedy soups per episode, fresh eval [95% CI] (per seed) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         state = "" if row["finished"] else " (running)"
-        wall = f"{row['wall_seconds']:,.0f}" if row["wall_seconds"] else "—"
+        wall = row["wall"] or "—"
+        rate = f"{row['train_env_steps_per_second']:,.0f}" if row["train_env_steps_per_second"] else "—"
         final = row["final_test_soups"]
         final_txt = (cell(final) + f", {row['final_eval_episodes']} eps" if final is not None else "—")
         lines.append(
             f"| {row['layout'].split(':')[1]} | {row['label']} | "
-            f"{', '.join(f'{t / 1000:.0f}k' for t in row['t_env'])}{state} | {wall} | "
+            f"{', '.join(f'{t / 1000:.0f}k' for t in row['t_env'])}{state} | {wall} | {rate} | "
             f"{cell(row['early_test_soups'])} | {cell(row['whole_test_soups'])} | "
             f"{cell(row['early_train_soups'])} | {final_txt} |")
     comparisons = []
