@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from meigm.errors import MeigmError
-from meigm.experiments.analysis import Run, bootstrap_ci, find_runs, plot_runs
+from meigm.experiments.analysis import Run, bootstrap_ci, find_runs, plot_runs, report_run_dirs
 from meigm.experiments.sweep import load_sweep, run_sweep, select_runs
 
 HERE = Path(__file__).resolve().parent
@@ -127,8 +127,12 @@ def _fmt_ci(values: np.ndarray) -> str:
 
 
 def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
-    started = [d.parent for d in sorted(sweep_dir.glob("*/*/metrics.jsonl")) if d.stat().st_size]
-    runs = [r for r in find_runs(started) if any("test/soups" in x for x in r.records)]
+    """Curves, tables and the runs' small files into ``out``: the runs of ``sweep_dir``,
+    and those already reported in ``out/runs`` that ``sweep_dir`` does not hold."""
+    dirs = report_run_dirs(sweep_dir, out / "runs")
+    run_ids = dict(dirs)
+    runs = [r for r in find_runs([d for d, _ in dirs]) if any("test/soups" in x for x in r.records)] \
+        if dirs else []
     if not runs:
         raise MeigmError(f"no Overcooked run with a logged evaluation under {sweep_dir}")
     out.mkdir(parents=True, exist_ok=True)
@@ -137,6 +141,8 @@ def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
             plot_runs([r.path for r in runs if r.env == env], out, metric=metric)
     rows, by_key = [], {}
     for r in sorted(runs, key=lambda r: (r.env, r.label)):
+        dest = out / "runs" / run_ids[r.path]
+        archived = dest.resolve() == r.path.resolve()  # an archived copy, already in place
         horizon = int(r.config.get("reward_shaping_horizon") or 0)
         t_max = int(r.config["t_max"])
         results = r.path / "results.json"
@@ -144,6 +150,7 @@ def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
         series = per_seed_series(r, "test/soups")
         row = {
             "layout": r.env, "label": r.label, "seeds": len(series), "finished": results.is_file(),
+            "archived": archived,
             "t_env": [int(ts[-1]) if len(ts) else 0 for ts, _ in series],
             "wall": wall, "train_env_steps_per_second": rate, "shaping_horizon": horizon, "t_max": t_max,
             "logged_final_test_soups": [float(vs[-1]) if len(vs) else None for _, vs in series],
@@ -156,11 +163,11 @@ def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
                 row[f"{stage}_{name}_soups"] = None if v is None else v.tolist()
         rows.append(row)
         by_key[(r.env, r.label)] = row
-        dest = out / "runs" / r.path.relative_to(sweep_dir)
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "metrics.jsonl", "results.json", "label.txt", "eval.json"):
-            if (r.path / name).is_file():
-                shutil.copy2(r.path / name, dest / name)
+        if not archived:
+            dest.mkdir(parents=True, exist_ok=True)
+            for name in ("config.yaml", "metrics.jsonl", "results.json", "label.txt", "eval.json"):
+                if (r.path / name).is_file():
+                    shutil.copy2(r.path / name, dest / name)
 
     def cell(values: list[float] | None) -> str:
         if values is None:
@@ -174,7 +181,7 @@ def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
              "| final: greedy soups per episode, fresh eval [95% CI] (per seed) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        state = "" if row["finished"] else " (running)"
+        state = "" if row["finished"] else " (stopped)" if row["archived"] else " (running)"
         wall = row["wall"] or "—"
         rate = f"{row['train_env_steps_per_second']:,.0f}" if row["train_env_steps_per_second"] else "—"
         final = row["final_test_soups"]

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from meigm.errors import MeigmError
-from meigm.experiments.analysis import bootstrap_ci, find_runs, plot_runs
+from meigm.experiments.analysis import bootstrap_ci, find_runs, plot_runs, report_run_dirs
 from meigm.experiments.sweep import load_sweep, run_sweep, select_runs
 
 #: SMACv2 QMIX (StarCraft II) greedy test win rate at 1M / 2M env steps.
@@ -98,13 +98,20 @@ def anchor_text(env: str, label: str) -> str:
 
 
 def report(sweep_dir: Path, out: Path, t_max: dict[str, int]) -> list[dict]:
-    """Curves, the table and the runs' small files from ``sweep_dir`` into ``out``."""
-    # runs that have logged at least one evaluation (one that has just started is skipped)
-    started = [d.parent for d in sorted(sweep_dir.glob("*/*/metrics.jsonl")) if d.stat().st_size]
-    runs = [r for r in find_runs(started) if any(METRIC in x for x in r.records)]
+    """Curves, the table and the runs' small files into ``out``: the runs of ``sweep_dir``
+    that have logged an evaluation, and those already reported in ``out/runs`` that
+    ``sweep_dir`` does not hold (a run directory does not outlive its machine)."""
+    dirs = report_run_dirs(sweep_dir, out / "runs")
+    run_ids = dict(dirs)
+    runs = [r for r in find_runs([d for d, _ in dirs]) if any(METRIC in x for x in r.records)] \
+        if dirs else []
+    if not runs:
+        raise MeigmError(f"no run with a logged evaluation under {sweep_dir} or {out / 'runs'}")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for r in sorted(runs, key=lambda r: (r.env, r.label)):
+        dest = out / "runs" / run_ids[r.path]
+        archived = dest.resolve() == r.path.resolve()  # an archived copy, already in place
         per_seed = {s: [x for x in recs if METRIC in x] for s, recs in sorted(r.per_seed().items())}
         finals = np.array([recs[-1][METRIC] for recs in per_seed.values()], dtype=np.float64)
         steps = [int(recs[-1]["t_env"]) for recs in per_seed.values()]
@@ -112,16 +119,16 @@ def report(sweep_dir: Path, out: Path, t_max: dict[str, int]) -> list[dict]:
         finished = (r.path / "results.json").is_file()
         rows.append({
             "scenario": r.env, "label": r.label, "seeds": len(finals),
-            "finished": finished, "t_max": t_max.get(r.env), "t_env": steps,
+            "finished": finished, "archived": archived, "t_max": t_max.get(r.env), "t_env": steps,
             "win_rate_per_seed": finals.tolist(), "mean": float(finals.mean()),
             "ci95": [float(lo[0]), float(hi[0])],
             "test_episodes": _test_episodes(r.path), "anchor": anchor_text(r.env, r.label),
         })
-        dest = out / "runs" / r.path.relative_to(sweep_dir)
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "metrics.jsonl", "results.json", "label.txt"):
-            if (r.path / name).is_file():
-                shutil.copy2(r.path / name, dest / name)
+        if not archived:
+            dest.mkdir(parents=True, exist_ok=True)
+            for name in ("config.yaml", "metrics.jsonl", "results.json", "label.txt"):
+                if (r.path / name).is_file():
+                    shutil.copy2(r.path / name, dest / name)
     for env in sorted({r.env for r in runs}):
         env_dirs = [r.path for r in runs if r.env == env]
         plot_runs(env_dirs, out, metric=METRIC, references=references(env))
@@ -129,7 +136,7 @@ def report(sweep_dir: Path, out: Path, t_max: dict[str, int]) -> list[dict]:
     lines = ["| scenario | algorithm | seeds | env steps per seed | final greedy win rate, mean "
              "[95% CI] | per seed | anchor |", "|---|---|---|---|---|---|---|"]
     for row in rows:
-        state = "" if row["finished"] else " (running)"
+        state = "" if row["finished"] else " (stopped)" if row["archived"] else " (running)"
         lines.append(
             f"| {row['scenario']} | {row['label']} | {row['seeds']} | "
             f"{', '.join(f'{t / 1000:.0f}k' for t in row['t_env'])}{state} | "
@@ -169,7 +176,10 @@ def main() -> None:
         run_sweep(chosen, sweep_dir, num_cpus=a.num_cpus)
     t_max = {r.values["env"]: r.config().t_max for r in sweep.runs}
     default = HERE / "results" / "skill" if a.budget == "laptop" else sweep_dir / "report"
-    report(sweep_dir, Path(a.report) if a.report else default, t_max)
+    try:
+        report(sweep_dir, Path(a.report) if a.report else default, t_max)
+    except MeigmError as exc:
+        p.exit(2, f"error: {exc}\n")
 
 
 if __name__ == "__main__":

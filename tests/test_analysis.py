@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from meigm.errors import MeigmError
-from meigm.experiments.analysis import bootstrap_ci, find_runs, plot_runs, table_runs
+from meigm.experiments.analysis import bootstrap_ci, find_runs, plot_runs, report_run_dirs, table_runs
 
 
 def _run(root: Path, name: str, env: str, alg: str, finals: list[float], finished: bool = True,
@@ -134,3 +134,24 @@ def test_tables_leave_out_unfinished_runs_plots_draw_them(runs, tmp_path):
     _run(runs, "e", "smax:z", "vdn", [0.3], finished=False)  # still training
     assert "smax:z" not in table_runs([runs], tmp_path)["rows"]
     assert any("smax_z" in p.name for p in plot_runs([runs], tmp_path))
+
+
+def test_a_report_covers_the_sweeps_runs_then_the_archived_ones_it_does_not_hold(tmp_path):
+    def run(root: Path, rel: str, logged: bool = True) -> Path:
+        d = root / rel
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text("alg: qmix\nenv: smax:3m\n")
+        (d / "metrics.jsonl").write_text('{"seed": 0, "t_env": 1}\n' if logged else "")
+        return d
+
+    sweep, archive = tmp_path / "sweep", tmp_path / "report" / "runs"
+    fresh = run(sweep, "smax_3m/qmix")
+    run(sweep, "smax_3m/vdn", logged=False)  # just started: nothing logged yet
+    run(archive, "smax_3m/qmix")  # an older copy of a run being trained again
+    kept = run(archive, "smax_3m/vdn")
+    only_archived = run(archive, "smax_8m/qmix")
+    got = report_run_dirs(sweep, archive)
+    assert got == [(fresh, Path("smax_3m/qmix")), (kept, Path("smax_3m/vdn")),
+                   (only_archived, Path("smax_8m/qmix"))]
+    assert report_run_dirs(tmp_path / "lost", archive)[0][0] == archive / "smax_3m/qmix"
+    assert report_run_dirs(tmp_path / "lost", tmp_path / "none") == []

@@ -68,3 +68,22 @@ def test_the_report_compares_each_me_learner_with_its_base(tmp_path):
     assert early[0]["difference"] == pytest.approx(2.0) and early[0]["verdict"] == "ME ahead"
     assert (tmp_path / "report" / "overcooked_cramped_room_test_soups.png").is_file()
     assert "me_qmix − qmix" in (tmp_path / "report" / "comparison.md").read_text()
+
+
+def test_the_report_keeps_runs_it_reported_before_when_their_sweep_directory_is_gone(tmp_path):
+    """A sweep directory does not outlive its machine; the report's own copies stand in."""
+    old_sweep, report_dir = tmp_path / "old", tmp_path / "report"
+    _run(old_sweep, "qmix", {0: [0, 0, 0, 1, 1, 1], 1: [0, 0, 0, 0, 1, 1]})
+    fig4.report(old_sweep, report_dir, eval_episodes=0)
+    new_sweep = tmp_path / "new"
+    _run(new_sweep, "me_qmix", {0: [1, 2, 3, 3, 3, 3], 1: [2, 2, 2, 3, 3, 3]})
+    out = fig4.report(new_sweep, report_dir, eval_episodes=0)
+    rows = {row["label"]: row for row in out["runs"]}
+    assert set(rows) == {"qmix", "me_qmix"}
+    assert rows["qmix"]["archived"] and not rows["me_qmix"]["archived"]
+    assert rows["qmix"]["early_test_soups"] == [0.0, 0.0]
+    early = [c for c in out["comparisons"] if c["statistic"] == "early_test_soups"]
+    assert early[0]["difference"] == pytest.approx(2.0)
+    table = (report_dir / "table.md").read_text()
+    assert "(stopped)" in table and "(running)" in table  # neither has results.json
+    assert (report_dir / "runs" / "overcooked_cramped_room" / "me_qmix" / "metrics.jsonl").is_file()

@@ -75,6 +75,27 @@ def find_runs(paths: list[Path], finished_only: bool = False) -> list[Run]:
     return runs
 
 
+def report_run_dirs(sweep_dir: Path, archive: Path) -> list[tuple[Path, Path]]:
+    """The runs a benchmark report covers: (run directory, its ``<scenario>/<label>`` id).
+
+    Every run under ``sweep_dir`` that has logged something, then the archived copies
+    under ``archive`` (a report's committed ``runs/``: config, metrics, results, never
+    checkpoints) of the runs ``sweep_dir`` does not hold. A sweep directory lives on one
+    machine; without the archive, a report re-made on another machine, or after a run
+    directory was lost, would silently drop the finished runs it had already reported.
+    A run being trained again wins over its archived copy.
+    """
+    def logged(root: Path) -> list[tuple[Path, Path]]:
+        if not root.is_dir():
+            return []
+        return [(m.parent, m.parent.relative_to(root)) for m in sorted(root.glob("*/*/metrics.jsonl"))
+                if m.stat().st_size and (m.parent / "config.yaml").is_file()]
+
+    live = logged(sweep_dir)
+    held = {rel for _, rel in live}
+    return live + [(d, rel) for d, rel in logged(archive) if rel not in held]
+
+
 def _load_run(d: Path) -> Run:
     cfg = load_yaml(d / "config.yaml", what="run config")
     records = []

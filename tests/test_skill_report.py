@@ -1,0 +1,51 @@
+"""The skill benchmark's report (benchmarks/skill.py), on hand-made runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from meigm.errors import MeigmError
+
+_spec = importlib.util.spec_from_file_location(
+    "skill_report", Path(__file__).resolve().parent.parent / "benchmarks" / "skill.py")
+skill = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(skill)
+
+
+def _run(root: Path, label: str, won: dict[int, list[float]], finished: bool = False) -> Path:
+    d = root / "smax_3m" / label
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump({"alg": label, "env": "smax:3m", "test_episodes": 128}))
+    (d / "label.txt").write_text(label)
+    (d / "metrics.jsonl").write_text("".join(
+        json.dumps({"seed": s, "t_env": 100 * (i + 1), "test/won": v}) + "\n"
+        for s, vs in won.items() for i, v in enumerate(vs)))
+    if finished:
+        (d / "results.json").write_text("{}")
+    return d
+
+
+def test_the_table_holds_each_seeds_last_point_and_keeps_runs_reported_before(tmp_path):
+    report_dir = tmp_path / "report"
+    _run(tmp_path / "old", "qmix", {0: [0.1, 0.5], 1: [0.2, 0.7], 2: [0.3, 0.9]}, finished=True)
+    skill.report(tmp_path / "old", report_dir, {"smax:3m": 200})
+    _run(tmp_path / "new", "me_qmix", {0: [0.25], 1: [0.75]})
+    rows = {r["label"]: r for r in skill.report(tmp_path / "new", report_dir, {"smax:3m": 200})}
+    assert rows["qmix"]["win_rate_per_seed"] == [0.5, 0.7, 0.9]
+    assert rows["qmix"]["mean"] == pytest.approx(0.7) and rows["qmix"]["t_env"] == [200, 200, 200]
+    assert rows["qmix"]["finished"] and rows["qmix"]["archived"]
+    assert rows["me_qmix"]["mean"] == pytest.approx(0.5) and not rows["me_qmix"]["archived"]
+    table = (report_dir / "table.md").read_text()
+    assert "| smax:3m | me_qmix | 2 | 0k, 0k (running) | **50%** [25%, 75%] | 25% / 75% |" in table
+    assert "| smax:3m | qmix | 3 | 0k, 0k, 0k | **70%** [50%, 90%] | 50% / 70% / 90% |" in table
+    assert (report_dir / "smax_3m_test_won.png").is_file()
+
+
+def test_nothing_to_report_is_a_one_line_error(tmp_path):
+    with pytest.raises(MeigmError, match="no run with a logged evaluation"):
+        skill.report(tmp_path / "empty", tmp_path / "report", {})
