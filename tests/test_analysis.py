@@ -10,7 +10,15 @@ import pytest
 import yaml
 
 from meigm.errors import MeigmError
-from meigm.experiments.analysis import bootstrap_ci, find_runs, plot_runs, report_run_dirs, table_runs
+from meigm.experiments.analysis import (
+    bootstrap_ci,
+    curve,
+    find_runs,
+    plot_runs,
+    report_run_dirs,
+    table_runs,
+    up_to,
+)
 
 
 def _run(root: Path, name: str, env: str, alg: str, finals: list[float], finished: bool = True,
@@ -86,6 +94,36 @@ def test_plot_reference_lines_from_the_cli(runs, tmp_path, capfd):
     assert (out / "smax_x_test_return.png").is_file()
     assert main(["plot", str(runs), "--out", str(out), "--reference", "random"]) != 0
     assert "--reference must be LABEL=NUMBER, got 'random'" in capfd.readouterr().err
+
+
+def test_a_budget_keeps_each_seeds_points_before_it_and_its_first_at_or_after_it():
+    recs = [{"t_env": t} for t in (150, 300, 301, 450, 603)]
+    assert [r["t_env"] for r in up_to(recs, 300)] == [150, 300]
+    assert [r["t_env"] for r in up_to(recs, 302)] == [150, 300, 301, 450]  # 450 is "at" 302
+    assert [r["t_env"] for r in up_to(recs, 10_000)] == [150, 300, 301, 450, 603]
+    assert up_to(recs, None) is recs
+
+
+def test_curves_cut_at_a_budget_read_a_long_run_beside_a_short_one(runs, tmp_path):
+    """Seed s logs at 100 + s and 200 + s: at a 150-step budget both points stay (the
+    evaluation "at 150" is the one logged at 200 + s); at 100 only the first one."""
+    (run,) = [r for r in find_runs([runs]) if r.path.name == "a"]
+    x, y = curve(run, "test/won", max_steps=150)
+    assert x.tolist() == [101.0, 201.0] and y[:, -1].tolist() == [0.5, 0.7, 0.9]
+    x, y = curve(run, "test/won", max_steps=100)
+    assert x.tolist() == [101.0] and y[:, 0].tolist() == [0.0, 0.0, 0.0]
+    from meigm.experiments.cli import main
+
+    assert main(["plot", str(runs), "--out", str(tmp_path / "cut"), "--max-steps", "100"]) == 0
+    assert (tmp_path / "cut" / "smax_x_test_won.png").is_file()
+
+
+def test_a_non_positive_budget_is_refused_in_one_line(runs, tmp_path, capfd):
+    from meigm.experiments.cli import main
+
+    assert main(["plot", str(runs), "--out", str(tmp_path), "--max-steps", "0"]) != 0
+    err = capfd.readouterr().err
+    assert "--max-steps must be a positive number of env steps, got 0" in err and "Traceback" not in err
 
 
 def test_plot_marks_where_the_shaping_reward_ends(tmp_path, monkeypatch):

@@ -169,11 +169,27 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
     return np.percentile(means, tail, axis=0), np.percentile(means, 100 - tail, axis=0)
 
 
-def curve(run: Run, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def up_to(records: list[dict[str, Any]], max_steps: int | None) -> list[dict[str, Any]]:
+    """One seed's evaluation records (in logged order) up to the budget ``max_steps``.
+
+    A seed is evaluated at the first iteration at or after each multiple of its
+    ``test_interval`` (issue 14), so its point "at" N env steps is logged at N plus part of
+    a collection: keep every record before N and the first one at or after it. This is
+    what lets a 1M-step run be read at 300k beside runs whose budget was 300k."""
+    if max_steps is None:
+        return records
+    before = [r for r in records if r["t_env"] < max_steps]
+    after = [r for r in records if r["t_env"] >= max_steps]
+    return before + after[:1]
+
+
+def curve(run: Run, metric: str, max_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """x (mean env steps across seeds per evaluation index) [P], values [seeds, P].
 
-    Seeds are aligned by evaluation index and cut to the shortest seed."""
-    per_seed = [[rec for rec in recs if metric in rec] for _, recs in sorted(run.per_seed().items())]
+    Seeds are aligned by evaluation index and cut to the shortest seed; with
+    ``max_steps``, each seed is first cut at that budget (``up_to``)."""
+    per_seed = [up_to([rec for rec in recs if metric in rec], max_steps)
+                for _, recs in sorted(run.per_seed().items())]
     points = min(len(s) for s in per_seed)
     x = np.mean([[rec["t_env"] for rec in s[:points]] for s in per_seed], axis=0)
     y = np.array([[rec[metric] for rec in s[:points]] for s in per_seed], dtype=np.float64)
@@ -187,11 +203,14 @@ def _slug(text: str) -> str:
 
 def plot_runs(run_dirs: list[Path], out_dir: Path, metric: str | None = None, x: str = "t_env",
               n_boot: int = 2000, seed: int = 0,
-              references: dict[str, float] | None = None) -> list[Path]:
+              references: dict[str, float] | None = None,
+              max_steps: int | None = None) -> list[Path]:
     """One figure per scenario, one line per label: mean and 95% bootstrap band.
 
     ``references`` {label: value}: dashed horizontal lines drawn on every figure — a
-    random policy's return, a paper's figure — so a curve is read against its floor."""
+    random policy's return, a paper's figure — so a curve is read against its floor.
+    ``max_steps``: draw each seed only up to that budget (``up_to``), to compare runs
+    trained for different budgets on the same stretch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,7 +228,7 @@ def plot_runs(run_dirs: list[Path], out_dir: Path, metric: str | None = None, x:
     for env, env_runs in sorted(by_env.items()):
         fig, ax = plt.subplots(figsize=(6, 4))
         for r in sorted(env_runs, key=lambda r: r.label):
-            xs, ys = curve(r, metric)
+            xs, ys = curve(r, metric, max_steps)
             lo, hi = bootstrap_ci(ys, n_boot, seed)
             (line,) = ax.plot(xs, ys.mean(axis=0), label=f"{r.label} ({ys.shape[0]} seeds)")
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)

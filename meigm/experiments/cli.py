@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "plot":
             p.add_argument("--reference", action="append", default=[], metavar="LABEL=VALUE",
                            help="a dashed horizontal line (e.g. random=-27.5); repeatable")
+            p.add_argument("--max-steps", type=int, default=None, metavar="N",
+                           help="draw each seed only up to N env steps (its evaluation at N "
+                                "included), to compare runs of different budgets")
 
     sub.add_parser("envs", help="list registered scenarios and their sizes")
     del registered
@@ -440,8 +443,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
             references[label] = float(value)
         except ValueError:
             raise MeigmError(f"--reference must be LABEL=NUMBER, got {item!r}") from None
+    if args.max_steps is not None and args.max_steps <= 0:
+        raise MeigmError(f"--max-steps must be a positive number of env steps, got {args.max_steps}")
     paths = plot_runs([Path(r) for r in args.runs], _analysis_out(args), metric=args.metric,
-                      seed=args.bootstrap_seed, references=references)
+                      seed=args.bootstrap_seed, references=references, max_steps=args.max_steps)
     for p in paths:
         print(f"saved: {p}")
     return 0
