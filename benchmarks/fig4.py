@@ -37,7 +37,6 @@ bootstrap band over seeds, the end of the shaping dotted), ``table.md`` /
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -46,7 +45,7 @@ import numpy as np
 
 from meigm.errors import MeigmError
 from meigm.experiments.analysis import Run, bootstrap_ci, find_runs, plot_runs, report_run_dirs
-from meigm.experiments.sweep import load_sweep, run_sweep, select_runs
+from meigm.experiments.sweep import report_script_parser, run_for_report
 
 HERE = Path(__file__).resolve().parent
 METRICS = ("test/soups", "test/return", "train/info/soups")
@@ -223,26 +222,13 @@ def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", default="laptop", choices=("smoke", "laptop", "paper"))
-    p.add_argument("--out", default=None, help="sweep directory (default runs/sweep_fig4_<budget>)")
-    p.add_argument("--report", default=None,
-                   help="report directory (default benchmarks/results/fig4_laptop for the laptop budget)")
-    p.add_argument("--report-only", action="store_true", help="do not run; report what is there")
-    p.add_argument("--num-cpus", type=int, default=None,
-                   help="runs at a time (Ray's CPUs; default all cores), e.g. 1 beside other work")
-    p.add_argument("--only", action="append", default=None, metavar="PATTERN",
-                   help="run only the runs whose id <scenario>/<label> matches (as meigm sweep --only)")
+    p = report_script_parser("fig4", __doc__, HERE / "results" / "fig4_laptop")
     p.add_argument("--eval-episodes", type=int, default=64,
                    help="greedy episodes per seed for the final evaluation (0: skip it; default 64)")
     a = p.parse_args()
-    sweep_dir = Path(a.out or f"runs/sweep_fig4_{a.budget}")
     try:
-        sweep = load_sweep("fig4", a.budget)
-        if not a.report_only:
-            run_sweep(select_runs(sweep, a.only), sweep_dir, num_cpus=a.num_cpus)
-        default = HERE / "results" / "fig4_laptop" if a.budget == "laptop" else sweep_dir / "report"
-        report(sweep_dir, Path(a.report) if a.report else default, a.eval_episodes)
+        _, sweep_dir, report_dir = run_for_report(a)
+        report(sweep_dir, report_dir, a.eval_episodes)
     except MeigmError as exc:
         p.exit(2, f"error: {exc}\n")
 

@@ -31,7 +31,6 @@ own units), so these are indirect anchors.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -40,7 +39,7 @@ import numpy as np
 
 from meigm.errors import MeigmError
 from meigm.experiments.analysis import bootstrap_ci, find_runs, plot_runs, report_run_dirs
-from meigm.experiments.sweep import load_sweep, run_sweep, select_runs
+from meigm.experiments.sweep import report_script_parser, run_for_report
 
 #: SMACv2 QMIX (StarCraft II) greedy test win rate at 1M / 2M env steps.
 SMACV2_QMIX = {
@@ -155,29 +154,11 @@ def _test_episodes(run_dir: Path) -> int | None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", default="laptop", choices=("smoke", "laptop", "paper"))
-    p.add_argument("--out", default=None, help="sweep directory (default runs/sweep_skill_<budget>)")
-    p.add_argument("--report", default=None,
-                   help="report directory (default benchmarks/results/skill for the laptop budget)")
-    p.add_argument("--report-only", action="store_true", help="do not run; report what is there")
-    p.add_argument("--num-cpus", type=int, default=None,
-                   help="runs at a time (Ray's CPUs; default all cores), e.g. 1 beside other work")
-    p.add_argument("--only", action="append", default=None, metavar="PATTERN",
-                   help="run only the runs whose id <scenario>/<label> matches (as meigm sweep --only)")
+    p = report_script_parser("skill", __doc__, HERE / "results" / "skill")
     a = p.parse_args()
-    sweep = load_sweep("skill", a.budget)
-    sweep_dir = Path(a.out or f"runs/sweep_skill_{a.budget}")
-    if not a.report_only:
-        try:
-            chosen = select_runs(sweep, a.only)
-        except MeigmError as exc:
-            p.exit(2, f"error: {exc}\n")
-        run_sweep(chosen, sweep_dir, num_cpus=a.num_cpus)
-    t_max = {r.values["env"]: r.config().t_max for r in sweep.runs}
-    default = HERE / "results" / "skill" if a.budget == "laptop" else sweep_dir / "report"
     try:
-        report(sweep_dir, Path(a.report) if a.report else default, t_max)
+        sweep, sweep_dir, report_dir = run_for_report(a)
+        report(sweep_dir, report_dir, {r.values["env"]: r.config().t_max for r in sweep.runs})
     except MeigmError as exc:
         p.exit(2, f"error: {exc}\n")
 

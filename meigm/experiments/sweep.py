@@ -44,6 +44,7 @@ starts from scratch. User errors (a bad config) are not retried.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import fnmatch
 import itertools
@@ -446,3 +447,34 @@ def run_sweep(
     echo(f"sweep {sweep.name}: {len(sweep.runs) - len(failed)} finished, {len(failed)} failed"
          + (f" ({', '.join(failed)})" if failed else "") + f"; status in {status.path}")
     return status.data
+
+
+# ------------------------------------------------------------------ benchmark scripts
+def report_script_parser(preset: str, description: str, laptop_report: Path) -> argparse.ArgumentParser:
+    """The options shared by the scripts that run a built-in sweep and then report it
+    (``benchmarks/skill.py``, ``benchmarks/fig4.py``): which budget, where the sweep and its
+    report live, whether to run at all, and which runs."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", default="laptop", choices=("smoke", "laptop", "paper"))
+    p.add_argument("--out", default=None, help=f"sweep directory (default runs/sweep_{preset}_<budget>)")
+    p.add_argument("--report", default=None,
+                   help=f"report directory (default {laptop_report} for the laptop budget, "
+                        "else <out>/report)")
+    p.add_argument("--report-only", action="store_true", help="do not run; report what is there")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="runs at a time (Ray's CPUs; default all cores), e.g. 1 beside other work")
+    p.add_argument("--only", action="append", default=None, metavar="PATTERN",
+                   help="run only the runs whose id <scenario>/<label> matches (as meigm sweep --only)")
+    p.set_defaults(preset=preset, laptop_report=laptop_report)
+    return p
+
+
+def run_for_report(args: argparse.Namespace) -> tuple[Sweep, Path, Path]:
+    """Run (or resume) the chosen runs of ``args.preset`` unless ``--report-only``; return
+    the sweep, its directory and the report directory. Raises ``MeigmError`` on bad input."""
+    sweep = load_sweep(args.preset, args.budget)
+    sweep_dir = Path(args.out or f"runs/sweep_{args.preset}_{args.budget}")
+    if not args.report_only:
+        run_sweep(select_runs(sweep, args.only), sweep_dir, num_cpus=args.num_cpus)
+    default = args.laptop_report if args.budget == "laptop" else sweep_dir / "report"
+    return sweep, sweep_dir, Path(args.report) if args.report else default
