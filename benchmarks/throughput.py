@@ -6,6 +6,7 @@
     python benchmarks/throughput.py --env smax:3m --buckets 1,4,8
     python benchmarks/throughput.py --env overcooked:cramped_room --buckets 1 \
         --batch-sizes 32,128,512 td_lambda=0.6 buffer_size=520 test_interval=20000
+    python benchmarks/throughput.py --env overcooked:cramped_room --batch-sizes 32,512 --memory
 
 For each algorithm, all in this process and with the paper's hyper-parameters unless
 overridden (4 parallel envs, batch 128 episodes, one update per collection):
@@ -33,11 +34,15 @@ Each ``--batch-sizes`` value (default: the config's) is a separate program, in t
 same process, so the rows of one call compare under the same conditions.
 
 Each figure is the median of ``--repeats`` timed calls after a warm-up call.
+
+``--memory`` times nothing: it compiles the chunk and the update on abstract shapes and
+prints XLA's account of their working sets and arguments (``compiled_memory``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import platform
@@ -53,7 +58,7 @@ from meigm import config
 from meigm.envs import make_env
 from meigm.learners.common import last_action_onehot, unroll_agent
 from meigm.networks.agent import agent_inputs
-from meigm.program import compiled, init_seeds, make_program, seed_keys
+from meigm.program import compiled, init_seeds, jit_run, make_program, seed_keys
 from meigm.rollout import buffer_sample, random_act, rollout
 from meigm.rollout.buffer import longest_episode
 from meigm.schemes import bucketed_update
@@ -171,6 +176,28 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
     return out
 
 
+def compiled_memory(alg: str, env_name: str, overrides: list[str]) -> dict[str, float]:
+    """XLA's own account (``memory_analysis``) of what one training chunk and one
+    isolated update need, in GB, from compiling them on abstract shapes: nothing is
+    allocated or run, so unlike the timings it can be taken beside other work.
+    ``temp`` is the working set beyond the arguments (activations, gradients, the
+    sampled batch); ``args`` the state or learner state and batch passed in."""
+    program = make_program(config.build(None, overrides, alg=alg, env=env_name, seeds=1),
+                           make_env(env_name))
+    trainer, cfg = program.trainer, program.cfg
+    state = jax.eval_shape(lambda k: init_seeds(trainer.init, k), seed_keys(cfg))
+    one_seed = functools.partial(jax.tree.map, lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype))
+    key = jax.random.PRNGKey(0)
+    batch = jax.eval_shape(lambda b, k: buffer_sample(b, k, cfg.batch_size), one_seed(state.data.buffer), key)
+    chunk = jit_run(trainer, donate=True).lower(
+        state, jax.ShapeDtypeStruct((cfg.seeds,), jnp.int32)).compile().memory_analysis()
+    update = jax.jit(lambda ls, b, k: bucketed_update(program.learner, trainer.buckets, ls, b, k)).lower(
+        one_seed(state.learner), batch, key).compile().memory_analysis()
+    return {f"{name}_{what}_gb": getattr(m, f"{field}_size_in_bytes") / 1e9
+            for name, m in (("chunk", chunk), ("update", update))
+            for what, field in (("temp", "temp"), ("args", "argument"))}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="smax:protoss_5_vs_5")
@@ -181,10 +208,23 @@ def main() -> None:
     p.add_argument("--batch-sizes", default=None,
                    help="comma-separated batch sizes (episodes per update) to compare; default: the config's")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--memory", action="store_true",
+                   help="only XLA's compiled memory of the chunk and of the update (compile, no timing)")
     p.add_argument("overrides", nargs="*", default=[], help="config key=value (default test_interval=10000)")
     a = p.parse_args()
     overrides = a.overrides or ["test_interval=10000"]
     batch_sizes = [None] if a.batch_sizes is None else [int(b) for b in a.batch_sizes.split(",")]
+    if a.memory:
+        print("| algorithm | chunk working set GB | chunk arguments GB | update working set GB "
+              "| update arguments GB |\n|---|---|---|---|---|")
+        for alg in a.algs.split(","):
+            for b in batch_sizes:
+                key = alg if b is None else f"{alg} batch_size={b}"
+                m = compiled_memory(alg, a.env, [*overrides, *([] if b is None else [f"batch_size={b}"])])
+                print(f"| {key} | {m['chunk_temp_gb']:.2f} | {m['chunk_args_gb']:.2f} | "
+                      f"{m['update_temp_gb']:.2f} | {m['update_args_gb']:.2f} |", flush=True)
+                jax.clear_caches()
+        return
     device = jax.devices()[0]
     print(f"# {a.env}, {' '.join(overrides) or 'paper defaults'}; median of {a.repeats}; "
           f"{platform.machine()} x{jax.local_device_count()} {device.platform} ({device.device_kind}), "

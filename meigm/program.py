@@ -415,8 +415,14 @@ def compiled(trainer: Trainer, donate: bool = False) -> tuple[Callable, Callable
     donate."""
     if trainer.batched:
         return _broadcast_target(trainer.run), trainer.evaluate
-    run = jax.jit(jax.vmap(trainer.run, axis_name=SEEDS), donate_argnums=0 if donate else ())
-    return _broadcast_target(run), jax.jit(jax.vmap(trainer.evaluate, axis_name=SEEDS))
+    return _broadcast_target(jit_run(trainer, donate)), jax.jit(jax.vmap(trainer.evaluate, axis_name=SEEDS))
+
+
+def jit_run(trainer: Trainer, donate: bool = False) -> Callable:
+    """A JAX trainer's chunk over stacked seeds, jitted: ``(state, t_target [S]) ->
+    (state, metrics)``. :func:`compiled` wraps it; this one can also be ``lower``-ed
+    on abstract shapes (``benchmarks/throughput.py --memory`` reads its working set)."""
+    return jax.jit(jax.vmap(trainer.run, axis_name=SEEDS), donate_argnums=0 if donate else ())
 
 
 def _broadcast_target(run: Callable) -> Callable:
