@@ -338,6 +338,32 @@ def load_train_state(path: str | Path, template: TrainState) -> tuple[TrainState
     return template.replace(learner=learner, data=data, **counters), meta
 
 
+def read_tensors(path: str | Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Named tensors of a checkpoint as stored (``[seeds, ...]``), each checked against its
+    recorded digest, without a template: for reading one part of a file (say the replay
+    buffer's ``train/buffer/data/mask``) without building the run's state."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    digests = read_metadata(path).get("sha256") or {}
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            found = set(f.keys())
+            missing = [n for n in names if n not in found]
+            if missing:
+                raise MeigmError(f"checkpoint {path} has no tensor {missing[0]!r} (a final "
+                                 "checkpoint holds no replay buffer; use a step_<t> one)")
+            out = {n: f.get_tensor(n) for n in names}
+    except MeigmError:
+        raise
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
+    for name, arr in out.items():
+        if name in digests and tensor_digest(arr) != digests[name]:
+            raise MeigmError(f"checkpoint {path} is corrupt: tensor {name!r} does not match its checksum")
+    return out
+
+
 def _holds(path: Path, names: list[str]) -> bool:
     """Whether the file has every tensor in ``names`` (names only: nothing is read)."""
     from safetensors import safe_open
