@@ -260,6 +260,11 @@ def test_a_dead_agent_keeps_its_actor_and_everything_stays_finite(setup):
         np.testing.assert_array_equal(x[2], old[2])
         assert not np.allclose(x[0], old[0])
     assert 0.0 <= float(metrics["entropy"]) <= math.log(A)
+    # the logged entropies: over all agents the dead one's 0 counts; over the alive ones
+    # it does not (what the temperatures track), so that one is exactly N/(N-1) larger
+    # here, where agent 2 is dead at every real step
+    np.testing.assert_allclose(float(metrics["entropy_alive"]),
+                               float(metrics["entropy"]) * N / (N - 1), rtol=1e-5)
 
 
 def test_unavailable_actions_get_zero_probability_and_are_never_sampled(setup):

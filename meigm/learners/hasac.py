@@ -478,7 +478,13 @@ class HASAC:
             "loss_pi": loss_pi,
             "alpha": jnp.mean(jnp.exp(p["log_alpha"])),
             "alpha_critic": alpha_c,
+            # over every agent, dead ones (entropy 0) included: comparable with ME-IGM's
             "entropy": masked_mean(jnp.mean(entropy, axis=-1), ep.mask),
+            # over the alive agents only: what the temperatures hold at the target (their
+            # losses skip dead agents), so this, not ``entropy``, is the one to read beside
+            # ``target_entropy``; late in a SMAX battle many agents are dead and the two part
+            "entropy_alive": jnp.sum(jnp.where(alive, entropy, 0.0))
+            / jnp.maximum(jnp.sum(alive), 1),
             "target_entropy": jnp.asarray(cfg.target_entropy, jnp.float32),
             "igm_gap": self.igm_gap(critic, logits[:, 0], ep.avail[:, 0], ep.state[:, 0], first),
         }
