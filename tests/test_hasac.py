@@ -27,7 +27,7 @@ from meigm.envs import EnvSpec
 from meigm.experiments import checkpoint as ckpt
 from meigm.experiments.export import export_run
 from meigm.experiments.run import train_run
-from meigm.learners.common import active_agents, last_action_onehot, masked_mean
+from meigm.learners.common import active_agents, last_action_onehot
 from meigm.learners.hasac import (
     HASAC,
     gumbel_per_step,
@@ -38,6 +38,7 @@ from meigm.learners.hasac import (
     temperature_loss,
 )
 from meigm.networks.agent import agent_inputs
+from meigm.ops import masked_mean
 from meigm.types import Episodes
 
 SETTINGS = settings(max_examples=25, deadline=None, database=None)

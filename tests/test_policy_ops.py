@@ -24,6 +24,7 @@ from meigm.ops.policy import (
     epsilon_greedy,
     masked_argmax,
     masked_log_softmax,
+    masked_mean,
     policy_mode,
     sample_masked,
 )
@@ -251,3 +252,16 @@ def test_policy_mode_is_an_available_action_of_maximal_score(inputs, data):
     gaps = np.sort(np.where(avail, scores, -np.inf), -1)
     clear = (gaps[:, -1] - gaps[:, -2] > 2 * tol) | (avail.sum(-1) == 1)
     np.testing.assert_array_equal(mode[clear], np.asarray(_argmax(scores, avail))[clear])
+
+
+@SETTINGS
+@given(x=arrays(np.float32, (3, 5), elements=st.floats(-1e6, 1e6, width=32)),
+       mask=arrays(np.bool_, (3, 5)))
+def test_masked_mean_is_the_mean_of_the_kept_entries_and_0_for_padding_only(x, mask):
+    """Padded steps (and their possibly huge stale values) never leak into a loss; a batch
+    of padding only gives 0, not NaN."""
+    got = float(masked_mean(jnp.asarray(x), jnp.asarray(mask)))
+    want = float(np.mean(x[mask].astype(np.float64))) if mask.any() else 0.0
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(x).max()))
+    leaked = np.where(mask, x, np.float32(3e30))  # garbage where masked out
+    assert float(masked_mean(jnp.asarray(leaked), jnp.asarray(mask))) == got

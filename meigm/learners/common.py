@@ -1,5 +1,5 @@
 """Pieces every value-decomposition learner shares: unrolling the recurrent agent over
-stored episodes, gathering taken actions, masked means, target refresh and optimisers.
+stored episodes, gathering taken actions, target refresh and optimisers.
 
 Shapes as in :mod:`meigm.types`.
 """
@@ -112,7 +112,7 @@ def igm_gap(
     def gap(_):
         q_g = mix(mixer, mixer_params, q_all, a_greedy, avail, state)  # [B, T]
         q_p = mix(mixer, mixer_params, q_all, a_policy, avail, state)
-        return masked_mean(jnp.where(differ, q_g - q_p, 0.0), mask)
+        return ops.masked_mean(jnp.where(differ, q_g - q_p, 0.0), mask)
 
     return jax.lax.cond(jnp.any(differ), gap, lambda _: jnp.zeros((), q_all.dtype), None)
 
@@ -121,12 +121,6 @@ def init_mixer(mixer: nn.Module, key: jax.Array, n_agents: int, n_actions: int, 
     """Mixer parameters for a batch of one: the shapes :func:`mix` will call it with."""
     q = jnp.zeros((1, n_agents))
     return mixer.init(key, q, jnp.zeros((1, state_dim)), q, jnp.zeros((1, n_agents, n_actions)))
-
-
-def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean of x [B, T] over real steps only."""
-    mask = mask.astype(x.dtype)
-    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def labelled_optimizer(

@@ -85,12 +85,12 @@ import optax
 from meigm import ops
 from meigm.learners.common import (
     labelled_optimizer,
-    masked_mean,
     take,
     unroll_agent,
 )
 from meigm.learners.value_decomposition import linear_epsilon
 from meigm.networks import RNNAgent
+from meigm.ops import masked_mean
 from meigm.types import Episodes, LearnerState, Params
 
 if TYPE_CHECKING:

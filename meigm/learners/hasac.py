@@ -94,9 +94,10 @@ import jax.numpy as jnp
 import optax
 
 from meigm import ops
-from meigm.learners.common import active_agents, last_action_onehot, masked_mean, take, unroll_agent
+from meigm.learners.common import active_agents, last_action_onehot, take, unroll_agent
 from meigm.networks import RNNAgent
 from meigm.networks.agent import agent_inputs
+from meigm.ops import masked_mean
 from meigm.types import Episodes, LearnerState, Params
 
 if TYPE_CHECKING:

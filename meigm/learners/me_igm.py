@@ -38,12 +38,12 @@ from meigm.learners.common import (
     igm_gap,
     init_mixer,
     labelled_optimizer,
-    masked_mean,
     mix,
     take,
     unroll_agent,
 )
 from meigm.networks import RNNAgent, make_mixer, make_transform
+from meigm.ops import masked_mean
 from meigm.types import Episodes, LearnerState, Params
 
 if TYPE_CHECKING:

@@ -156,7 +156,7 @@ class PPO:
         active = active_agents(avail) & ep.mask[..., None]  # [B, T, N]
         policy_loss, stats = ppo.clipped_surrogate(taken, ep.extras["log_prob"], adv, active,
                                                    cfg.ppo_clip)
-        entropy = ppo.masked_mean(ops.entropy(log_pi, avail), active)
+        entropy = ops.masked_mean(ops.entropy(log_pi, avail), active)
         values = self.values(params["critic"], ep)[:, :-1]
         value_loss = ppo.clipped_value_loss(values, old_values, targets, active, cfg.ppo_clip,
                                             cfg.huber_delta)
@@ -207,8 +207,8 @@ class PPO:
         (params, opt_state), metrics = jax.lax.scan(
             epoch, (params, ls.opt_state), jax.random.split(key, cfg.ppo_epochs))
         metrics = jax.tree.map(jnp.mean, metrics)
-        metrics["value"] = ppo.masked_mean(v_raw[:, :-1], active)
-        metrics["return_target"] = ppo.masked_mean(returns, active)
+        metrics["value"] = ops.masked_mean(v_raw[:, :-1], active)
+        metrics["return_target"] = ops.masked_mean(returns, active)
         return ls.replace(params=params, opt_state=opt_state), metrics
 
 

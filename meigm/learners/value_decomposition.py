@@ -20,11 +20,11 @@ from meigm import ops
 from meigm.learners.common import (
     init_mixer,
     labelled_optimizer,
-    masked_mean,
     mix,
     unroll_agent,
 )
 from meigm.networks import RNNAgent, make_mixer
+from meigm.ops import masked_mean
 from meigm.types import Episodes, LearnerState, Params
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Masked discrete policies.
+"""Masked discrete policies, and the masked mean every loss over padded steps takes.
 
 Shapes: ``[..., A]`` — any leading batch axes, ``A`` actions; ``avail`` is a boolean
 mask of the same shape. Unavailable actions must never be sampled, never be the
@@ -16,6 +16,13 @@ import jax
 import jax.numpy as jnp
 
 MASKED_LOGIT = -1e10
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of ``x`` over the entries where ``mask`` is set, 0 when none is (a batch of
+    padding only). x, mask: the same shape, any -> []."""
+    m = mask.astype(x.dtype)
+    return jnp.sum(x * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
 def mask_logits(logits: jax.Array, avail: jax.Array) -> jax.Array:

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from meigm.ops.policy import masked_mean
+
 
 def gae(
     r_t: jax.Array,
@@ -54,12 +56,6 @@ def gae(
     _, adv = jax.lax.scan(backward, jnp.zeros((), dtype), (delta, not_done, mask_next), reverse=True)
     adv = adv * mask
     return adv, (adv + v_t[:-1]) * mask
-
-
-def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean of ``x`` over the entries where ``mask`` is set (0 when none is)."""
-    m = mask.astype(x.dtype)
-    return jnp.sum(x * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
 def normalise_advantages(adv: jax.Array, mask: jax.Array, eps: float = 1e-5) -> jax.Array:
