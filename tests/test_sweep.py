@@ -157,7 +157,10 @@ def killed_sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     overrides = {**TINY_OVERRIDES, "t_max": 1200, "test_interval": 40, "checkpoint_interval": 80}
     preset, out = _preset(tmp, overrides=overrides), tmp / "out"
-    env = {**os.environ, **FAST_COMPILE, "JAX_PLATFORMS": "cpu",
+    # Ray's memory monitor off: on a loaded box it can kill a worker too (seen: a third
+    # attempt, OutOfMemoryError, with two training runs beside the suite), and this test
+    # counts only the kill it makes itself
+    env = {**os.environ, **FAST_COMPILE, "JAX_PLATFORMS": "cpu", "RAY_memory_monitor_refresh_ms": "0",
            "JAX_COMPILATION_CACHE_DIR": os.environ.get("MEIGM_TEST_JAX_CACHE", str(tmp / "cache"))}
     proc = subprocess.Popen(
         [sys.executable, "-m", "meigm.experiments.cli", "sweep", str(preset), "--out", str(out),
