@@ -44,7 +44,16 @@ from pathlib import Path
 import numpy as np
 
 from meigm.errors import MeigmError
-from meigm.experiments.analysis import Run, bootstrap_ci, find_runs, plot_runs, report_run_dirs
+from meigm.experiments.analysis import (
+    Run,
+    bootstrap_ci,
+    diff_ci,
+    find_runs,
+    plot_runs,
+    report_run_dirs,
+    verdict,
+    window_mean,
+)
 from meigm.experiments.sweep import report_script_parser, run_for_report
 
 HERE = Path(__file__).resolve().parent
@@ -64,24 +73,6 @@ def per_seed_series(run: Run, metric: str) -> list[tuple[np.ndarray, np.ndarray]
         pts = [(int(r["t_env"]), float(r[metric])) for r in recs if metric in r]
         out.append((np.array([p[0] for p in pts]), np.array([p[1] for p in pts])))
     return out
-
-
-def mean_up_to(run: Run, metric: str, t: int) -> np.ndarray | None:
-    """Per seed [seeds]: the mean of ``metric`` over the points at or before env step ``t``;
-    None unless every seed has reached ``t`` (a run still short of it is not compared)."""
-    series = per_seed_series(run, metric)
-    if not series or any(len(ts) == 0 or ts[-1] < t for ts, _ in series):
-        return None
-    return np.array([vs[ts <= t].mean() for ts, vs in series])
-
-
-def diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 10000, seed: int = 0) -> tuple[float, float, float]:
-    """mean(a) − mean(b) and its 95% percentile-bootstrap interval, seeds resampled per group."""
-    rng = np.random.default_rng(seed)
-    ia = rng.integers(0, len(a), size=(n_boot, len(a)))
-    ib = rng.integers(0, len(b), size=(n_boot, len(b)))
-    d = a[ia].mean(axis=1) - b[ib].mean(axis=1)
-    return float(a.mean() - b.mean()), float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))
 
 
 def final_eval(run_dir: Path, episodes: int) -> list[float] | None:
@@ -156,9 +147,13 @@ def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
             "final_eval_episodes": eval_episodes,
             "final_test_soups": final_eval(r.path, eval_episodes),
         }
+        # The early stage ends at the last evaluation mark at or before the shaping's end
+        # (a mark after it would already judge the unshaped game).
+        grid = int(r.config.get("test_interval") or 1)
+        early_end = min(horizon, t_max) // grid * grid if horizon else t_max
         for name, metric in (("test", "test/soups"), ("train", "train/info/soups")):
-            for stage, t in (("early", min(horizon, t_max) if horizon else t_max), ("whole", t_max)):
-                v = mean_up_to(r, metric, t)
+            for stage, t in (("early", early_end), ("whole", t_max)):
+                v = window_mean(r, metric, t)
                 row[f"{stage}_{name}_soups"] = None if v is None else v.tolist()
         rows.append(row)
         by_key[(r.env, r.label)] = row
@@ -204,12 +199,11 @@ def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
                 if a is None or b is None:
                     continue
                 d, lo, hi = diff_ci(np.asarray(a), np.asarray(b))
-                verdict = ("ME ahead" if lo > 0 else "base ahead" if hi < 0
-                           else "not separated")
+                said = verdict(lo, hi)
                 comparisons.append({"layout": env, "me": me, "base": base, "statistic": stat,
-                                    "difference": d, "ci95": [lo, hi], "verdict": verdict})
+                                    "difference": d, "ci95": [lo, hi], "verdict": said})
                 cmp_lines.append(f"| {env.split(':')[1]} | {me} − {base} | {stat} | "
-                                 f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] | {verdict} |")
+                                 f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] | {said} |")
     table = "\n".join(lines) + "\n"
     comparison = "\n".join(cmp_lines) + "\n"
     (out / "table.md").write_text(table + f"\nAnchor: {ANCHOR}.\n")

@@ -20,6 +20,9 @@ The report (``benchmarks/results/skill/``):
 * ``table.md`` / ``table.json``: each run's final greedy win rate per seed, the mean
   and its 95% bootstrap interval over seeds, the env steps it was measured at, and the
   anchor beside it;
+* ``comparison.md`` / ``comparison.json``: the paper's claim, ME-QMIX − QMIX on each
+  scenario both have finished, at the final point, over the last tenth of the budget and
+  over the whole curve, each with a 95% bootstrap interval and what it allows one to say;
 * ``runs/<scenario>/<label>/``: each run's ``config.yaml``, ``metrics.jsonl`` and
   ``results.json`` (never its checkpoints).
 
@@ -38,7 +41,16 @@ from pathlib import Path
 import numpy as np
 
 from meigm.errors import MeigmError
-from meigm.experiments.analysis import bootstrap_ci, find_runs, plot_runs, report_run_dirs
+from meigm.experiments.analysis import (
+    Run,
+    bootstrap_ci,
+    diff_ci,
+    find_runs,
+    plot_runs,
+    report_run_dirs,
+    verdict,
+    window_mean,
+)
 from meigm.experiments.sweep import report_script_parser, run_for_report
 
 #: SMACv2 QMIX (StarCraft II) greedy test win rate at 1M / 2M env steps.
@@ -65,6 +77,10 @@ PAPER_HASAC = {
 #: Issue 14's target on smax:3m at 300k env steps, for both algorithms.
 TARGET_3M = 0.90
 METRIC = "test/won"
+#: The paper's claim on the races: each ME learner at or above its base.
+PAIRS = (("me_qmix", "qmix"),)
+#: The late stage: the evaluation points in this last fraction of the budget.
+LATE = 0.1
 HERE = Path(__file__).resolve().parent
 
 
@@ -132,6 +148,8 @@ def report(sweep_dir: Path, out: Path, t_max: dict[str, int]) -> list[dict]:
         env_dirs = [r.path for r in runs if r.env == env]
         plot_runs(env_dirs, out, metric=METRIC, references=references(env))
     (out / "table.json").write_text(json.dumps(rows, indent=1))
+    comparisons = compare(runs, t_max)
+    (out / "comparison.json").write_text(json.dumps(comparisons, indent=1))
     lines = ["| scenario | algorithm | seeds | env steps per seed | final greedy win rate, mean "
              "[95% CI] | per seed | anchor |", "|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -141,9 +159,43 @@ def report(sweep_dir: Path, out: Path, t_max: dict[str, int]) -> list[dict]:
             f"{', '.join(f'{t / 1000:.0f}k' for t in row['t_env'])}{state} | "
             f"**{row['mean']:.0%}** [{row['ci95'][0]:.0%}, {row['ci95'][1]:.0%}] | "
             f"{' / '.join(f'{v:.0%}' for v in row['win_rate_per_seed'])} | {row['anchor']} |")
+    cmp_lines = ["| scenario | comparison | statistic | difference in win rate, points "
+                 "[95% bootstrap CI] | verdict |", "|---|---|---|---|---|"]
+    cmp_lines += [f"| {c['scenario']} | {c['me']} − {c['base']} | {c['statistic']} | "
+                  f"{100 * c['difference']:+.1f} [{100 * c['ci95'][0]:+.1f}, "
+                  f"{100 * c['ci95'][1]:+.1f}] | {c['verdict']} |" for c in comparisons]
     (out / "table.md").write_text("\n".join(lines) + "\n")
+    (out / "comparison.md").write_text("\n".join(cmp_lines) + "\n")
     print("\n".join(lines))
+    print("\n".join(cmp_lines) if comparisons else "(no finished pair to compare yet)")
     return rows
+
+
+def compare(runs: list[Run], t_max: dict[str, int]) -> list[dict]:
+    """Each ME learner against its base on each scenario where both have reached the
+    budget: the difference of the mean greedy win rates over seeds, with a 95% bootstrap
+    interval (each run's seeds resampled on their own), at three readings of the curve —
+    the final point, the late stage (the points in the last ``LATE`` of the budget, which
+    damp the noise of one point) and the whole curve (its normalised area)."""
+    by_key = {(r.env, r.label): r for r in runs}
+    out = []
+    for env in sorted({r.env for r in runs}):
+        budget = t_max.get(env)
+        if budget is None:
+            continue
+        for me, base in PAIRS:
+            if (env, me) not in by_key or (env, base) not in by_key:
+                continue
+            for stat, since in (("final", budget), ("late", int(budget * (1 - LATE))), ("whole", 0)):
+                a = window_mean(by_key[env, me], METRIC, budget, since=since)
+                b = window_mean(by_key[env, base], METRIC, budget, since=since)
+                if a is None or b is None:
+                    continue
+                d, lo, hi = diff_ci(a, b)
+                out.append({"scenario": env, "me": me, "base": base, "statistic": stat,
+                            "since": since, "until": budget, "difference": d, "ci95": [lo, hi],
+                            "verdict": verdict(lo, hi)})
+    return out
 
 
 def _test_episodes(run_dir: Path) -> int | None:

@@ -8,16 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meigm.errors import MeigmError
 from meigm.experiments.analysis import (
     bootstrap_ci,
     curve,
+    diff_ci,
     find_runs,
     plot_runs,
     report_run_dirs,
     table_runs,
     up_to,
+    verdict,
+    window_mean,
 )
 
 
@@ -193,3 +198,38 @@ def test_a_report_covers_the_sweeps_runs_then_the_archived_ones_it_does_not_hold
                    (only_archived, Path("smax_8m/qmix"))]
     assert report_run_dirs(tmp_path / "lost", archive)[0][0] == archive / "smax_3m/qmix"
     assert report_run_dirs(tmp_path / "lost", tmp_path / "none") == []
+
+
+def test_a_window_takes_each_seeds_points_at_its_ends_on_the_seeds_own_grid(runs):
+    """Seed s logs at 100 + s and 200 + s, so its point "at" 150 is the one at 200 + s: a
+    window ending at 150 holds both points, one starting at 150 only the second."""
+    (run,) = [r for r in find_runs([runs]) if r.path.name == "a"]
+    np.testing.assert_allclose(window_mean(run, "test/won", 150), [0.25, 0.35, 0.45])
+    np.testing.assert_allclose(window_mean(run, "test/won", 150, since=150), [0.5, 0.7, 0.9])
+    np.testing.assert_allclose(window_mean(run, "test/won", 100), [0.0, 0.0, 0.0])
+    assert window_mean(run, "test/won", 203) is None  # seeds 0-2 end at 200-202: none at 203
+
+
+_seeds = st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_seeds, _seeds, st.floats(-1e6, 1e6, allow_nan=False))
+def test_a_difference_interval_holds_its_estimate_and_moves_with_a_shift(a, b, shift):
+    a, b = np.array(a), np.array(b)
+    d, lo, hi = diff_ci(a, b, n_boot=500)
+    tol = 1e-6 * (1 + np.abs(a).max() + np.abs(b).max() + abs(shift))
+    assert lo - tol <= d <= hi + tol
+    assert d == pytest.approx(a.mean() - b.mean(), abs=tol)
+    d2, lo2, hi2 = diff_ci(a + shift, b, n_boot=500)  # same resamples, every mean moved
+    assert (d2, lo2, hi2) == pytest.approx((d + shift, lo + shift, hi + shift), abs=tol)
+    da, _, _ = diff_ci(b, a, n_boot=500)
+    assert da == pytest.approx(-d, abs=tol)
+
+
+def test_identical_seeds_give_a_zero_width_interval_and_the_verdict_needs_a_clear_gap():
+    assert diff_ci(np.full(3, 0.25), np.full(2, 0.25)) == (0.0, 0.0, 0.0)
+    _, lo, hi = diff_ci(np.array([0.9, 0.91, 0.92]), np.array([0.1, 0.11, 0.12]))
+    assert verdict(lo, hi) == "ME ahead" and verdict(-hi, -lo) == "base ahead"
+    _, lo, hi = diff_ci(np.array([0.0, 0.6, 0.0]), np.array([0.2, 0.2, 0.2]))
+    assert verdict(lo, hi) == "not separated"

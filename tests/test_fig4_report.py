@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from meigm.experiments.analysis import find_runs
+from meigm.experiments.analysis import diff_ci, find_runs, window_mean
 
 _spec = importlib.util.spec_from_file_location(
     "fig4_report", Path(__file__).resolve().parent.parent / "benchmarks" / "fig4.py")
@@ -19,12 +19,12 @@ _spec.loader.exec_module(fig4)
 
 
 def _run(root: Path, label: str, soups: dict[int, list[float]], t_max: int = 60,
-         horizon: int = 30) -> Path:
+         horizon: int = 30, **cfg) -> Path:
     d = root / "overcooked_cramped_room" / label
     d.mkdir(parents=True)
     (d / "config.yaml").write_text(yaml.safe_dump({
         "alg": label, "env": "overcooked:cramped_room", "t_max": t_max,
-        "reward_shaping_horizon": horizon}))
+        "reward_shaping_horizon": horizon, **cfg}))
     (d / "label.txt").write_text(label)
     lines = [json.dumps({"seed": s, "t_env": 10 * (i + 1), "test/soups": v, "test/return": 20 * v,
                          "train/info/soups": v / 2})
@@ -36,25 +36,25 @@ def _run(root: Path, label: str, soups: dict[int, list[float]], t_max: int = 60,
 def test_the_early_stage_is_the_mean_of_each_seeds_points_up_to_the_shaping_end(tmp_path):
     _run(tmp_path, "qmix", {0: [0, 1, 2, 6, 6, 6], 1: [0, 0, 3, 0, 0, 0]})
     (run,) = find_runs([tmp_path])
-    np.testing.assert_allclose(fig4.mean_up_to(run, "test/soups", 30), [1.0, 1.0])
-    np.testing.assert_allclose(fig4.mean_up_to(run, "test/soups", 60), [3.5, 0.5])
-    np.testing.assert_allclose(fig4.mean_up_to(run, "train/info/soups", 30), [0.5, 0.5])
-    assert fig4.mean_up_to(run, "test/soups", 70) is None  # no seed has reached 70 yet
+    np.testing.assert_allclose(window_mean(run, "test/soups", 30), [1.0, 1.0])
+    np.testing.assert_allclose(window_mean(run, "test/soups", 60), [3.5, 0.5])
+    np.testing.assert_allclose(window_mean(run, "train/info/soups", 30), [0.5, 0.5])
+    assert window_mean(run, "test/soups", 70) is None  # no seed has reached 70 yet
 
 
 def test_a_run_whose_seeds_have_not_all_reached_the_point_is_not_compared(tmp_path):
     _run(tmp_path, "qmix", {0: [0, 1, 2, 6], 1: [0, 0]})
     (run,) = find_runs([tmp_path])
-    assert fig4.mean_up_to(run, "test/soups", 30) is None
-    np.testing.assert_allclose(fig4.mean_up_to(run, "test/soups", 20), [0.5, 0.0])
+    assert window_mean(run, "test/soups", 30) is None
+    np.testing.assert_allclose(window_mean(run, "test/soups", 20), [0.5, 0.0])
 
 
 def test_the_difference_interval_holds_the_difference_and_separates_only_clear_gaps():
-    d, lo, hi = fig4.diff_ci(np.array([3.0, 4.0, 5.0]), np.array([0.0, 1.0, 2.0]))
+    d, lo, hi = diff_ci(np.array([3.0, 4.0, 5.0]), np.array([0.0, 1.0, 2.0]))
     assert d == pytest.approx(3.0) and 0 < lo <= d <= hi
-    d, lo, hi = fig4.diff_ci(np.array([0.0, 6.0, 0.0]), np.array([1.0, 1.0, 1.0]))
+    d, lo, hi = diff_ci(np.array([0.0, 6.0, 0.0]), np.array([1.0, 1.0, 1.0]))
     assert d == pytest.approx(1.0) and lo < 0 < hi
-    d, lo, hi = fig4.diff_ci(np.array([2.0, 2.0]), np.array([2.0, 2.0]))
+    d, lo, hi = diff_ci(np.array([2.0, 2.0]), np.array([2.0, 2.0]))
     assert (d, lo, hi) == (0.0, 0.0, 0.0)
 
 
@@ -87,3 +87,13 @@ def test_the_report_keeps_runs_it_reported_before_when_their_sweep_directory_is_
     table = (report_dir / "table.md").read_text()
     assert "(stopped)" in table and "(running)" in table  # neither has results.json
     assert (report_dir / "runs" / "overcooked_cramped_room" / "me_qmix" / "metrics.jsonl").is_file()
+
+
+def test_the_early_stage_ends_at_the_last_evaluation_mark_before_the_shaping_ends(tmp_path):
+    """Evaluations every 10 steps, shaping over 35: the point at 40 already judges the
+    unshaped game, so the early stage is the points at 10, 20 and 30."""
+    sweep = tmp_path / "sweep"
+    _run(sweep, "qmix", {0: [3, 3, 3, 9, 9, 9], 1: [0, 0, 0, 9, 9, 9]}, horizon=35, test_interval=10)
+    out = fig4.report(sweep, tmp_path / "report", eval_episodes=0)
+    (row,) = out["runs"]
+    assert row["early_test_soups"] == [3.0, 0.0]

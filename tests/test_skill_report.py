@@ -49,3 +49,27 @@ def test_the_table_holds_each_seeds_last_point_and_keeps_runs_reported_before(tm
 def test_nothing_to_report_is_a_one_line_error(tmp_path):
     with pytest.raises(MeigmError, match="no run with a logged evaluation"):
         skill.report(tmp_path / "empty", tmp_path / "report", {})
+
+
+def test_the_comparison_reads_both_runs_at_the_budget_and_says_only_what_the_interval_allows(tmp_path):
+    sweep = tmp_path / "sweep"
+    # points at 100..1000; the last tenth of a 1000-step budget holds the points at 900 and 1000
+    _run(sweep, "qmix", {s: [0.1] * 8 + [0.2, 0.3] for s in range(3)}, finished=True)
+    _run(sweep, "me_qmix", {0: [0.1] * 8 + [0.5, 0.6], 1: [0.1] * 8 + [0.6, 0.7],
+                            2: [0.1] * 8 + [0.7, 0.8]}, finished=True)
+    skill.report(sweep, tmp_path / "report", {"smax:3m": 1000})
+    got = {c["statistic"]: c for c in json.loads((tmp_path / "report" / "comparison.json").read_text())}
+    assert got["final"]["difference"] == pytest.approx(0.4)
+    assert got["late"]["difference"] == pytest.approx(0.4) and got["late"]["since"] == 900
+    assert got["whole"]["difference"] == pytest.approx(0.08)
+    assert got["final"]["verdict"] == "ME ahead"
+    text = (tmp_path / "report" / "comparison.md").read_text()
+    assert "| smax:3m | me_qmix − qmix | final | +40.0 [" in text
+
+
+def test_a_run_short_of_its_budget_is_not_compared(tmp_path):
+    sweep = tmp_path / "sweep"
+    _run(sweep, "qmix", {s: [0.1, 0.2, 0.3] for s in range(3)}, finished=True)
+    _run(sweep, "me_qmix", {s: [0.1, 0.2] for s in range(3)})
+    skill.report(sweep, tmp_path / "report", {"smax:3m": 300})
+    assert json.loads((tmp_path / "report" / "comparison.json").read_text()) == []

@@ -188,12 +188,50 @@ def curve(run: Run, metric: str, max_steps: int | None = None) -> tuple[np.ndarr
 
     Seeds are aligned by evaluation index and cut to the shortest seed; with
     ``max_steps``, each seed is first cut at that budget (``up_to``)."""
-    per_seed = [up_to([rec for rec in recs if metric in rec], max_steps)
-                for _, recs in sorted(run.per_seed().items())]
+    per_seed = per_seed_up_to(run, metric, max_steps)
     points = min(len(s) for s in per_seed)
     x = np.mean([[rec["t_env"] for rec in s[:points]] for s in per_seed], axis=0)
     y = np.array([[rec[metric] for rec in s[:points]] for s in per_seed], dtype=np.float64)
     return x, y
+
+
+def per_seed_up_to(run: Run, metric: str, max_steps: int | None = None) -> list[list[dict[str, Any]]]:
+    """Each seed's records of ``metric``, in seed order, cut at ``max_steps`` (``up_to``)."""
+    return [up_to([rec for rec in recs if metric in rec], max_steps)
+            for _, recs in sorted(run.per_seed().items())]
+
+
+def window_mean(run: Run, metric: str, until: int, since: int = 0) -> np.ndarray | None:
+    """Per seed [seeds]: the mean of ``metric`` over its points from the one at ``since``
+    to the one at ``until`` (each "at" in ``up_to``'s sense: the first point at or after
+    that many env steps), or None unless every seed has logged a point at ``until`` (a
+    run still short of it is not compared)."""
+    out = []
+    for recs in per_seed_up_to(run, metric, until):
+        if not recs or recs[-1]["t_env"] < until:
+            return None
+        first = next(i for i, r in enumerate(recs) if r["t_env"] >= min(since, until))
+        out.append(np.mean([float(r[metric]) for r in recs[first:]]))
+    return np.array(out, dtype=np.float64)
+
+
+def diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 10000,
+            seed: int = 0) -> tuple[float, float, float]:
+    """mean(a) − mean(b) and its 95% percentile-bootstrap interval.
+
+    a [seeds_a], b [seeds_b]: one value per seed of two runs; each run's seeds are
+    resampled on their own, since the runs' seeds are not paired."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    ia = rng.integers(0, len(a), size=(n_boot, len(a)))
+    ib = rng.integers(0, len(b), size=(n_boot, len(b)))
+    d = a[ia].mean(axis=1) - b[ib].mean(axis=1)
+    return float(a.mean() - b.mean()), float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))
+
+
+def verdict(lo: float, hi: float, ahead: str = "ME ahead", behind: str = "base ahead") -> str:
+    """What a difference's 95% interval allows one to say, and no more."""
+    return ahead if lo > 0 else behind if hi < 0 else "not separated"
 
 
 # ------------------------------------------------------------------ outputs
