@@ -36,7 +36,8 @@ same process, so the rows of one call compare under the same conditions.
 Each figure is the median of ``--repeats`` timed calls after a warm-up call.
 
 ``--memory`` times nothing: it compiles the chunk and the update on abstract shapes and
-prints XLA's account of their working sets and arguments (``compiled_memory``).
+prints XLA's account of their working sets, arguments, flops and bytes accessed
+(``compiled_account``).
 """
 
 from __future__ import annotations
@@ -176,12 +177,17 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
     return out
 
 
-def compiled_memory(alg: str, env_name: str, overrides: list[str]) -> dict[str, float]:
-    """XLA's own account (``memory_analysis``) of what one training chunk and one
-    isolated update need, in GB, from compiling them on abstract shapes: nothing is
-    allocated or run, so unlike the timings it can be taken beside other work.
-    ``temp`` is the working set beyond the arguments (activations, gradients, the
-    sampled batch); ``args`` the state or learner state and batch passed in."""
+def compiled_account(alg: str, env_name: str, overrides: list[str]) -> dict[str, float]:
+    """XLA's own account of one training chunk and one isolated update, from compiling
+    them on abstract shapes: nothing is allocated or run, so unlike the timings it can be
+    taken beside other work.
+
+    Memory (``memory_analysis``, GB): ``temp`` is the working set beyond the arguments
+    (activations, gradients, the sampled batch), ``args`` the state or learner state and
+    batch passed in. Cost (``cost_analysis``): ``gflop`` and ``gb_accessed`` (bytes read
+    and written). XLA counts a loop's body once, not once per trip, so the chunk's cost is
+    one collection's roll-out step plus one update: equal to the update's when the loop
+    adds no work around the update, whatever the trip counts."""
     program = make_program(config.build(None, overrides, alg=alg, env=env_name, seeds=1),
                            make_env(env_name))
     trainer, cfg = program.trainer, program.cfg
@@ -190,12 +196,19 @@ def compiled_memory(alg: str, env_name: str, overrides: list[str]) -> dict[str, 
     key = jax.random.PRNGKey(0)
     batch = jax.eval_shape(lambda b, k: buffer_sample(b, k, cfg.batch_size), one_seed(state.data.buffer), key)
     chunk = jit_run(trainer, donate=True).lower(
-        state, jax.ShapeDtypeStruct((cfg.seeds,), jnp.int32)).compile().memory_analysis()
+        state, jax.ShapeDtypeStruct((cfg.seeds,), jnp.int32)).compile()
     update = jax.jit(lambda ls, b, k: bucketed_update(program.learner, trainer.buckets, ls, b, k)).lower(
-        one_seed(state.learner), batch, key).compile().memory_analysis()
-    return {f"{name}_{what}_gb": getattr(m, f"{field}_size_in_bytes") / 1e9
-            for name, m in (("chunk", chunk), ("update", update))
-            for what, field in (("temp", "temp"), ("args", "argument"))}
+        one_seed(state.learner), batch, key).compile()
+    out = {}
+    for name, c in (("chunk", chunk), ("update", update)):
+        m = c.memory_analysis()
+        cost = c.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost  # a list in older jax
+        out |= {f"{name}_temp_gb": m.temp_size_in_bytes / 1e9,
+                f"{name}_args_gb": m.argument_size_in_bytes / 1e9,
+                f"{name}_gflop": float(cost.get("flops", 0.0)) / 1e9,
+                f"{name}_gb_accessed": float(cost.get("bytes accessed", 0.0)) / 1e9}
+    return out
 
 
 def main() -> None:
@@ -209,20 +222,24 @@ def main() -> None:
                    help="comma-separated batch sizes (episodes per update) to compare; default: the config's")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("--memory", action="store_true",
-                   help="only XLA's compiled memory of the chunk and of the update (compile, no timing)")
+                   help="only XLA's account (memory, flops, bytes accessed) of the chunk and of the "
+                        "update (compile, no timing)")
     p.add_argument("overrides", nargs="*", default=[], help="config key=value (default test_interval=10000)")
     a = p.parse_args()
     overrides = a.overrides or ["test_interval=10000"]
     batch_sizes = [None] if a.batch_sizes is None else [int(b) for b in a.batch_sizes.split(",")]
     if a.memory:
         print("| algorithm | chunk working set GB | chunk arguments GB | update working set GB "
-              "| update arguments GB |\n|---|---|---|---|---|")
+              "| update arguments GB | chunk GFLOP | update GFLOP | chunk GB accessed "
+              "| update GB accessed |\n|---|---|---|---|---|---|---|---|---|")
         for alg in a.algs.split(","):
             for b in batch_sizes:
                 key = alg if b is None else f"{alg} batch_size={b}"
-                m = compiled_memory(alg, a.env, [*overrides, *([] if b is None else [f"batch_size={b}"])])
+                m = compiled_account(alg, a.env, [*overrides, *([] if b is None else [f"batch_size={b}"])])
                 print(f"| {key} | {m['chunk_temp_gb']:.2f} | {m['chunk_args_gb']:.2f} | "
-                      f"{m['update_temp_gb']:.2f} | {m['update_args_gb']:.2f} |", flush=True)
+                      f"{m['update_temp_gb']:.2f} | {m['update_args_gb']:.2f} | "
+                      f"{m['chunk_gflop']:.1f} | {m['update_gflop']:.1f} | "
+                      f"{m['chunk_gb_accessed']:.2f} | {m['update_gb_accessed']:.2f} |", flush=True)
                 jax.clear_caches()
         return
     device = jax.devices()[0]
