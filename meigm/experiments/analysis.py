@@ -210,6 +210,7 @@ def window_mean(run: Run, metric: str, until: int, since: int = 0) -> np.ndarray
     for recs in per_seed_up_to(run, metric, until):
         if not recs or recs[-1]["t_env"] < until:
             return None
+        # exists: the last point is at or after until
         first = next(i for i, r in enumerate(recs) if r["t_env"] >= min(since, until))
         out.append(np.mean([float(r[metric]) for r in recs[first:]]))
     return np.array(out, dtype=np.float64)
@@ -229,9 +230,9 @@ def diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 10000,
     return float(a.mean() - b.mean()), float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))
 
 
-def verdict(lo: float, hi: float, ahead: str = "ME ahead", behind: str = "base ahead") -> str:
-    """What a difference's 95% interval allows one to say, and no more."""
-    return ahead if lo > 0 else behind if hi < 0 else "not separated"
+def verdict(lo: float, hi: float) -> str:
+    """What the 95% interval of (ME learner − its base) allows one to say, and no more."""
+    return "ME ahead" if lo > 0 else "base ahead" if hi < 0 else "not separated"
 
 
 # ------------------------------------------------------------------ outputs
