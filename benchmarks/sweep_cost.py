@@ -1,0 +1,203 @@
+"""What a sweep costs on this machine: each run's compile time, training env steps/s and
+evaluation time, measured, and the wall time they project for the whole run.
+
+    python benchmarks/sweep_cost.py skill --only 'smax_*/qmix' --only 'smax_*/me_qmix'
+    python benchmarks/sweep_cost.py fig4 --budget paper --leg 8000
+    python benchmarks/sweep_cost.py skill --only 'smax_protoss_5_vs_5/me_qmix' --seeds 1,3,10
+    python benchmarks/sweep_cost.py skill --budget smoke --leg 300 --only 'smax_3m/qmix'
+
+Why: the sweeps issue 14 and 17 ask for on a GPU (the skill benchmark, Figure 4 at the
+paper's batch of 512) take hours there too, and a lent machine is lent for minutes. What
+fits is the cost of each run, taken apart into the pieces its wall time is made of:
+
+* **compile** — the training chunk and the evaluation, compiled ahead of time on abstract
+  shapes (``jit(...).lower(...).compile()``). With ``--compile-workers`` > 1 the runs'
+  programs are compiled on a thread pool (XLA compiles without holding the GIL), each run
+  measured as soon as its own programs are ready, so a run's compile seconds are taken
+  beside the others' compiles: an upper bound of what it costs alone.
+* **train env steps/s** — all seeds together, over ``--leg`` env steps per seed of the
+  real training chunk, after the replay buffer holds one batch (the fill is not timed);
+  the median of ``--repeats`` legs, run one after the other from where the last stopped.
+* **eval s** — one greedy evaluation of ``test_episodes`` episodes per seed, median of
+  ``--repeats``.
+* **projected wall** = compile + ``t_max`` · seeds / (train env steps/s) + evaluations ·
+  eval s, with ``ceil(t_max / test_interval)`` evaluations.
+
+The projection is an estimate, not a measurement of the run: it holds the leg's rate
+for the whole budget. The fill (no updates) is charged at the training rate, and on SMAX
+the episodes' lengths change as the agents learn, which changes both the collection's
+work per env step and the trimmed update's length (``length_buckets``); a leg early in
+training measures neither. Read the figure as the order of the run's wall time, and
+set it beside a measured run where one exists (``results.json``'s ``wall_seconds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from meigm import config
+from meigm.errors import MeigmError
+from meigm.experiments.sweep import RunSpec, load_sweep, select_runs
+from meigm.program import Program, init_seeds, jit_run, make_program, seed_keys
+from meigm.types import SEEDS
+
+
+@dataclasses.dataclass
+class Compiled:
+    """One run's programs, compiled ahead of time, and what their compile took."""
+
+    key: str  # "<run id> seeds=<S>"
+    program: Program
+    chunk: object  # (state, t_target [S] int32) -> (state, metrics)
+    evaluate: object  # (params [S, ...], keys [S, 2]) -> metrics [S]
+    compile_s: float
+
+
+def programs(runs: list[RunSpec], seeds: list[int] | None, overrides: dict) -> list[tuple[str, Program]]:
+    """Each selected run at each seed count, as the program it would train."""
+    out = []
+    for run in runs:
+        for s in seeds or [run.values["seeds"]]:
+            spec = RunSpec(run.run_id, run.label, {**run.values, **overrides, "seeds": s})
+            out.append((f"{run.run_id} seeds={s}", make_program(spec.config())))
+    return out
+
+
+def lower(key: str, program: Program):
+    """Trace the chunk and the evaluation on abstract shapes (needs the GIL: done in turn)."""
+    trainer, cfg = program.trainer, program.cfg
+    state = jax.eval_shape(lambda k: init_seeds(trainer.init, k), seed_keys(cfg))
+    chunk = jit_run(trainer, donate=True).lower(state, jax.ShapeDtypeStruct((cfg.seeds,), jnp.int32))
+    evaluate = jax.jit(jax.vmap(trainer.evaluate, axis_name=SEEDS)).lower(
+        state.learner.params, jax.ShapeDtypeStruct(seed_keys(cfg).shape, seed_keys(cfg).dtype))
+    return key, program, chunk, evaluate
+
+
+def compile_both(key: str, program: Program, chunk, evaluate) -> Compiled:
+    t0 = time.perf_counter()
+    c, e = chunk.compile(), evaluate.compile()
+    return Compiled(key, program, c, e, time.perf_counter() - t0)
+
+
+def compiled_in_turn(todo: list[tuple[str, Program]], workers: int) -> Iterator[Compiled]:
+    """The programs compiled, in the order they finish: one after another (each measured
+    before the next compiles), or on a pool of ``workers`` threads, traced in turn."""
+    if workers <= 1:
+        for key, program in todo:
+            yield compile_both(*lower(key, program))
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(compile_both, *lower(key, program)) for key, program in todo]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
+def measure(c: Compiled, leg: int, repeats: int) -> dict[str, float]:
+    """Train env steps/s over ``repeats`` legs of ``leg`` env steps per seed, after the
+    buffer holds a batch, and one evaluation's seconds (medians)."""
+    cfg, trainer = c.program.cfg, c.program.trainer
+    ts = init_seeds(trainer.init, seed_keys(cfg))
+    buffer = getattr(ts.data, "buffer", None)
+    t0 = time.perf_counter()
+    # Fill to one batch (replay learners) with the same compiled chunk, a collection at a time.
+    while buffer is not None and int(np.min(np.asarray(ts.data.buffer.size))) < cfg.batch_size:
+        ts, _ = c.chunk(ts, jnp.asarray(np.asarray(ts.t_env) + 1, jnp.int32))
+    fill_s = time.perf_counter() - t0
+    fill_steps = int(np.min(np.asarray(ts.t_env)))
+    rates = []
+    for _ in range(repeats):
+        before = np.asarray(ts.t_env).astype(np.int64)
+        t0 = time.perf_counter()
+        ts, metrics = c.chunk(ts, jnp.asarray(before + leg, jnp.int32))
+        jax.block_until_ready(metrics)
+        rates.append(float(np.sum(np.asarray(ts.t_env) - before)) / (time.perf_counter() - t0))
+    keys = seed_keys(cfg)
+    jax.block_until_ready(c.evaluate(ts.learner.params, keys))  # the first call may still set up
+    evals = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(c.evaluate(ts.learner.params, keys))
+        evals.append(time.perf_counter() - t0)
+    rate, eval_s = statistics.median(rates), statistics.median(evals)
+    return {"alg": cfg.alg, "env": cfg.env, "seeds": cfg.seeds, "t_max": cfg.t_max,
+            "batch_size": cfg.batch_size, "n_envs": cfg.n_envs, "test_episodes": cfg.test_episodes,
+            "compile_s": c.compile_s, "fill_env_steps": fill_steps, "fill_s": fill_s,
+            "train_env_steps_per_s": rate, "eval_s": eval_s,
+            **projection(c.compile_s, rate, eval_s, cfg.t_max, cfg.seeds, cfg.test_interval)}
+
+
+def projection(compile_s: float, rate: float, eval_s: float, t_max: int, seeds: int,
+               test_interval: int) -> dict[str, float]:
+    """A run's wall time from its pieces: every seed trains ``t_max`` env steps at the
+    program's ``rate`` (env steps/s, all seeds), and it evaluates at every multiple of
+    ``test_interval`` up to ``t_max`` and once at ``t_max`` (``eval_target``'s grid)."""
+    evaluations = math.ceil(t_max / test_interval)
+    train_s = t_max * seeds / rate
+    return {"evaluations": evaluations, "projected_train_s": train_s,
+            "projected_wall_s": compile_s + train_s + evaluations * eval_s}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("preset", help="a built-in sweep preset (skill, fig4, ...) or a preset file")
+    p.add_argument("--budget", default=None, choices=("smoke", "laptop", "paper"),
+                   help="the preset's budget (default: the preset's own)")
+    p.add_argument("--only", action="append", default=None, metavar="PATTERN",
+                   help="only the runs whose id <scenario>/<label> matches (as meigm sweep --only)")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seed counts, each a separate program (default: the preset's)")
+    p.add_argument("--leg", type=int, default=10000, help="timed env steps per seed per repeat")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--compile-workers", type=int, default=1,
+                   help="programs compiled at once (a thread pool); >1 on a many-core host")
+    p.add_argument("--json", default=None, help="also write the figures here (after every run)")
+    p.add_argument("overrides", nargs="*", default=[], help="config key=value for every run")
+    a = p.parse_args()
+    try:
+        sweep = select_runs(load_sweep(a.preset, a.budget), a.only)
+        seeds = None if a.seeds is None else [int(s) for s in a.seeds.split(",")]
+        todo = programs(list(sweep.runs), seeds, config.parse_overrides(a.overrides))
+    except MeigmError as exc:
+        p.exit(2, f"error: {exc}\n")
+    except ValueError:
+        p.exit(2, f"error: --seeds takes comma-separated integers, got {a.seeds!r}\n")
+    device = jax.devices()[0]
+    print(f"# sweep {sweep.name}, budget {sweep.budget}; leg {a.leg} env steps per seed, median of "
+          f"{a.repeats}; {platform.machine()} {os.cpu_count()} cores, {device.platform} "
+          f"({device.device_kind}), jax {jax.__version__}; {a.compile_workers} compile worker(s)")
+    print("| run | seeds | compile s | train env steps/s (all seeds) | eval s (episodes) "
+          "| evaluations | projected wall min |\n|---|---|---|---|---|---|---|", flush=True)
+    rows: dict[str, dict] = {}
+    t_start = time.perf_counter()
+    for c in compiled_in_turn(todo, a.compile_workers):
+        r = rows[c.key] = {"run": c.key.rsplit(" ", 1)[0], **measure(c, a.leg, a.repeats)}
+        del c  # its executables: the next run's memory
+        print(f"| {r['run']} | {r['seeds']} | {r['compile_s']:.0f} | {r['train_env_steps_per_s']:.0f} | "
+              f"{r['eval_s']:.2f} ({r['test_episodes']}) | {r['evaluations']} | "
+              f"{r['projected_wall_s'] / 60:.1f} |", flush=True)
+        if a.json:
+            Path(a.json).write_text(json.dumps(
+                {"preset": sweep.name, "budget": sweep.budget, "leg": a.leg, "repeats": a.repeats,
+                 "device": f"{device.platform} ({device.device_kind})", "jax": jax.__version__,
+                 "compile_workers": a.compile_workers, "rows": rows}, indent=1))
+    total = sum(r["projected_wall_s"] for r in rows.values())
+    print(f"\n{len(rows)} runs: projected {total / 3600:.2f} h one after another; "
+          f"this measurement took {time.perf_counter() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
