@@ -151,7 +151,7 @@ def projection(compile_s: float, rate: float, eval_s: float, t_max: int, seeds: 
             "projected_wall_s": compile_s + train_s + evaluations * eval_s}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("preset", help="a built-in sweep preset (skill, fig4, ...) or a preset file")
     p.add_argument("--budget", default=None, choices=("smoke", "laptop", "paper"),
@@ -166,7 +166,12 @@ def main() -> None:
                    help="programs compiled at once (a thread pool); >1 on a many-core host")
     p.add_argument("--json", default=None, help="also write the figures here (after every run)")
     p.add_argument("overrides", nargs="*", default=[], help="config key=value for every run")
-    a = p.parse_args()
+    return p
+
+
+def main() -> None:
+    p = parser()
+    a = p.parse_intermixed_args()  # overrides may come after the options
     try:
         sweep = select_runs(load_sweep(a.preset, a.budget), a.only)
         seeds = None if a.seeds is None else [int(s) for s in a.seeds.split(",")]

@@ -51,3 +51,10 @@ def test_measure_trains_each_leg_and_fills_a_batch_first(alg):
     assert r["evaluations"] == 4
     assert r["projected_wall_s"] == pytest.approx(
         r["compile_s"] + 2000 * 2 / r["train_env_steps_per_s"] + 4 * r["eval_s"])
+
+
+def test_overrides_may_follow_the_options():
+    a = sweep_cost.parser().parse_intermixed_args(
+        ["skill", "--only", "smax_3m/qmix", "--leg", "5000", "t_max=30000", "checkpoint_interval=0"])
+    assert a.preset == "skill" and a.leg == 5000 and a.only == ["smax_3m/qmix"]
+    assert a.overrides == ["t_max=30000", "checkpoint_interval=0"]
