@@ -62,8 +62,8 @@ class Compiled:
 
     key: str  # "<run id> seeds=<S>"
     program: Program
-    chunk: object  # (state, t_target [S] int32) -> (state, metrics)
-    evaluate: object  # (params [S, ...], keys [S, 2]) -> metrics [S]
+    chunk: jax.stages.Compiled  # (state, t_target [S] int32) -> (state, metrics)
+    evaluate: jax.stages.Compiled  # (params [S, ...], keys [S, 2]) -> metrics [S]
     compile_s: float
 
 
@@ -77,7 +77,7 @@ def programs(runs: list[RunSpec], seeds: list[int] | None, overrides: dict) -> l
     return out
 
 
-def lower(key: str, program: Program):
+def lower(key: str, program: Program) -> tuple[str, Program, jax.stages.Lowered, jax.stages.Lowered]:
     """Trace the chunk and the evaluation on abstract shapes (needs the GIL: done in turn)."""
     trainer, cfg = program.trainer, program.cfg
     state = jax.eval_shape(lambda k: init_seeds(trainer.init, k), seed_keys(cfg))
@@ -87,7 +87,8 @@ def lower(key: str, program: Program):
     return key, program, chunk, evaluate
 
 
-def compile_both(key: str, program: Program, chunk, evaluate) -> Compiled:
+def compile_both(key: str, program: Program, chunk: jax.stages.Lowered,
+                 evaluate: jax.stages.Lowered) -> Compiled:
     t0 = time.perf_counter()
     c, e = chunk.compile(), evaluate.compile()
     return Compiled(key, program, c, e, time.perf_counter() - t0)
