@@ -111,18 +111,37 @@ def timing(results: dict) -> tuple[str, float]:
     return f"{wall:,.0f}", rate
 
 
+def compared_pairs(keys: list[tuple[str, str]]) -> list[tuple[tuple[str, str], str]]:
+    """((layout, label), the label it is compared with) for every pair the report holds:
+    each ME learner against its base (``PAIRS``), and a variant of a run's settings
+    (a sweep grid's label ``<alg>,<key>=<value>``) against the same algorithm at its
+    defaults and against that algorithm's base."""
+    held = set(keys)
+    base_of = dict(PAIRS)
+    out = []
+    for env, label in sorted(held):
+        alg, _, variant = label.partition(",")
+        against = ([alg] if variant else []) + ([base_of[alg]] if alg in base_of else [])
+        out += [((env, label), b) for b in against if (env, b) in held]
+    return out
+
+
 def _fmt_ci(values: np.ndarray) -> str:
     lo, hi = bootstrap_ci(values[:, None])
     return f"{values.mean():.2f} [{lo[0]:.2f}, {hi[0]:.2f}]"
 
 
-def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
+def report(sweep_dir: Path, out: Path, eval_episodes: int, also: tuple[Path, ...] = ()) -> dict:
     """Curves, tables and the runs' small files into ``out``: the runs of ``sweep_dir``,
-    and those already reported in ``out/runs`` that ``sweep_dir`` does not hold."""
+    and those already reported in ``out/runs`` that ``sweep_dir`` does not hold.
+
+    ``also``: run directories (or directories holding them) reported beside those and
+    compared with them but not copied, such as the Figure 4 runs a probe of one setting
+    is measured against (``--with``)."""
     dirs = report_run_dirs(sweep_dir, out / "runs")
     run_ids = dict(dirs)
-    runs = [r for r in find_runs([d for d, _ in dirs]) if any("test/soups" in x for x in r.records)] \
-        if dirs else []
+    found = find_runs([d for d, _ in dirs] + list(also)) if dirs or also else []
+    runs = [r for r in found if any("test/soups" in x for x in r.records)]
     if not runs:
         raise MeigmError(f"no Overcooked run with a logged evaluation under {sweep_dir}")
     out.mkdir(parents=True, exist_ok=True)
@@ -131,8 +150,8 @@ def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
             plot_runs([r.path for r in runs if r.env == env], out, metric=metric)
     rows, by_key = [], {}
     for r in sorted(runs, key=lambda r: (r.env, r.label)):
-        dest = out / "runs" / run_ids[r.path]
-        archived = dest.resolve() == r.path.resolve()  # an archived copy, already in place
+        dest = out / "runs" / run_ids[r.path] if r.path in run_ids else None  # None: --with
+        archived = dest is None or dest.resolve() == r.path.resolve()  # kept where it is
         horizon = int(r.config.get("reward_shaping_horizon") or 0)
         t_max = int(r.config["t_max"])
         results = r.path / "results.json"
@@ -188,22 +207,21 @@ def report(sweep_dir: Path, out: Path, eval_episodes: int) -> dict:
     comparisons = []
     cmp_lines = ["| layout | comparison | statistic | difference of means [95% bootstrap CI] | verdict |",
                  "|---|---|---|---|---|"]
-    for env in sorted({r.env for r in runs}):
-        for me, base in PAIRS:
-            a_row, b_row = by_key.get((env, me)), by_key.get((env, base))
-            if a_row is None or b_row is None:
+    for (env, me), base in compared_pairs(list(by_key)):
+        a_row, b_row = by_key[(env, me)], by_key[(env, base)]
+        # Runs of other budgets share only the early stage (the shaping horizon's marks).
+        same_budget = a_row["t_max"] == b_row["t_max"]
+        for stat in ("early_test_soups", "whole_test_soups", "early_train_soups",
+                     "whole_train_soups", "final_test_soups"):
+            a, b = a_row.get(stat), b_row.get(stat)
+            if a is None or b is None or not (same_budget or stat.startswith("early")):
                 continue
-            for stat in ("early_test_soups", "whole_test_soups", "early_train_soups",
-                         "whole_train_soups", "final_test_soups"):
-                a, b = a_row.get(stat), b_row.get(stat)
-                if a is None or b is None:
-                    continue
-                d, lo, hi = diff_ci(np.asarray(a), np.asarray(b))
-                said = verdict(lo, hi)
-                comparisons.append({"layout": env, "me": me, "base": base, "statistic": stat,
-                                    "difference": d, "ci95": [lo, hi], "verdict": said})
-                cmp_lines.append(f"| {env.split(':')[1]} | {me} − {base} | {stat} | "
-                                 f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] | {said} |")
+            d, lo, hi = diff_ci(np.asarray(a), np.asarray(b))
+            said = verdict(lo, hi) if (me, base) in PAIRS else verdict(lo, hi, me, base)
+            comparisons.append({"layout": env, "me": me, "base": base, "statistic": stat,
+                                "difference": d, "ci95": [lo, hi], "verdict": said})
+            cmp_lines.append(f"| {env.split(':')[1]} | {me} − {base} | {stat} | "
+                             f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] | {said} |")
     table = "\n".join(lines) + "\n"
     comparison = "\n".join(cmp_lines) + "\n"
     (out / "table.md").write_text(table + f"\nAnchor: {ANCHOR}.\n")
@@ -219,10 +237,14 @@ def main() -> None:
     p = report_script_parser("fig4", __doc__, HERE / "results" / "fig4_laptop")
     p.add_argument("--eval-episodes", type=int, default=64,
                    help="greedy episodes per seed for the final evaluation (0: skip it; default 64)")
+    p.add_argument("--with", dest="also", action="append", default=[], metavar="DIR", type=Path,
+                   help="also report these run directories (or directories holding them) and "
+                        "compare with them, without copying them (e.g. a probe against the "
+                        "Figure 4 runs: results/fig4_laptop/runs/overcooked_asymm_advantages)")
     a = p.parse_args()
     try:
         _, sweep_dir, report_dir = run_for_report(a)
-        report(sweep_dir, report_dir, a.eval_episodes)
+        report(sweep_dir, report_dir, a.eval_episodes, tuple(a.also))
     except MeigmError as exc:
         p.exit(2, f"error: {exc}\n")
 

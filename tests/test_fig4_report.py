@@ -97,3 +97,27 @@ def test_the_early_stage_ends_at_the_last_evaluation_mark_before_the_shaping_end
     out = fig4.report(sweep, tmp_path / "report", eval_episodes=0)
     (row,) = out["runs"]
     assert row["early_test_soups"] == [3.0, 0.0]
+
+
+def test_a_probe_is_compared_with_the_runs_given_with_it_on_the_stage_they_share(tmp_path):
+    """A probe of one setting (a grid label ``me_qmix,target_entropy=1.4``, half the budget)
+    against the Figure 4 runs passed with ``--with``: against ME-QMIX at its defaults and
+    against QMIX, on the early stage only, and those runs are not copied into the report."""
+    fig = tmp_path / "fig4runs"
+    _run(fig, "qmix", {0: [2, 2, 2, 2, 2, 2, 2, 2], 1: [2, 2, 2, 2, 2, 2, 2, 2]}, t_max=80)
+    _run(fig, "me_qmix", {0: [0] * 8, 1: [0] * 8}, t_max=80)
+    probe = tmp_path / "probe"
+    _run(probe, "me_qmix,target_entropy=1.4", {0: [1, 1, 1, 1, 1], 1: [1, 1, 1, 1, 1]}, t_max=50,
+         alg="me_qmix")
+    report_dir = tmp_path / "report"
+    out = fig4.report(probe, report_dir, eval_episodes=0, also=(fig,))
+    got = {(c["me"], c["base"], c["statistic"]): c for c in out["comparisons"]}
+    variant = "me_qmix,target_entropy=1.4"
+    vs_default = got[(variant, "me_qmix", "early_test_soups")]
+    assert vs_default["difference"] == pytest.approx(1.0) and vs_default["verdict"] == f"{variant} ahead"
+    vs_base = got[(variant, "qmix", "early_test_soups")]
+    assert vs_base["difference"] == pytest.approx(-1.0) and vs_base["verdict"] == "qmix ahead"
+    # other budgets: no whole-run or final comparison; the fig4 pair itself keeps all of them
+    assert not any(k[0] == variant and not k[2].startswith("early") for k in got)
+    assert got[("me_qmix", "qmix", "whole_test_soups")]["verdict"] == "base ahead"
+    assert sorted(p.name for p in (report_dir / "runs" / "overcooked_cramped_room").iterdir()) == [variant]

@@ -230,9 +230,10 @@ def diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 10000,
     return float(a.mean() - b.mean()), float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))
 
 
-def verdict(lo: float, hi: float) -> str:
-    """What the 95% interval of (ME learner − its base) allows one to say, and no more."""
-    return "ME ahead" if lo > 0 else "base ahead" if hi < 0 else "not separated"
+def verdict(lo: float, hi: float, first: str = "ME", second: str = "base") -> str:
+    """What the 95% interval of (``first`` − ``second``: an ME learner − its base, by
+    default) allows one to say, and no more."""
+    return f"{first} ahead" if lo > 0 else f"{second} ahead" if hi < 0 else "not separated"
 
 
 # ------------------------------------------------------------------ outputs
