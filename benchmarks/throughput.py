@@ -35,6 +35,12 @@ same process, so the rows of one call compare under the same conditions.
 
 Each figure is the median of ``--repeats`` timed calls after a warm-up call.
 
+``--profile DIR`` also traces one isolated update and one training chunk with JAX's
+profiler (after the timed calls, for the first ``--buckets`` setting) and prints where
+each spends its time: the self time of every XLA CPU thunk, by kind, per update
+(``thunk_seconds``). It answers what the timings cannot: whether the loop runs the same
+kernels slower than the isolated update, runs extra ones, or leaves the cores idle.
+
 ``--memory`` times nothing: it compiles the chunk and the update on abstract shapes and
 prints XLA's account of their working sets, arguments, flops and bytes accessed
 (``compiled_account``).
@@ -43,12 +49,16 @@ prints XLA's account of their working sets, arguments, flops and bytes accessed
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import gc
+import gzip
 import json
 import platform
+import re
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -76,6 +86,49 @@ def timed(fn, *args, repeats: int) -> float:
     return statistics.median(times)
 
 
+def thunk_seconds(trace_dir: Path) -> tuple[dict[str, float], float]:
+    """Self time (s) of each kind of XLA CPU thunk in the perfetto trace under
+    ``trace_dir``, summed over threads, and the trace's wall span (s) of those thunks.
+
+    A thunk's kind is its HLO name without the numeric suffix (``fusion.12`` -> ``fusion``),
+    so the same kernels compare across programs. Self time excludes nested thunks (a
+    ``while`` holds its body's), so the kinds add up to the threads' busy time."""
+    traces = sorted(trace_dir.rglob("*perfetto_trace.json.gz"))
+    if not traces:
+        raise FileNotFoundError(f"no perfetto trace under {trace_dir}")
+    raw = json.loads(gzip.decompress(traces[-1].read_bytes()))
+    events = raw["traceEvents"] if isinstance(raw, dict) else raw
+    by_thread: dict[int, list[tuple[float, float, str]]] = collections.defaultdict(list)
+    for e in events:  # thunks carry their HLO module; the runtime's own markers do not
+        if e.get("ph") == "X" and "hlo_module" in e.get("args", {}):
+            by_thread[e["tid"]].append((e["ts"], e["dur"], re.sub(r"\.\d+$", "", e["name"])))
+    self_us: dict[str, float] = collections.defaultdict(float)
+    first, last = float("inf"), float("-inf")
+    for spans in by_thread.values():
+        spans.sort(key=lambda x: (x[0], -x[1]))
+        stack: list[list] = []  # [end, kind, time of direct children]
+        for ts, dur, kind in spans:
+            first, last = min(first, ts), max(last, ts + dur)
+            while stack and stack[-1][0] <= ts:
+                _, k, children = stack.pop()
+                self_us[k] -= children
+            if stack:
+                stack[-1][2] += dur
+            self_us[kind] += dur
+            stack.append([ts + dur, kind, 0.0])
+        for _, k, children in stack:
+            self_us[k] -= children
+    return {k: v / 1e6 for k, v in self_us.items()}, max(last - first, 0.0) / 1e6
+
+
+def profiled(trace_dir: Path, fn: Callable, *args) -> tuple[object, dict[str, float], float]:
+    """``fn(*args)`` (already compiled) traced into ``trace_dir``: its result and its
+    ``thunk_seconds``."""
+    with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
+        result = jax.block_until_ready(fn(*args))
+    return (result, *thunk_seconds(trace_dir))
+
+
 def env_only(env, n_envs: int, repeats: int) -> float:
     """Env steps/s of random available actions in the trainer's roll-out."""
     spec = env.spec
@@ -93,13 +146,17 @@ def env_only(env, n_envs: int, repeats: int) -> float:
 
 
 def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
-            buckets: list[int]) -> dict[str, dict[str, float]]:
+            buckets: list[int], profile: Path | None = None) -> dict[str, dict[str, float]]:
     """Figures of one algorithm for each ``length_buckets`` setting, from the same
     filled buffer and the same sampled batch (so the settings differ only in the update).
 
     States are donated from call to call and at most two are held at once: at
     Overcooked's paper batch (512 episodes of 400 steps) a state is ~1.8 GB, and holding
-    a few of them beside the update's working set ran this 24 GB box out of memory."""
+    a few of them beside the update's working set ran this 24 GB box out of memory.
+
+    With ``profile``, the first setting's update and one of its training chunks are
+    traced there after their timed calls; ``out["profile"]`` holds the thunk seconds of
+    each, the chunk's divided by the updates it made."""
     env = make_env(env_name)
 
     def build(n_buckets: int):
@@ -141,9 +198,13 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
     }
     settings = {n: build(n) for n in buckets}
     updates = {}
+    profiles: dict[str, dict] = {}
     for n, (_, le, tr) in settings.items():
         update = jax.jit(lambda ls, b, k, tr=tr, le=le: bucketed_update(le, tr.buckets, ls, b, k))
         updates[n] = timed(update, learner0, batch, jax.random.PRNGKey(3), repeats=repeats)
+        if profile is not None and n == buckets[0]:
+            _, kinds, wall = profiled(profile / "update", update, learner0, batch, jax.random.PRNGKey(3))
+            profiles["update"] = {"wall_s": wall, "updates": 1, "thunk_s": kinds}
     del batch
     out: dict[str, dict[str, float]] = {}
     for i, (n_buckets, (cfg, _, trainer)) in enumerate(settings.items()):
@@ -162,6 +223,13 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
             jax.block_until_ready(metrics)
             rates.append((int(start.t_env[0]) - before) / (time.perf_counter() - t0))
             lengths.append(float(metrics["train/length"][0]))
+        if profile is not None and i == 0:
+            updates_before = int(start.updates[0])
+            (start, _), kinds, wall = profiled(profile / "chunk", run, start,
+                                               int(start.t_env[0]) + cfg.test_interval)
+            made = int(start.updates[0]) - updates_before
+            profiles["chunk"] = {"wall_s": wall / made, "updates": made,
+                                 "thunk_s": {k: v / made for k, v in kinds.items()}}
         del start
         out[f"length_buckets={n_buckets}"] = {
             "buckets": list(trainer.buckets),
@@ -174,7 +242,29 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
         }
     del ts
     out["env"] = {"env_steps_per_s_random": env_only(env, cfg.n_envs, repeats)}
+    if profiles:
+        out["profile"] = profiles
     return out
+
+
+def print_profile(key: str, prof: dict, top: int = 12) -> None:
+    """Where one update's time goes, isolated and in the loop, thunk kind by kind."""
+    upd, chunk = prof["update"], prof["chunk"]
+    kinds = sorted(set(upd["thunk_s"]) | set(chunk["thunk_s"]),
+                   key=lambda k: -max(upd["thunk_s"].get(k, 0.0), chunk["thunk_s"].get(k, 0.0)))
+    busy_u, busy_c = sum(upd["thunk_s"].values()), sum(chunk["thunk_s"].values())
+    print(f"\n{key}: thunk self time per update (ms), the isolated update against the training "
+          f"loop (the chunk made {chunk['updates']} updates; its roll-out is in the loop's figures)")
+    print("| thunk kind | isolated update | in the loop, per update | loop / isolated |\n|---|---|---|---|")
+    for k in kinds[:top]:
+        u, c = upd["thunk_s"].get(k, 0.0), chunk["thunk_s"].get(k, 0.0)
+        print(f"| {k} | {u * 1e3:.4g} | {c * 1e3:.4g} | {c / u if u else float('inf'):.2f} |")
+    rest_u = busy_u - sum(upd["thunk_s"].get(k, 0.0) for k in kinds[:top])
+    rest_c = busy_c - sum(chunk["thunk_s"].get(k, 0.0) for k in kinds[:top])
+    print(f"| (other kinds) | {rest_u * 1e3:.4g} | {rest_c * 1e3:.4g} | |")
+    print(f"| **busy thread time** | {busy_u * 1e3:.4g} | {busy_c * 1e3:.4g} | {busy_c / busy_u:.2f} |")
+    ratio = chunk["wall_s"] / upd["wall_s"]
+    print(f"| **wall** | {upd['wall_s'] * 1e3:.4g} | {chunk['wall_s'] * 1e3:.4g} | {ratio:.2f} |", flush=True)
 
 
 def compiled_account(alg: str, env_name: str, overrides: list[str]) -> dict[str, float]:
@@ -224,6 +314,9 @@ def main() -> None:
     p.add_argument("--memory", action="store_true",
                    help="only XLA's account (memory, flops, bytes accessed) of the chunk and of the "
                         "update (compile, no timing)")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="also trace one update and one training chunk per row into DIR and print "
+                        "each one's XLA thunk times")
     p.add_argument("overrides", nargs="*", default=[], help="config key=value (default test_interval=10000)")
     a = p.parse_args()
     overrides = a.overrides or ["test_interval=10000"]
@@ -255,10 +348,11 @@ def main() -> None:
         for b in batch_sizes:
             extra = [] if b is None else [f"batch_size={b}"]
             key = alg if b is None else f"{alg} batch_size={b}"
+            trace_dir = None if a.profile is None else Path(a.profile) / key.replace(" ", "_")
             by_setting = rows[key] = measure(alg, a.env, [*overrides, *extra], a.repeats,
-                                             [int(n) for n in a.buckets.split(",")])
+                                             [int(n) for n in a.buckets.split(",")], trace_dir)
             for setting, r in by_setting.items():
-                if setting != "env":
+                if setting not in ("env", "profile"):
                     print(f"| {key} | {setting.split('=')[1]} {tuple(r['buckets'])} | "
                           f"{by_setting['env']['env_steps_per_s_random']:.0f} | "
                           f"{r['batch_longest_episode']} | {r['bare_fwd_bwd_s']:.3f} | "
@@ -267,6 +361,8 @@ def main() -> None:
                           f"{r['update_s']:.3f} | {r['update_over_bare']:.2f} | "
                           f"{r['train_env_steps_per_s']:.0f} | {r['mean_episode_length']:.1f} |",
                           flush=True)
+            if "profile" in by_setting:
+                print_profile(key, by_setting["profile"])
             if a.json:  # after every row: a long call that dies keeps what it measured
                 Path(a.json).write_text(json.dumps({"env": a.env, "overrides": overrides,
                                                     "rows": rows}, indent=1))
