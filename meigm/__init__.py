@@ -16,9 +16,44 @@ use, so ``import meigm`` (and the command line) stays fast.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+#: Appended to ``XLA_FLAGS`` by :func:`cpu_flags` on import.
+YNN_REDUCE_OFF = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
+
+
+def cpu_flags(environ: dict[str, str] | os._Environ = os.environ, jaxlib: str | None = None) -> None:
+    """Keep XLA:CPU from handing multiply-reduce fusions to YNNPACK (jaxlib >= 0.10).
+
+    Why: in jaxlib 0.10 such a fusion (the gradient of any broadcast multiply, e.g. the
+    two-layer OPT's weights) runs 40-100x slower when an operand has a dimension of size 1,
+    which every single-seed program has (the seed ``vmap``): the OPT's backward took 0.44 s
+    of a 0.75 s update in ME-QMIX's training loop on Overcooked, and ME-QMIX trained 1.6x
+    faster with YNNPACK's reductions off (benchmarks/README.md, "A CPU trap: YNNPACK's
+    reductions"). XLA's own reduce emitter has no such cliff. A user's own setting of
+    the flag is left alone; an older jaxlib, which does not know the flag (and would abort
+    on it), gets nothing. XLA reads its flags when JAX starts its first backend, so this
+    runs on ``import meigm``, before anything is computed."""
+    if "xla_cpu_experimental_ynn_fusion_type" in environ.get("XLA_FLAGS", ""):
+        return
+    if jaxlib is None:
+        try:
+            jaxlib = importlib.metadata.version("jaxlib")
+        except importlib.metadata.PackageNotFoundError:
+            return
+    try:
+        major_minor = tuple(int(part) for part in jaxlib.split(".")[:2])
+    except ValueError:
+        return
+    if major_minor >= (0, 10):
+        environ["XLA_FLAGS"] = f"{environ.get('XLA_FLAGS', '')} {YNN_REDUCE_OFF}".strip()
+
+
+cpu_flags()
 
 #: public name -> the module that defines it
 _EXPORTS = {
