@@ -146,10 +146,10 @@ def test_scenario_default_horizon():
 
 
 def test_scenario_default_target_entropy_is_overcookeds_own():
-    """Overcooked's ME-IGM target entropy is 0.8 per agent, not SMAC-v2's 0.24 (which
+    """Overcooked's ME-IGM target entropy is 1.4 per agent, not SMAC-v2's 0.24 (which
     stopped exploration there); an explicit value still wins."""
     defaults = dict(make_env("overcooked:cramped_room").spec.config_defaults)
-    assert config.build(None).resolve(2, defaults).target_entropy == 0.8
+    assert config.build(None).resolve(2, defaults).target_entropy == 1.4
     assert config.build(None, ["target_entropy=0.24"]).resolve(2, defaults).target_entropy == 0.24
 
 
