@@ -86,13 +86,15 @@ def timed(fn, *args, repeats: int) -> float:
     return statistics.median(times)
 
 
-def thunk_seconds(trace_dir: Path) -> tuple[dict[str, float], float]:
+def thunk_seconds(trace_dir: Path, by_name: bool = False) -> tuple[dict[str, float], float]:
     """Self time (s) of each kind of XLA CPU thunk in the perfetto trace under
     ``trace_dir``, summed over threads, and the trace's wall span (s) of those thunks.
 
     A thunk's kind is its HLO name without the numeric suffix (``fusion.12`` -> ``fusion``),
-    so the same kernels compare across programs. Self time excludes nested thunks (a
-    ``while`` holds its body's), so the kinds add up to the threads' busy time."""
+    so the same kernels compare across programs; ``by_name`` keeps the whole name, which
+    is the instruction's name in the program's ``compiled.as_text()`` (the way from a slow
+    thunk to the HLO, and the ``op_name`` of the JAX code, behind it). Self time excludes
+    nested thunks (a ``while`` holds its body's), so they add up to the threads' busy time."""
     traces = sorted(trace_dir.rglob("*perfetto_trace.json.gz"))
     if not traces:
         raise FileNotFoundError(f"no perfetto trace under {trace_dir}")
@@ -101,7 +103,8 @@ def thunk_seconds(trace_dir: Path) -> tuple[dict[str, float], float]:
     by_thread: dict[int, list[tuple[float, float, str]]] = collections.defaultdict(list)
     for e in events:  # thunks carry their HLO module; the runtime's own markers do not
         if e.get("ph") == "X" and "hlo_module" in e.get("args", {}):
-            by_thread[e["tid"]].append((e["ts"], e["dur"], re.sub(r"\.\d+$", "", e["name"])))
+            name = e["name"] if by_name else re.sub(r"\.\d+$", "", e["name"])
+            by_thread[e["tid"]].append((e["ts"], e["dur"], name))
     self_us: dict[str, float] = collections.defaultdict(float)
     first, last = float("inf"), float("-inf")
     for spans in by_thread.values():
@@ -127,6 +130,13 @@ def profiled(trace_dir: Path, fn: Callable, *args) -> tuple[object, dict[str, fl
     with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
         result = jax.block_until_ready(fn(*args))
     return (result, *thunk_seconds(trace_dir))
+
+
+def heaviest(trace_dir: Path, n: int = 5, per: int = 1) -> dict[str, float]:
+    """The ``n`` single thunks (by whole name) with the most self time in the trace under
+    ``trace_dir``, in s, divided by ``per`` (the updates the traced call made)."""
+    names, _ = thunk_seconds(trace_dir, by_name=True)
+    return {k: v / per for k, v in sorted(names.items(), key=lambda kv: -kv[1])[:n]}
 
 
 def env_only(env, n_envs: int, repeats: int) -> float:
@@ -204,7 +214,8 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
         updates[n] = timed(update, learner0, batch, jax.random.PRNGKey(3), repeats=repeats)
         if profile is not None and n == buckets[0]:
             _, kinds, wall = profiled(profile / "update", update, learner0, batch, jax.random.PRNGKey(3))
-            profiles["update"] = {"wall_s": wall, "updates": 1, "thunk_s": kinds}
+            profiles["update"] = {"wall_s": wall, "updates": 1, "thunk_s": kinds,
+                                  "heaviest_s": heaviest(profile / "update")}
     del batch
     out: dict[str, dict[str, float]] = {}
     for i, (n_buckets, (cfg, _, trainer)) in enumerate(settings.items()):
@@ -229,7 +240,8 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
                                                int(start.t_env[0]) + cfg.test_interval)
             made = int(start.updates[0]) - updates_before
             profiles["chunk"] = {"wall_s": wall / made, "updates": made,
-                                 "thunk_s": {k: v / made for k, v in kinds.items()}}
+                                 "thunk_s": {k: v / made for k, v in kinds.items()},
+                                 "heaviest_s": heaviest(profile / "chunk", per=made)}
         del start
         out[f"length_buckets={n_buckets}"] = {
             "buckets": list(trainer.buckets),
@@ -264,7 +276,11 @@ def print_profile(key: str, prof: dict, top: int = 12) -> None:
     print(f"| (other kinds) | {rest_u * 1e3:.4g} | {rest_c * 1e3:.4g} | |")
     print(f"| **busy thread time** | {busy_u * 1e3:.4g} | {busy_c * 1e3:.4g} | {busy_c / busy_u:.2f} |")
     ratio = chunk["wall_s"] / upd["wall_s"]
-    print(f"| **wall** | {upd['wall_s'] * 1e3:.4g} | {chunk['wall_s'] * 1e3:.4g} | {ratio:.2f} |", flush=True)
+    print(f"| **wall** | {upd['wall_s'] * 1e3:.4g} | {chunk['wall_s'] * 1e3:.4g} | {ratio:.2f} |")
+    for where, prog in (("isolated update", upd), ("loop, per update", chunk)):
+        top = ", ".join(f"{k} {v * 1e3:.4g}" for k, v in prog["heaviest_s"].items())
+        print(f"heaviest single thunks (ms), {where}: {top}")
+    print("(a thunk's name is its instruction in the program's compiled.as_text())", flush=True)
 
 
 def compiled_account(alg: str, env_name: str, overrides: list[str]) -> dict[str, float]:

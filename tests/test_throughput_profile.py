@@ -41,6 +41,10 @@ def test_self_times_by_hand(tmp_path):
     kinds, wall = throughput.thunk_seconds(tmp_path)
     assert kinds == pytest.approx({"while": 30e-6, "fusion": 60e-6, "dot": 50e-6})
     assert wall == pytest.approx(100e-6)  # the span of the thunks, not of the runtime's markers
+    names, _ = throughput.thunk_seconds(tmp_path, by_name=True)
+    assert names == pytest.approx({"while.5": 30e-6, "fusion.3": 20e-6, "fusion.12": 40e-6, "dot.1": 50e-6})
+    assert list(throughput.heaviest(tmp_path, n=2, per=2)) == ["dot.1", "fusion.12"]
+    assert throughput.heaviest(tmp_path, n=1, per=2) == pytest.approx({"dot.1": 25e-6})
 
 
 def test_a_traced_program_accounts_for_its_kernels(tmp_path):
