@@ -155,10 +155,22 @@ def env_only(env, n_envs: int, repeats: int) -> float:
     return steps / timed(collect, jax.random.PRNGKey(1), repeats=repeats)
 
 
+def parse_setting(setting: str) -> tuple[int, int]:
+    """``"8"`` -> (8 buckets, 1 group); ``"8x4"`` -> (8 buckets, 4 length-sorted groups)."""
+    n, _, g = setting.partition("x")
+    return int(n), int(g or 1)
+
+
+def setting_label(setting: str) -> str:
+    n, g = parse_setting(setting)
+    return f"length_buckets={n}" + (f",length_groups={g}" if g > 1 else "")
+
+
 def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
-            buckets: list[int], profile: Path | None = None) -> dict[str, dict[str, float]]:
-    """Figures of one algorithm for each ``length_buckets`` setting, from the same
-    filled buffer and the same sampled batch (so the settings differ only in the update).
+            buckets: list[str], profile: Path | None = None) -> dict[str, dict[str, float]]:
+    """Figures of one algorithm for each update setting (``parse_setting``: buckets and
+    length-sorted groups), from the same filled buffer and the same sampled batch (so
+    the settings differ only in the update).
 
     States are donated from call to call and at most two are held at once: at
     Overcooked's paper batch (512 episodes of 400 steps) a state is ~1.8 GB, and holding
@@ -169,9 +181,11 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
     each, the chunk's divided by the updates it made."""
     env = make_env(env_name)
 
-    def build(n_buckets: int):
-        program = make_program(config.build(None, [*overrides, f"length_buckets={n_buckets}"],
-                                            alg=alg, env=env_name, seeds=1), env)
+    def build(setting: str):
+        n_buckets, groups = parse_setting(setting)
+        program = make_program(config.build(
+            None, [*overrides, f"length_buckets={n_buckets}", f"length_groups={groups}"],
+            alg=alg, env=env_name, seeds=1), env)
         return program.cfg, program.learner, program.trainer
 
     cfg, learner, trainer = build(buckets[0])
@@ -209,8 +223,9 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
     settings = {n: build(n) for n in buckets}
     updates = {}
     profiles: dict[str, dict] = {}
-    for n, (_, le, tr) in settings.items():
-        update = jax.jit(lambda ls, b, k, tr=tr, le=le: bucketed_update(le, tr.buckets, ls, b, k))
+    for n, (c, le, tr) in settings.items():
+        update = jax.jit(lambda ls, b, k, tr=tr, le=le, g=c.length_groups:
+                         bucketed_update(le, tr.buckets, ls, b, k, g))
         updates[n] = timed(update, learner0, batch, jax.random.PRNGKey(3), repeats=repeats)
         if profile is not None and n == buckets[0]:
             _, kinds, wall = profiled(profile / "update", update, learner0, batch, jax.random.PRNGKey(3))
@@ -218,7 +233,7 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
                                   "heaviest_s": heaviest(profile / "update")}
     del batch
     out: dict[str, dict[str, float]] = {}
-    for i, (n_buckets, (cfg, _, trainer)) in enumerate(settings.items()):
+    for i, (setting, (cfg, _, trainer)) in enumerate(settings.items()):
         run, _ = compiled(trainer, donate=True)
         # every setting starts from the same filled state: a copy, the last one the original
         start = ts if i == len(settings) - 1 else jax.tree.map(jnp.copy, ts)
@@ -243,11 +258,11 @@ def measure(alg: str, env_name: str, overrides: list[str], repeats: int,
                                  "thunk_s": {k: v / made for k, v in kinds.items()},
                                  "heaviest_s": heaviest(profile / "chunk", per=made)}
         del start
-        out[f"length_buckets={n_buckets}"] = {
+        out[setting_label(setting)] = {
             "buckets": list(trainer.buckets),
             **common,
-            "update_s": updates[n_buckets],
-            "update_over_bare": updates[n_buckets] / common["bare_fwd_bwd_s"],
+            "update_s": updates[setting],
+            "update_over_bare": updates[setting] / common["bare_fwd_bwd_s"],
             "train_env_steps_per_s": statistics.median(rates),
             "first_chunk_with_compile_s": compile_s,
             "mean_episode_length": statistics.median(lengths),
@@ -323,7 +338,9 @@ def main() -> None:
     p.add_argument("--algs", default="me_qmix,qmix", help="comma-separated algorithms")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--buckets", default="1,4",
-                   help="comma-separated length_buckets settings to compare (1: full-length update)")
+                   help="comma-separated update settings to compare: length_buckets, or "
+                        "length_buckets x length_groups (8x4: 8 buckets, 4 length-sorted groups); "
+                        "1: full-length update")
     p.add_argument("--batch-sizes", default=None,
                    help="comma-separated batch sizes (episodes per update) to compare; default: the config's")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
@@ -366,10 +383,11 @@ def main() -> None:
             key = alg if b is None else f"{alg} batch_size={b}"
             trace_dir = None if a.profile is None else Path(a.profile) / key.replace(" ", "_")
             by_setting = rows[key] = measure(alg, a.env, [*overrides, *extra], a.repeats,
-                                             [int(n) for n in a.buckets.split(",")], trace_dir)
+                                             a.buckets.split(","), trace_dir)
             for setting, r in by_setting.items():
                 if setting not in ("env", "profile"):
-                    print(f"| {key} | {setting.split('=')[1]} {tuple(r['buckets'])} | "
+                    print(f"| {key} | {setting.removeprefix('length_buckets=')} "
+                          f"{tuple(r['buckets'])} | "
                           f"{by_setting['env']['env_steps_per_s_random']:.0f} | "
                           f"{r['batch_longest_episode']} | {r['bare_fwd_bwd_s']:.3f} | "
                           f"{r['first_layer_fwd_bwd_s']:.3f} "

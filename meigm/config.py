@@ -73,10 +73,17 @@ class Config:
     smallest that holds its longest real episode, so an update costs what its episodes
     cost (pymarl2 trims each batch to its longest episode); the result is the same up to
     float reassociation. 1: always the full limit. None: the scenario's setting — 8 on
-    the upstream SMAX maps (3m: 2.1-2.4x train env steps/s against 1, 5 s more compile
-    than 4), 1 elsewhere: on the SMAX races almost every batch holds a full-length
-    episode and the switch only costs (0.8-0.95x), and matrix, MPE and Overcooked
-    episodes always run to the limit (benchmarks/README.md)."""
+    SMAX (with ``length_groups`` 8), 1 elsewhere: matrix, MPE and Overcooked episodes
+    always run to the limit (benchmarks/README.md)."""
+    length_groups: int | None = None
+    """Length-sorted groups each sampled batch is split into, each trimmed to its own
+    bucket of ``length_buckets`` (1: the batch is trimmed as a whole). One timed-out
+    episode keeps a whole batch at the limit; sorted by length, only its group pays for
+    it. The gradients of the groups, weighted by their shares of the batch's real steps,
+    add up to the whole batch's, so the update is the same up to float reassociation.
+    Must divide ``batch_size``; needs a learner whose loss is separable by episode
+    (ME-IGM, QMIX/QPLEX/VDN, FOP). None: the scenario's setting (8 on SMAX, for those
+    learners; 1 elsewhere and for the others)."""
 
     # --- optimisation
     lr: float = 1e-3
@@ -270,6 +277,14 @@ class Config:
         return ALGORITHMS[self.alg][0].data_scheme == "on_policy"
 
     @property
+    def separable_loss(self) -> bool:
+        """Whether the algorithm's loss is separable by episode, so that a batch can be
+        updated in length-sorted groups (``length_groups``; meigm.learners.base)."""
+        from meigm.learners import ALGORITHMS
+
+        return getattr(ALGORITHMS[self.alg][0], "separable_loss", False)
+
+    @property
     def resolved_epsilon_anneal(self) -> int:
         if self.epsilon_anneal_steps is not None:
             return self.epsilon_anneal_steps
@@ -283,6 +298,9 @@ class Config:
         """
         t_max = self.t_max or default_t_max
         filled = {k: v for k, v in (scenario_defaults or {}).items() if getattr(self, k) is None}
+        if "length_groups" in filled:  # a scenario's grouping, for learners that can group,
+            filled["length_groups"] = (  # in groups of equal size
+                math.gcd(filled["length_groups"], self.batch_size) if self.separable_loss else 1)
         filled = {**GLOBAL_DEFAULTS, **filled}
         filled = {k: v for k, v in filled.items() if getattr(self, k) is None}
         cfg = dataclasses.replace(self, t_max=t_max, **filled)
@@ -302,19 +320,20 @@ class Config:
 #: Values of the scenario-dependent fields for scenarios that set none.
 GLOBAL_DEFAULTS: dict[str, Any] = {
     "opt_layers": 2, "target_entropy": 0.24, "alpha_init": 1.0, "reward_shaping_horizon": 0,
-    "bootstrap_truncated": True, "length_buckets": 1, "reward_scale": 1.0,
+    "bootstrap_truncated": True, "length_buckets": 1, "length_groups": 1, "reward_scale": 1.0,
 }
 
 #: Fields added since runs were first recorded, with the value every run written before
 #: them used: a run directory whose ``config.yaml`` lacks one resumes, re-evaluates and
-#: exports as it was trained (``reward_scale`` came with SMAX's default of 10).
-RECORDED_BEFORE: dict[str, Any] = {"reward_scale": 1.0}
+#: exports as it was trained (``reward_scale`` came with SMAX's default of 10,
+#: ``length_groups`` with the sorted-group update).
+RECORDED_BEFORE: dict[str, Any] = {"reward_scale": 1.0, "length_groups": 1}
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
 _HINTS = typing.get_type_hints(Config)
 _POSITIVE = {
     "seeds", "t_max", "n_envs", "buffer_size", "batch_size", "updates_per_collect", "lr",
-    "length_buckets",
+    "length_buckets", "length_groups",
     "grad_clip", "target_update_interval", "hidden_dim", "mixing_embed", "hypernet_embed", "qplex_heads",
     "epsilon_anneal_steps", "opt_layers", "opt_hidden", "opt_lr", "alpha_init", "alpha_lr",
     "test_interval", "test_episodes", "actor_lr", "fop_alpha_start", "fop_alpha_finish",
@@ -411,6 +430,9 @@ def _check_choices(cfg: Config) -> None:
         raise ConfigError(
             f"batch_size ({cfg.batch_size}) cannot exceed buffer_size ({cfg.buffer_size})"
         )
+    if cfg.length_groups is not None and cfg.batch_size % cfg.length_groups:
+        raise ConfigError(f"length_groups ({cfg.length_groups}) must divide batch_size "
+                          f"({cfg.batch_size}): every group holds the same number of episodes")
 
 
 def _unknown_key(key: str) -> ConfigError:

@@ -28,7 +28,10 @@ work is still computed and discarded: the price of one program for all seeds.)
 **Updates cost what the episodes cost.** Each sampled replay batch is trimmed to the
 smallest of ``length_buckets`` lengths that holds its longest real episode (pymarl2
 trims to the longest) before the update; one compiled update per bucket is chosen with
-``lax.switch``, so nothing recompiles (:func:`meigm.schemes.bucketed_update`). The
+``lax.switch``, so nothing recompiles (:func:`meigm.schemes.bucketed_update`). With
+``length_groups`` > 1 the batch is first sorted by episode length and split into that
+many groups, each trimmed to its own bucket, their gradients summed before one
+optimiser step: one timed-out episode then costs its group, not the whole batch. The
 bucket is the largest any seed needs (a ``pmax`` over the vmapped seed axis
 :data:`~meigm.types.SEEDS`): a per-seed choice would turn the switch into a select
 that computes every bucket.

@@ -31,10 +31,12 @@ from flax import struct
 
 from meigm.config import Config
 from meigm.envs import EnvSpec
+from meigm.errors import ConfigError
 from meigm.learners import Learner
+from meigm.learners.common import apply_gradients
 from meigm.rollout import EpisodeBuffer, buffer_add, buffer_bytes, buffer_init, buffer_sample
 from meigm.rollout.buffer import empty_episodes, longest_episode, trim_episodes
-from meigm.types import Episodes, LearnerState, seed_max
+from meigm.types import Episodes, LearnerState, Params, seed_max
 
 
 class DataScheme(Protocol):
@@ -68,6 +70,9 @@ class EpisodeReplay:
     """Off-policy episode replay with target networks (pymarl2's loop)."""
 
     def __init__(self, cfg: Config, spec: EnvSpec, learner: Learner, buckets: tuple[int, ...]):
+        if cfg.length_groups > 1 and not getattr(learner, "separable_loss", False):
+            raise ConfigError(f"length_groups={cfg.length_groups} needs a learner whose loss is "
+                              f"separable by episode; {cfg.alg!r} takes 1")
         self.cfg, self.spec, self.learner, self.buckets = cfg, spec, learner, buckets
         self._shapes: dict[str, jax.ShapeDtypeStruct] | None = None
 
@@ -97,7 +102,8 @@ class EpisodeReplay:
             def one(ls, k):
                 k_sample, k_update = jax.random.split(k)
                 batch = buffer_sample(buf, k_sample, cfg.batch_size)
-                return bucketed_update(self.learner, self.buckets, ls, batch, k_update)
+                return bucketed_update(self.learner, self.buckets, ls, batch, k_update,
+                                       cfg.length_groups)
 
             new, metrics = jax.lax.scan(one, ls, jax.random.split(key, cfg.updates_per_collect))
             metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
@@ -173,17 +179,69 @@ def make_scheme(cfg: Config, spec: EnvSpec, learner: Learner,
 
 
 def bucketed_update(learner: Learner, buckets: tuple[int, ...], ls: LearnerState,
-                    batch: Episodes, key: jax.Array) -> tuple[LearnerState, dict[str, jax.Array]]:
-    """``learner.update`` on the batch [B, T(+1), ...] trimmed to the smallest of
-    ``buckets`` that holds its longest real episode (the largest any seed needs, so that
-    under the seed vmap the switch stays a switch and only one bucket is computed)."""
-    if len(buckets) == 1:
-        return learner.update(ls, batch, key)
-    need = seed_max(longest_episode(batch))  # [] unbatched
-    # The first bucket >= need, from Python ints only: under a batched enclosing predicate
-    # (a batched predicate batches every input of its branches) an array constant here
-    # would batch the index, and the switch would become a select that computes every
-    # bucket (2.5x slower than no buckets, measured).
-    index = sum((need > b).astype(jnp.int32) for b in buckets[:-1])
-    branches = [lambda ls, b, k, n=n: learner.update(ls, trim_episodes(b, n), k) for n in buckets]
-    return jax.lax.switch(index, branches, ls, batch, key)
+                    batch: Episodes, key: jax.Array, groups: int = 1
+                    ) -> tuple[LearnerState, dict[str, jax.Array]]:
+    """``learner.update`` on the batch [B, T(+1), ...] with each part unrolled only as far
+    as its episodes go.
+
+    ``groups == 1``: the batch is trimmed to the smallest of ``buckets`` that holds its
+    longest real episode (pymarl2's rule). ``groups > 1`` (a learner with
+    ``separable_loss``): the episodes are sorted by length and split into ``groups``
+    equal groups, each trimmed to its own bucket; a ``scan`` over the groups sums their
+    gradients, each weighted by its share of the batch's real steps, and one optimiser
+    step follows. That is exactly :func:`meigm.learners.common.gradient_step` on the
+    whole batch up to float reassociation: every term of such a loss is a masked mean
+    over the real steps, each episode is unrolled from its own zero hidden state, and it
+    draws its randomness from its own key (the same ``split(key, B)``, permuted with it).
+    Why: one timed-out episode keeps a whole batch at the episode limit — on the SMAX
+    races 82-100% of batches of 128 hold one — while sorted, only its group pays for it.
+
+    Each bucket index is the largest any seed needs, so that under the seed vmap the
+    switch stays a switch and only one bucket is computed.
+    """
+    if groups == 1:
+        if len(buckets) == 1:
+            return learner.update(ls, batch, key)
+        branches = [lambda ls, b, k, n=n: learner.update(ls, trim_episodes(b, n), k)
+                    for n in buckets]
+        return jax.lax.switch(bucket_index(buckets, batch), branches, ls, batch, key)
+
+    grads, metrics = grouped_gradients(learner, buckets, groups, ls.params, ls.target_params,
+                                       batch, jax.random.split(key, batch.mask.shape[0]))
+    return apply_gradients(learner, ls, grads), metrics
+
+
+def grouped_gradients(learner: Learner, buckets: tuple[int, ...], groups: int, params: Params,
+                      target_params: Params, batch: Episodes, keys: jax.Array
+                      ) -> tuple[Params, dict[str, jax.Array]]:
+    """The gradient (and metrics) of ``learner.loss`` over the batch [B, ...] with keys [B]
+    (one per episode), computed over ``groups`` length-sorted groups each trimmed to its
+    bucket (:func:`bucketed_update`) -> (grads like ``params``, metrics)."""
+    b = batch.mask.shape[0]
+    order = jnp.argsort(jnp.sum(batch.mask, axis=1), stable=True)  # [B] shortest first
+    grouped = jax.tree.map(lambda x: x[order].reshape(groups, b // groups, *x.shape[1:]),
+                           (batch, keys))  # [G, B/G, ...]
+    real_steps = jnp.sum(batch.mask.astype(jnp.float32))
+    grad = jax.grad(learner.loss, has_aux=True)
+
+    def group(acc, part):
+        ep, k = part
+        branches = [lambda ep, k, n=n: grad(params, target_params, trim_episodes(ep, n), k)
+                    for n in buckets]
+        g = jax.lax.switch(bucket_index(buckets, ep), branches, ep, k)
+        share = jnp.sum(ep.mask.astype(jnp.float32)) / real_steps
+        return jax.tree.map(lambda a, x: a + share * x, acc, g), None
+
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad, params, target_params, batch, keys))
+    return jax.lax.scan(group, zeros, grouped)[0]
+
+
+def bucket_index(buckets: tuple[int, ...], episodes: Episodes) -> jax.Array:
+    """Index of the first of ``buckets`` that holds the longest real episode of
+    ``episodes`` [B, ...] in any seed -> [] int32, unbatched under the seed vmap."""
+    need = seed_max(longest_episode(episodes))  # [] unbatched
+    # From Python ints only: under a batched enclosing predicate (a batched predicate
+    # batches every input of its branches) an array constant here would batch the index,
+    # and the switch would become a select that computes every bucket (2.5x slower than
+    # no buckets, measured).
+    return sum((need > n).astype(jnp.int32) for n in buckets[:-1])

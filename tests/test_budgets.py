@@ -18,11 +18,20 @@ from conftest import TINY
 from meigm import config
 from meigm.envs.base import JaxMARLEnv
 from meigm.envs.matrix import MatrixGame
+from meigm.errors import ConfigError
 from meigm.experiments.run import train_run
-from meigm.program import compiled, eval_target, init_seeds, make_program, seed_keys
+from meigm.ops import sample_masked_per_step
+from meigm.program import (
+    compiled,
+    eval_target,
+    init_seeds,
+    make_program,
+    resolve_config,
+    seed_keys,
+)
 from meigm.rollout import greedy_act, random_act, rollout
 from meigm.rollout.buffer import length_buckets, longest_episode, trim_episodes
-from meigm.schemes import bucketed_update
+from meigm.schemes import bucketed_update, grouped_gradients
 from meigm.types import SEEDS
 
 LIMIT = 20  # episode limit of the stopping game
@@ -112,9 +121,9 @@ def test_length_buckets():
     assert length_buckets(10, 3) == (4, 7, 10)
 
 
-def _short_episode_batch(alg: str, seed: int = 0):
-    """A real batch of 12-step matrix episodes whose mask is cut to 1–5 real steps
-    (some terminated, some truncated), with garbage left in the padding."""
+def _short_episode_batch(alg: str, seed: int = 0, longest: int = 5):
+    """A real batch of 12-step matrix episodes whose mask is cut to 1–``longest`` real
+    steps (some terminated, some truncated), with garbage left in the padding."""
     cfg = config.build(None, [*TINY, "t_max=400", "test_interval=96", "batch_size=8",
                               "buffer_size=16", "env_args.steps=12"], alg=alg, env="matrix:table1")
     program = make_program(cfg)
@@ -125,8 +134,8 @@ def _short_episode_batch(alg: str, seed: int = 0):
         random_act,
         None, learner.hidden_dim, k, cfg.batch_size))(jax.random.PRNGKey(seed + 1))
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(1, 6, size=cfg.batch_size)
-    lengths[0] = 5
+    lengths = rng.integers(1, longest + 1, size=cfg.batch_size)
+    lengths[0] = longest
     t = np.arange(12)[None]
     mask = t < lengths[:, None]
     terminated = (t == lengths[:, None] - 1) & (rng.random((cfg.batch_size, 1)) < 0.5)
@@ -141,10 +150,10 @@ def test_trimmed_update_equals_the_full_length_update(alg):
     assert int(longest_episode(batch)) == 5
     short = trim_episodes(batch, 6)  # the bucket that holds the longest episode
     assert short.obs.shape[1] == 7 and short.reward.shape[1] == 6
-    key = jax.random.PRNGKey(5)
+    keys = jax.random.split(jax.random.PRNGKey(5), batch.mask.shape[0])
 
     def loss_and_grad(ep):
-        return jax.jit(jax.grad(learner.loss, has_aux=True))(ls.params, ls.target_params, ep, key)
+        return jax.jit(jax.grad(learner.loss, has_aux=True))(ls.params, ls.target_params, ep, keys)
 
     g_full, m_full = loss_and_grad(batch)
     g_short, m_short = loss_and_grad(short)
@@ -170,7 +179,80 @@ def test_the_trainer_picks_the_bucket_of_the_longest_episode():
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
-def test_the_seed_vmapped_program_computes_one_bucket_not_all_and_no_update_while_filling():
+@pytest.mark.parametrize("alg", ["me_qmix", "qmix", "me_qplex", "fop"])
+@pytest.mark.parametrize("groups", [2, 4, 8])
+def test_length_sorted_groups_give_the_whole_batch_gradient(alg, groups):
+    """Split into length-sorted groups, each trimmed to its own bucket, and weighted by
+    its share of the real steps, the gradient and metrics are the whole full-length
+    batch's (episodes of 1–12 steps: the groups fall in different buckets)."""
+    learner, ls, batch = _short_episode_batch(alg, seed=1, longest=12)
+    lengths = np.asarray(jnp.sum(batch.mask, axis=1))
+    assert lengths.max() == 12 and lengths.min() < 4  # the groups need different buckets
+    keys = jax.random.split(jax.random.PRNGKey(7), batch.mask.shape[0])
+    g_full, m_full = jax.jit(jax.grad(learner.loss, has_aux=True))(
+        ls.params, ls.target_params, batch, keys)
+    g_grp, m_grp = jax.jit(lambda p, t, b, k: grouped_gradients(
+        learner, (3, 6, 9, 12), groups, p, t, b, k))(ls.params, ls.target_params, batch, keys)
+    for k in m_full:
+        np.testing.assert_allclose(m_grp[k], m_full[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_grp), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_the_grouped_update_is_the_learners_update():
+    """Through the optimiser step: ``bucketed_update`` with groups gives the state
+    ``learner.update`` gives on the whole batch with the same key."""
+    learner, ls, batch = _short_episode_batch("me_qmix", seed=2, longest=12)
+    key = jax.random.PRNGKey(3)
+    full = jax.jit(learner.update)(ls, batch, key)
+    grouped = jax.jit(lambda ls, b, k: bucketed_update(learner, (3, 6, 9, 12), ls, b, k, 4))(
+        ls, batch, key)
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(grouped), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_each_episode_samples_from_its_own_key_whatever_its_company():
+    """The soft targets' next actions: an episode's draws depend on its key and its own
+    steps only, not on its place in the batch, the batch's other episodes or its length."""
+    k_logits, k_avail, k_keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    logits = jax.random.normal(k_logits, (6, 10, 3, 5))
+    avail = jax.random.bernoulli(k_avail, 0.7, (6, 10, 3, 5)).at[..., 0].set(True)
+    keys = jax.random.split(k_keys, 6)
+    whole = sample_masked_per_step(keys, logits, avail)  # [6, 10, 3]
+    perm = np.array([4, 1, 5, 0, 3, 2])
+    np.testing.assert_array_equal(sample_masked_per_step(keys[perm], logits[perm], avail[perm]),
+                                  whole[perm])
+    np.testing.assert_array_equal(
+        sample_masked_per_step(keys[2:4], logits[2:4, :6], avail[2:4, :6]), whole[2:4, :6])
+    assert bool(jnp.all(jnp.take_along_axis(avail, whole[..., None], -1)))
+
+
+def test_length_groups_must_divide_the_batch_and_need_a_separable_loss():
+    with pytest.raises(ConfigError, match=r"length_groups \(5\) must divide batch_size \(8\)"):
+        config.build(None, [*TINY, "batch_size=8", "length_groups=5"], alg="qmix",
+                     env="matrix:table1")
+    cfg = config.build(None, [*TINY, "batch_size=8", "buffer_size=16", "length_groups=2"],
+                       alg="hasac", env="matrix:table1")
+    with pytest.raises(ConfigError, match="separable by episode; 'hasac' takes 1"):
+        make_program(cfg)
+
+
+def test_smax_groups_by_default_where_the_learner_can():
+    """The scenario's 8 groups apply to learners with a separable loss, in equal groups
+    (the largest divisor of the batch up to 8), and to no other learner."""
+    def resolved(alg, *extra):
+        return resolve_config(config.build(None, list(extra), alg=alg, env="smax:3m"))[0]
+
+    assert (resolved("me_qmix").length_groups, resolved("me_qmix").length_buckets) == (8, 8)
+    assert resolved("qmix", "batch_size=12", "buffer_size=64").length_groups == 4
+    assert resolved("qmix", "length_groups=2").length_groups == 2  # set explicitly: kept
+    assert resolved("hasac").length_groups == 1
+    assert resolved("mappo").length_groups == 1
+    assert resolve_config(config.build(None, [], alg="me_qmix", env="matrix:table1"))[0].length_groups == 1
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_the_seed_vmapped_program_computes_one_bucket_not_all_and_no_update_while_filling(groups):
     """Under the seed vmap two branches must stay branches. The bucket index must stay
     unbatched so that ``lax.switch`` computes one bucket: a batched index turns it into a
     select that computes every bucket (the 2.5x slow-down ``benchmarks/throughput.py``
@@ -180,7 +262,8 @@ def test_the_seed_vmapped_program_computes_one_bucket_not_all_and_no_update_whil
     paper batch). Every other ``cond`` has a per-seed predicate and becomes a select, so
     exactly these two must be left, the switch inside the learn-or-skip branch."""
     cfg = config.build(None, [*TINY, "t_max=400", "test_interval=96", "batch_size=8",
-                              "buffer_size=16", "env_args.steps=12", "length_buckets=4"],
+                              "buffer_size=16", "env_args.steps=12", "length_buckets=4",
+                              f"length_groups={groups}"],
                        alg="me_qmix", env="matrix:table1", seeds=2)
     trainer = make_program(cfg).trainer
     state = jax.eval_shape(jax.vmap(trainer.init), seed_keys(cfg))

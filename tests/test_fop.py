@@ -166,8 +166,8 @@ def test_loss_is_finite_with_masked_actions_and_padding():
         mask=jnp.array([[True, True], [True, False], [True, True]]),
     )
     ls = LEARNER.init(jax.random.PRNGKey(0))
-    grads, metrics = jax.grad(LEARNER.loss, has_aux=True)(ls.params, ls.target_params, ep,
-                                                          jax.random.PRNGKey(2))
+    grads, metrics = jax.grad(LEARNER.loss, has_aux=True)(
+        ls.params, ls.target_params, ep, jax.random.split(jax.random.PRNGKey(2), b))
     assert all(np.isfinite(np.asarray(v)) for v in metrics.values()), metrics
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
     assert 0.0 <= float(metrics["entropy"]) <= math.log(2) + 1e-6  # at most 2 actions available

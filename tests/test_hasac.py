@@ -151,7 +151,7 @@ def test_critics_target_takes_the_smaller_twin():
     _, m = learner.critic_loss(critic, critic, ep, logits, alpha_c, key)
     # by hand: a' ~ uniform over available actions with the same per-step key, twin 1's value
     log_pi_next = ops.masked_log_softmax(logits[:, 1:], ep.avail[:, 1:])
-    a_next = ops.sample_masked_per_step(key, log_pi_next, ep.avail[:, 1:])
+    a_next = ops.sample_masked_per_step(jax.random.split(key, B), log_pi_next, ep.avail[:, 1:])
     q1 = learner.critic.apply(jax.tree.map(lambda x: x[0], critic), ep.state[:, 1:],
                               jax.nn.one_hot(a_next, A))
     logp = jnp.take_along_axis(log_pi_next, a_next[..., None], -1)[..., 0]

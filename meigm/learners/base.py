@@ -20,6 +20,11 @@ Optional, looked up with ``getattr`` (learners without them behave as before):
   critic mixed into ``Q_tot`` (the IGM-gap metric and the Table 1 view use it);
 * ``schedule(learner_state, t_env) -> learner_state`` — set time-dependent values kept
   in the state before each round of updates (FOP's annealed α);
+* ``separable_loss`` (True) with ``loss(params, target_params, episodes, keys) ->
+  (loss, metrics)`` and ``optimizer`` — for a learner whose ``update`` is one optimiser
+  step on that loss (:func:`meigm.learners.common.gradient_step`), every term of it a
+  masked mean over ``episodes.mask``, each episode drawing from its own key [B]; the
+  replay scheme may then split a batch into length-sorted groups (``length_groups``);
 * ``joint_values(params, inputs, state, avail, joints) -> (q_local, q_tot)`` — for a
   learner whose critic is not the agent network (FOP), its local values and ``Q_tot``
   of every joint action at one step, for the Table 1 view.

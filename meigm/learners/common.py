@@ -15,7 +15,7 @@ import optax
 
 from meigm import ops
 from meigm.networks.agent import agent_inputs
-from meigm.types import Episodes, Params
+from meigm.types import Episodes, LearnerState, Params
 
 
 def last_action_onehot(actions: jax.Array, n_actions: int) -> jax.Array:
@@ -134,3 +134,22 @@ def labelled_optimizer(
     return optax.multi_transform(
         groups, lambda params: {k: label_of(k) for k in params}
     )
+
+
+def gradient_step(learner, ls: LearnerState, episodes: Episodes, key: jax.Array
+                  ) -> tuple[LearnerState, dict[str, jax.Array]]:
+    """The update of a learner whose loss is separable by episode (``loss(params,
+    target_params, episodes [B, ...], keys [B]) -> (loss, metrics)``, every term a masked
+    mean over ``episodes.mask``): one optimiser step on the batch, episode ``b`` drawing
+    its randomness from ``keys[b]``. The replay scheme can then split a batch into groups
+    and get the same step (:func:`meigm.schemes.bucketed_update`)."""
+    keys = jax.random.split(key, episodes.mask.shape[0])  # [B] one per episode
+    grads, metrics = jax.grad(learner.loss, has_aux=True)(
+        ls.params, ls.target_params, episodes, keys)
+    return apply_gradients(learner, ls, grads), metrics
+
+
+def apply_gradients(learner, ls: LearnerState, grads: Params) -> LearnerState:
+    """One step of the learner's optimiser with ``grads`` (a pytree like ``ls.params``)."""
+    updates, opt_state = learner.optimizer.update(grads, ls.opt_state, ls.params)
+    return ls.replace(params=optax.apply_updates(ls.params, updates), opt_state=opt_state)

@@ -84,6 +84,7 @@ import optax
 
 from meigm import ops
 from meigm.learners.common import (
+    gradient_step,
     labelled_optimizer,
     take,
     unroll_agent,
@@ -197,6 +198,8 @@ class FOP:
 
     has_policy = True
     data_scheme = "replay"  # episode replay with target networks (meigm.schemes)
+    #: ``update`` is :func:`gradient_step` on ``loss``, a masked mean over episodes
+    separable_loss = True
 
     def __init__(self, cfg: Config, spec: EnvSpec) -> None:
         self.cfg, self.spec = cfg, spec
@@ -330,7 +333,7 @@ class FOP:
 
     # --------------------------------------------------------------- losses
     def loss(
-        self, params: Params, target_params: Params, ep: Episodes, key: jax.Array
+        self, params: Params, target_params: Params, ep: Episodes, keys: jax.Array
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         cfg = self.cfg
         sg = jax.lax.stop_gradient
@@ -347,7 +350,7 @@ class FOP:
         v = soft_value(q[:, :, :-1], avail_t, alpha)  # [K, B, T, N]
         q_tot = self.q_tot(params["mixer"], q[:, :, :-1], v, ep.actions, s_t)  # [K, B, T]
         log_pi_next = sg(log_pi[:, 1:])  # [B, T, N, A]
-        a_next = ops.sample_masked_per_step(key, log_pi_next, avail_next)  # a' ~ π, [B, T, N]
+        a_next = ops.sample_masked_per_step(keys, log_pi_next, avail_next)  # a' ~ π, [B, T, N]
         v_next = soft_value(q_target[:, :, 1:], avail_next, alpha)  # target V_i, [K, B, T, N]
         q_tot_next = jnp.min(  # clipped double Q, [B, T]
             self.q_tot(target_params["mixer"], q_target[:, :, 1:], v_next, a_next, s_next), axis=0
@@ -379,9 +382,4 @@ class FOP:
     def update(
         self, ls: LearnerState, episodes: Episodes, key: jax.Array
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
-        grads, metrics = jax.grad(self.loss, has_aux=True)(
-            ls.params, ls.target_params, episodes, key
-        )
-        updates, opt_state = self.optimizer.update(grads, ls.opt_state, ls.params)
-        params = optax.apply_updates(ls.params, updates)
-        return ls.replace(params=params, opt_state=opt_state), metrics
+        return gradient_step(self, ls, episodes, key)

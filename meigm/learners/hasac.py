@@ -349,7 +349,8 @@ class HASAC:
         a = ep.avail.shape[-1]
         avail_next = ep.avail[:, 1:]
         log_pi_next = ops.masked_log_softmax(logits[:, 1:], avail_next)  # [B, T, N, A]
-        a_next = ops.sample_masked_per_step(key, log_pi_next, avail_next)  # a' ~ π
+        a_next = ops.sample_masked_per_step(  # a' ~ π, one key per episode
+            jax.random.split(key, ep.mask.shape[0]), log_pi_next, avail_next)
         q_next = jnp.min(self.q_values(target_critic, ep.state[:, 1:],
                                        jax.nn.one_hot(a_next, a)), axis=0)  # [B, T]
         y = jax.lax.stop_gradient(soft_target(

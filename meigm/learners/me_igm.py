@@ -35,6 +35,7 @@ import optax
 
 from meigm import ops
 from meigm.learners.common import (
+    gradient_step,
     igm_gap,
     init_mixer,
     labelled_optimizer,
@@ -56,6 +57,8 @@ class MEIGM:
 
     has_policy = True
     data_scheme = "replay"  # episode replay with target networks (meigm.schemes)
+    #: ``update`` is :func:`gradient_step` on ``loss``, a masked mean over episodes
+    separable_loss = True
 
     def __init__(self, cfg: Config, spec: EnvSpec) -> None:
         self.cfg, self.spec = cfg, spec
@@ -120,7 +123,7 @@ class MEIGM:
 
     # --------------------------------------------------------------- losses
     def loss(
-        self, params: Params, target_params: Params, ep: Episodes, key: jax.Array
+        self, params: Params, target_params: Params, ep: Episodes, keys: jax.Array
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         cfg = self.cfg
         sg = jax.lax.stop_gradient
@@ -142,7 +145,7 @@ class MEIGM:
         q_tot = mix(self.mixer, params["mixer"], q[:, :-1], ep.actions, ep.avail[:, :-1], s_t)  # [B, T]
 
         # a'_{t+1} ~ π(·|s_{t+1}) from the online agent and OPT (no gradient).
-        a_next = ops.sample_masked_per_step(key, log_pi_next, ep.avail[:, 1:])  # [B, T, N]
+        a_next = ops.sample_masked_per_step(keys, log_pi_next, ep.avail[:, 1:])  # [B, T, N]
         q_bar_next = mix(  # Q̄_tot(s_{t+1}, a'_{t+1}), target networks
             self.mixer, target_params["mixer"], q_target[:, 1:], a_next, ep.avail[:, 1:], s_next
         )
@@ -186,9 +189,4 @@ class MEIGM:
     def update(
         self, ls: LearnerState, episodes: Episodes, key: jax.Array
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
-        grads, metrics = jax.grad(self.loss, has_aux=True)(
-            ls.params, ls.target_params, episodes, key
-        )
-        updates, opt_state = self.optimizer.update(grads, ls.opt_state, ls.params)
-        params = optax.apply_updates(ls.params, updates)
-        return ls.replace(params=params, opt_state=opt_state), metrics
+        return gradient_step(self, ls, episodes, key)

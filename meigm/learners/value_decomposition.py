@@ -18,6 +18,7 @@ import optax
 
 from meigm import ops
 from meigm.learners.common import (
+    gradient_step,
     init_mixer,
     labelled_optimizer,
     mix,
@@ -43,6 +44,8 @@ class ValueDecomposition:
 
     has_policy = False
     data_scheme = "replay"  # episode replay with target networks (meigm.schemes)
+    #: ``update`` is :func:`gradient_step` on ``loss``, a masked mean over episodes
+    separable_loss = True
 
     def __init__(self, cfg: Config, spec: EnvSpec) -> None:
         self.cfg, self.spec = cfg, spec
@@ -83,9 +86,9 @@ class ValueDecomposition:
         return jnp.where(greedy > 0, 0.0, ops.policy.MASKED_LOGIT)
 
     def loss(
-        self, params: Params, target_params: Params, ep: Episodes, key: jax.Array
+        self, params: Params, target_params: Params, ep: Episodes, keys: jax.Array
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        del key
+        del keys  # nothing random: double Q's targets are argmaxes
         cfg = self.cfg
         sg = jax.lax.stop_gradient
         q = unroll_agent(self.agent, params["agent"], ep, self.hidden_dim)  # [B, T+1, N, A]
@@ -112,9 +115,4 @@ class ValueDecomposition:
     def update(
         self, ls: LearnerState, episodes: Episodes, key: jax.Array
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
-        grads, metrics = jax.grad(self.loss, has_aux=True)(
-            ls.params, ls.target_params, episodes, key
-        )
-        updates, opt_state = self.optimizer.update(grads, ls.opt_state, ls.params)
-        params = optax.apply_updates(ls.params, updates)
-        return ls.replace(params=params, opt_state=opt_state), metrics
+        return gradient_step(self, ls, episodes, key)

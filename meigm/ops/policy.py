@@ -86,16 +86,24 @@ def sample_masked(key: jax.Array, logits: jax.Array, avail: jax.Array) -> jax.Ar
     return jax.random.categorical(key, mask_logits(logits, avail), axis=-1).astype(jnp.int32)
 
 
-def sample_masked_per_step(key: jax.Array, logits: jax.Array, avail: jax.Array) -> jax.Array:
-    """Sample every step of a batch of episodes, step ``t`` with its own key
-    ``fold_in(key, t)``: logits, avail [B, T, ..., A] -> [B, T, ...] int32.
+def sample_masked_per_step(keys: jax.Array, logits: jax.Array, avail: jax.Array) -> jax.Array:
+    """Sample every step of a batch of episodes, episode ``b``'s step ``t`` with its own
+    key ``fold_in(keys[b], t)``: keys [B] (one per episode, e.g. ``random.split(key, B)``),
+    logits, avail [B, T, ..., A] -> [B, T, ...] int32.
 
-    Why per step: the draw at step ``t`` then does not depend on how many steps the
-    batch has, so an update on a batch trimmed to its longest episode samples exactly
-    the actions the full-length batch would (:func:`meigm.rollout.buffer.trim_episodes`).
+    Why a key per episode and step: a draw then depends neither on how many steps the
+    batch is cut to nor on which other episodes share it, so an update on a batch
+    trimmed to its longest episode (:func:`meigm.rollout.buffer.trim_episodes`), or split
+    into length-sorted groups (:func:`meigm.schemes.bucketed_update`), samples exactly
+    the actions the whole full-length batch would.
     """
-    keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(jnp.arange(logits.shape[1]))
-    return jax.vmap(sample_masked, in_axes=(0, 1, 1), out_axes=1)(keys, logits, avail)
+    steps = jnp.arange(logits.shape[1])
+
+    def episode(key: jax.Array, logits: jax.Array, avail: jax.Array) -> jax.Array:
+        step_keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(steps)
+        return jax.vmap(sample_masked)(step_keys, logits, avail)
+
+    return jax.vmap(episode)(keys, logits, avail)
 
 
 def epsilon_greedy(
