@@ -8,12 +8,16 @@ episode must equal the full-length update up to float reassociation.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import TINY
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meigm import config
 from meigm.envs.base import JaxMARLEnv
@@ -197,6 +201,39 @@ def test_length_sorted_groups_give_the_whole_batch_gradient(alg, groups):
         np.testing.assert_allclose(m_grp[k], m_full[k], rtol=1e-5, atol=1e-6, err_msg=k)
     for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_grp), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+@functools.cache
+def _grouped_vs_full(groups: int):
+    """me_qmix's batch and its whole-batch and grouped gradient functions (compiled once)."""
+    learner, ls, batch = _short_episode_batch("me_qmix", seed=3, longest=12)
+    full = jax.jit(jax.grad(learner.loss, has_aux=True))
+    grouped = jax.jit(lambda p, t, b, k: grouped_gradients(learner, (3, 6, 9, 12), groups, p, t, b, k))
+    return ls, batch, full, grouped
+
+
+@settings(max_examples=12, deadline=None)
+@given(lengths=st.lists(st.integers(1, 12), min_size=8, max_size=8),
+       ends=st.lists(st.booleans(), min_size=8, max_size=8),
+       scale=st.sampled_from([1e-3, 1.0, 1e3]), groups=st.sampled_from([2, 4, 8]))
+def test_groups_give_the_whole_batch_gradient_for_any_lengths(lengths, ends, scale, groups):
+    """Any mix of lengths (all equal, all 1, all at the limit, near-ties), terminated or
+    truncated, rewards from 1e-3 to 1e3: the grouped gradient is the whole batch's."""
+    ls, batch, full, grouped = _grouped_vs_full(groups)
+    lengths = np.asarray(lengths)
+    t = np.arange(12)[None]
+    rewards = np.random.default_rng(int(lengths.sum())).normal(size=(8, 12)) * scale
+    batch = batch.replace(mask=jnp.asarray(t < lengths[:, None]),
+                          terminated=jnp.asarray((t == lengths[:, None] - 1) & np.asarray(ends)[:, None]),
+                          reward=jnp.asarray(rewards, jnp.float32))
+    keys = jax.random.split(jax.random.PRNGKey(int(lengths[0])), 8)
+    g_full, m_full = full(ls.params, ls.target_params, batch, keys)
+    g_grp, m_grp = grouped(ls.params, ls.target_params, batch, keys)
+    for k in m_full:
+        np.testing.assert_allclose(m_grp[k], m_full[k], rtol=1e-4,
+                                   atol=1e-6 * max(1.0, abs(float(m_full[k]))), err_msg=k)
+    for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_grp), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * max(1e-3, float(np.abs(a).max())))
 
 
 def test_the_grouped_update_is_the_learners_update():

@@ -125,6 +125,10 @@ class MEIGM:
     def loss(
         self, params: Params, target_params: Params, ep: Episodes, keys: jax.Array
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Eqs. (8), (9), (11) on episodes [B, T(+1), ...], one key per episode (keys [B],
+        for the soft target's a'). Every term is a masked mean over ``ep.mask`` computed
+        within each episode, so the batch may be split into groups (``separable_loss``).
+        -> (loss_q + loss_opt + loss_alpha [], metrics)."""
         cfg = self.cfg
         sg = jax.lax.stop_gradient
         alpha = jnp.exp(params["log_alpha"])
