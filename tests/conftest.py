@@ -14,6 +14,9 @@ TINY = [
     # two buckets still take the bucketed path (lax.switch); each more compiles one more
     # copy of the update, which is most of a tiny test run's time
     "length_buckets=2",
+    # and one group: SMAX's default 8 groups of 2 episodes would run 8 sequential tiny
+    # unrolls per update, overhead-bound (the groups are tested in test_budgets.py)
+    "length_groups=1",
 ]
 
 
