@@ -22,7 +22,9 @@ The report (``benchmarks/results/skill/``):
   anchor beside it;
 * ``comparison.md`` / ``comparison.json``: the paper's claim, ME-QMIX − QMIX on each
   scenario both have finished, at the final point, over the last tenth of the budget and
-  over the whole curve, each with a 95% bootstrap interval and what it allows one to say;
+  over the whole curve, each with a 95% bootstrap interval and what it allows one to say,
+  and the same pooled over the three races once all have finished (the mean of the
+  per-race differences, seeds resampled within each run);
 * ``runs/<scenario>/<label>/``: each run's ``config.yaml``, ``metrics.jsonl`` and
   ``results.json`` (never its checkpoints).
 
@@ -47,6 +49,7 @@ from meigm.experiments.analysis import (
     diff_ci,
     find_runs,
     plot_runs,
+    pooled_diff_ci,
     report_run_dirs,
     verdict,
     window_mean,
@@ -79,6 +82,8 @@ TARGET_3M = 0.90
 METRIC = "test/won"
 #: The paper's claim on the races: each ME learner at or above its base.
 PAIRS = (("me_qmix", "qmix"),)
+#: The comparison row pooling the three 5v5 races (mean of the per-race differences).
+RACES_POOLED = "5v5 races, mean of 3"
 #: The late stage: the evaluation points in this last fraction of the budget.
 LATE = 0.1
 HERE = Path(__file__).resolve().parent
@@ -179,6 +184,7 @@ def compare(runs: list[Run], t_max: dict[str, int]) -> list[dict]:
     damp the noise of one point) and the whole curve (its normalised area)."""
     by_key = {(r.env, r.label): r for r in runs}
     out = []
+    races: dict[tuple[str, str, str], list] = {}  # (me, base, statistic) -> [(a, b)] per race
     for env in sorted({r.env for r in runs}):
         budget = t_max.get(env)
         if budget is None:
@@ -195,6 +201,15 @@ def compare(runs: list[Run], t_max: dict[str, int]) -> list[dict]:
                 out.append({"scenario": env, "me": me, "base": base, "statistic": stat,
                             "since": since, "until": budget, "difference": d, "ci95": [lo, hi],
                             "verdict": verdict(lo, hi)})
+                if env in SMACV2_QMIX:
+                    races.setdefault((me, base, stat), []).append((a, b))
+    # The paper's claim is over the races: pooled, each race weighted equally, once every
+    # race has both runs at its budget.
+    for (me, base, stat), pairs in races.items():
+        if len(pairs) == len(SMACV2_QMIX):
+            d, lo, hi = pooled_diff_ci(pairs)
+            out.append({"scenario": RACES_POOLED, "me": me, "base": base, "statistic": stat,
+                        "difference": d, "ci95": [lo, hi], "verdict": verdict(lo, hi)})
     return out
 
 

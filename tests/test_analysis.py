@@ -18,6 +18,7 @@ from meigm.experiments.analysis import (
     diff_ci,
     find_runs,
     plot_runs,
+    pooled_diff_ci,
     report_run_dirs,
     table_runs,
     up_to,
@@ -233,3 +234,17 @@ def test_identical_seeds_give_a_zero_width_interval_and_the_verdict_needs_a_clea
     assert verdict(lo, hi) == "ME ahead" and verdict(-hi, -lo) == "base ahead"
     _, lo, hi = diff_ci(np.array([0.0, 0.6, 0.0]), np.array([0.2, 0.2, 0.2]))
     assert verdict(lo, hi) == "not separated"
+
+
+def test_pooled_difference_is_the_mean_of_the_scenarios_and_narrows_with_them():
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0.4, 0.8, 3), rng.uniform(0.3, 0.7, 3)
+    assert pooled_diff_ci([(a, b)]) == diff_ci(a, b)  # one scenario: the plain difference
+    # By hand: differences +0.2 and -0.1 with no spread within a run -> +0.05, zero width.
+    assert pooled_diff_ci([(np.full(3, 0.5), np.full(3, 0.3)), (np.full(2, 0.1), np.full(4, 0.2))]) \
+        == pytest.approx((0.05, 0.05, 0.05))
+    # Three scenarios alike in spread: the pooled interval is narrower than one's (~1/sqrt 3).
+    pairs = [(rng.uniform(0.4, 0.8, 3), rng.uniform(0.3, 0.7, 3)) for _ in range(3)]
+    width = [hi - lo for _, lo, hi in (diff_ci(x, y) for x, y in pairs)]
+    _, lo, hi = pooled_diff_ci(pairs)
+    assert hi - lo < min(width)

@@ -17,10 +17,11 @@ skill = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(skill)
 
 
-def _run(root: Path, label: str, won: dict[int, list[float]], finished: bool = False) -> Path:
-    d = root / "smax_3m" / label
+def _run(root: Path, label: str, won: dict[int, list[float]], finished: bool = False,
+         env: str = "smax:3m") -> Path:
+    d = root / env.replace(":", "_") / label
     d.mkdir(parents=True)
-    (d / "config.yaml").write_text(yaml.safe_dump({"alg": label, "env": "smax:3m", "test_episodes": 128}))
+    (d / "config.yaml").write_text(yaml.safe_dump({"alg": label, "env": env, "test_episodes": 128}))
     (d / "label.txt").write_text(label)
     (d / "metrics.jsonl").write_text("".join(
         json.dumps({"seed": s, "t_env": 100 * (i + 1), "test/won": v}) + "\n"
@@ -73,3 +74,27 @@ def test_a_run_short_of_its_budget_is_not_compared(tmp_path):
     _run(sweep, "me_qmix", {s: [0.1, 0.2] for s in range(3)})
     skill.report(sweep, tmp_path / "report", {"smax:3m": 300})
     assert json.loads((tmp_path / "report" / "comparison.json").read_text()) == []
+
+
+def test_the_races_are_pooled_once_all_three_have_finished(tmp_path):
+    sweep = tmp_path / "sweep"
+    races = ("smax:protoss_5_vs_5", "smax:terran_5_vs_5", "smax:zerg_5_vs_5")
+    # Final-point differences +0.3, -0.1, +0.1 (every seed alike): pooled +0.1, no spread.
+    for env, (me, base) in zip(races, ((0.5, 0.2), (0.4, 0.5), (0.3, 0.2)), strict=True):
+        _run(sweep, "qmix", {s: [0.0, base] for s in range(3)}, finished=True, env=env)
+        if env != races[-1]:
+            _run(sweep, "me_qmix", {s: [0.0, me] for s in range(3)}, finished=True, env=env)
+    budgets = dict.fromkeys(races, 200)
+    skill.report(sweep, tmp_path / "report", budgets)
+    got = json.loads((tmp_path / "report" / "comparison.json").read_text())
+    assert skill.RACES_POOLED not in {c["scenario"] for c in got}  # zerg's me_qmix is missing
+    _run(sweep, "me_qmix", {s: [0.0, 0.3] for s in range(3)}, finished=True, env=races[-1])
+    skill.report(sweep, tmp_path / "report", budgets)
+    got = {c["statistic"]: c for c in json.loads((tmp_path / "report" / "comparison.json").read_text())
+           if c["scenario"] == skill.RACES_POOLED}
+    assert got["final"]["difference"] == pytest.approx(0.1)
+    assert got["final"]["ci95"] == pytest.approx([0.1, 0.1])
+    assert got["final"]["verdict"] == "ME ahead"
+    assert got["whole"]["difference"] == pytest.approx(0.05)  # the curves' areas: half of it
+    assert "| 5v5 races, mean of 3 | me_qmix − qmix | final | +10.0 [+10.0, +10.0] | ME ahead |" \
+        in (tmp_path / "report" / "comparison.md").read_text()
