@@ -9,6 +9,14 @@ them lose each start, against what independent seeds with the same win rates wou
 (binomial) — a start that every policy loses points at the scenario, losses spread
 evenly point at the policies. Same starts: episode ``k`` of every seed resets with the
 same key. A draw (both teams dead) counts as lost, as in ``test/won``.
+
+``--replays R`` plays every start R times with the same reset key and fresh step keys:
+what changes between replays is only the battle's own chance (SMAX jitters each
+weapon cooldown by a uniform −1/16..+2/16 s and its heuristic enemy walks towards a
+random visible unit), never the policy or the start. Each seed's losses then split into
+starts it always loses (a start or a policy problem) and starts it wins on some replays
+and loses on others (the dice), with each start's win probability estimated from its R
+replays.
 """
 
 from __future__ import annotations
@@ -25,14 +33,18 @@ from meigm.experiments.evaluate import load_run
 from meigm.networks.agent import agent_inputs
 
 
-def play(run, n_episodes: int, key: jax.Array):
+def play(run, n_episodes: int, key: jax.Array, replays: int = 1):
     """Greedy episodes of every seed from the same starts -> (start positions [seeds, E,
-    units, 2], alive at the end [seeds, E, units], lengths [seeds, E], won [seeds, E])."""
+    units, 2], alive at the end [seeds, E, units], lengths [seeds, E], won [seeds, E]);
+    with ``replays`` R > 1 every start is played R times with fresh step keys and each
+    array gains an axis after E: [seeds, E, R, ...]."""
     env, learner = run.env, run.learner
     n, a, limit = env.spec.n_agents, env.spec.n_actions, env.spec.episode_limit
 
-    def episode(params, key):
+    def episode(params, key, replay=None):
         k_reset, k_steps = jax.random.split(key)
+        if replay is not None:  # same start (k_reset), the battle's chance drawn afresh
+            k_steps = jax.random.fold_in(k_steps, replay)
         state, ts = env.reset(k_reset)
         start = state.inner.state.unit_positions
 
@@ -53,8 +65,35 @@ def play(run, n_episodes: int, key: jax.Array):
         return start, state.inner.state.unit_alive, state.t, ts.info["won"]
 
     keys = jnp.broadcast_to(jax.random.split(key, n_episodes), (run.cfg.seeds, n_episodes, 2))
-    fn = jax.jit(jax.vmap(jax.vmap(episode, in_axes=(None, 0)), in_axes=(0, 0)))
-    return jax.device_get(fn(run.state.params, keys))
+    if replays == 1:
+        fn = jax.vmap(jax.vmap(episode, in_axes=(None, 0)), in_axes=(0, 0))
+        return jax.device_get(jax.jit(fn)(run.state.params, keys))
+    per_start = jax.vmap(episode, in_axes=(None, None, 0))  # R replays of one start
+    fn = jax.vmap(jax.vmap(per_start, in_axes=(None, 0, None)), in_axes=(0, 0, None))
+    return jax.device_get(jax.jit(fn)(run.state.params, keys, jnp.arange(replays)))
+
+
+def replay_summary(won: np.ndarray) -> dict[str, float]:
+    """Where one seed's losses come from, given each start replayed R times: ``won`` [E, R].
+
+    ``p`` is each start's win frequency over its replays. ``always_lost`` / ``always_won``:
+    the share of starts lost (won) on every replay; ``loss_from_always_lost``: the share of
+    all lost episodes that come from always-lost starts (the rest are lost to chance on
+    starts the policy also wins); ``majority``: the win rate if every start went the way
+    it goes most often — what the policy would score were the battle's dice removed.
+    """
+    w = np.asarray(won) > 0
+    p = w.mean(1)  # [E]
+    lost = (~w).sum()
+    always_lost = p == 0
+    return {
+        "win_rate": float(w.mean()),
+        "always_won": float((p == 1).mean()),
+        "always_lost": float(always_lost.mean()),
+        "mixed": float(((p > 0) & (p < 1)).mean()),
+        "loss_from_always_lost": float((~w)[always_lost].sum() / lost) if lost else 0.0,
+        "majority": float((p > 0.5).mean() + 0.5 * (p == 0.5).mean()),
+    }
 
 
 def main() -> None:
@@ -62,7 +101,24 @@ def main() -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--episodes", type=int, default=512)
     p.add_argument("--key", type=int, default=1000, help="PRNG key of the starts (default 1000)")
+    p.add_argument("--replays", type=int, default=1, metavar="R",
+                   help="play every start R times with fresh step keys (default 1)")
     args = p.parse_args()
+    if args.replays < 1 or args.episodes < 1:
+        p.error("--episodes and --replays must be at least 1")
+    if args.replays > 1:
+        for run_dir in args.runs:
+            run = load_run(run_dir)
+            *_, won = play(run, args.episodes, jax.random.PRNGKey(args.key), args.replays)
+            print(f"== {run_dir}: {run.cfg.alg} on {run.cfg.env}, {args.episodes} starts x "
+                  f"{args.replays} replays per seed")
+            for s in range(run.cfg.seeds):
+                r = replay_summary(won[s])
+                print(f"  seed {s}: won {r['win_rate']:.3f}; starts always won {r['always_won']:.3f}, "
+                      f"always lost {r['always_lost']:.3f}, mixed {r['mixed']:.3f}; losses on "
+                      f"always-lost starts {r['loss_from_always_lost']:.3f}; each start its "
+                      f"likelier way {r['majority']:.3f}")
+        return
     lost_all = []
     for run_dir in args.runs:
         run = load_run(run_dir)
