@@ -33,13 +33,17 @@ from meigm.experiments.evaluate import load_run
 from meigm.networks.agent import agent_inputs
 
 
-def play(run, n_episodes: int, key: jax.Array, replays: int = 1):
+def play(run, n_episodes: int, key: jax.Array, replays: int = 1, trace: bool = False):
     """Greedy episodes of every seed from the same starts -> (start positions [seeds, E,
     units, 2], alive at the end [seeds, E, units], lengths [seeds, E], won [seeds, E]);
     with ``replays`` R > 1 every start is played R times with fresh step keys and each
-    array gains an axis after E: [seeds, E, R, ...]."""
+    array gains an axis after E: [seeds, E, R, ...]. ``trace`` adds a fifth element, the
+    steps (see :func:`action_summary`): ``act`` [seeds, E, T, n], ``in_range`` [.., n, m]
+    (the attack part of the available actions), ``enemy_health`` [.., m] and ``acting``
+    [.., n] (alive and the episode still running), with T the episode limit."""
     env, learner = run.env, run.learner
     n, a, limit = env.spec.n_agents, env.spec.n_actions, env.spec.episode_limit
+    n_moves = env.env._env.num_movement_actions  # SMAX: 4 moves, then stop; attacks follow
 
     def episode(params, key, replay=None):
         k_reset, k_steps = jax.random.split(key)
@@ -52,17 +56,21 @@ def play(run, n_episodes: int, key: jax.Array, replays: int = 1):
             state, ts, h, last, done = carry
             h2, q = learner.agent.apply(params["agent"], h, agent_inputs(ts.obs, last))
             act = ops.masked_argmax(q, ts.avail)
+            inner = state.inner.state
+            step = {"act": act, "in_range": ts.avail[:, n_moves:], "enemy_health": inner.unit_health[n:],
+                    "acting": inner.unit_alive[:n] & ~done} if trace else None
             s2, ts2 = env.step(k, state, act)
 
             def keep(new, old):
                 return jax.tree.map(lambda x, y: jnp.where(done, y, x), new, old)
 
             return (keep(s2, state), keep(ts2, ts), keep(h2, h),
-                    keep(jax.nn.one_hot(act, a), last), done | ts2.done), None
+                    keep(jax.nn.one_hot(act, a), last), done | ts2.done), step
 
         init = (state, ts, jnp.zeros((n, learner.hidden_dim)), jnp.zeros((n, a)), jnp.array(False))
-        (state, ts, *_), _ = jax.lax.scan(body, init, jax.random.split(k_steps, limit))
-        return start, state.inner.state.unit_alive, state.t, ts.info["won"]
+        (state, ts, *_), steps = jax.lax.scan(body, init, jax.random.split(k_steps, limit))
+        out = start, state.inner.state.unit_alive, state.t, ts.info["won"]
+        return (*out, steps) if trace else out
 
     keys = jnp.broadcast_to(jax.random.split(key, n_episodes), (run.cfg.seeds, n_episodes, 2))
     if replays == 1:
@@ -71,6 +79,41 @@ def play(run, n_episodes: int, key: jax.Array, replays: int = 1):
     per_start = jax.vmap(episode, in_axes=(None, None, 0))  # R replays of one start
     fn = jax.vmap(jax.vmap(per_start, in_axes=(None, 0, None)), in_axes=(0, 0, None))
     return jax.device_get(jax.jit(fn)(run.state.params, keys, jnp.arange(replays)))
+
+
+def action_summary(steps: dict[str, np.ndarray], won: np.ndarray, n_moves: int) -> dict[str, float]:
+    """What one seed's greedy policy does, from :func:`play`'s trace: ``act`` [E, T, n],
+    ``in_range`` [E, T, n, m], ``enemy_health`` [E, T, m], ``acting`` [E, T, n]; ``won`` [E].
+
+    SMAX's actions: ``0..n_moves-1`` move, ``n_moves - 1`` stops (the last movement
+    slot), ``n_moves + j`` attacks enemy j. Over the steps where a living ally has an
+    enemy in range: the shares it shoots, moves and stops (overall, and in won and lost
+    episodes); over the steps where at least two allies shoot: the share where all shoot
+    the same enemy (focus fire); over all shots: the share at the weakest enemy in range.
+    """
+    act, acting = np.asarray(steps["act"]), np.asarray(steps["acting"], bool)
+    in_range = np.asarray(steps["in_range"], bool)
+    can_shoot = in_range.any(-1) & acting  # [E, T, n]
+    shoot = (act >= n_moves) & acting
+    moving = (act < n_moves - 1) & acting
+    target = np.where(shoot, act - n_moves, -1)
+    lo = np.where(shoot, target, in_range.shape[-1]).min(-1)  # m: above every enemy index
+    hi = target.max(-1)
+    several = shoot.sum(-1) >= 2  # [E, T]
+    health = np.where(in_range, np.asarray(steps["enemy_health"])[..., None, :], np.inf)
+    weakest = health.argmin(-1)  # [E, T, n]
+    won = np.asarray(won) > 0
+    out = {
+        "shoot_in_range": float(shoot[can_shoot].mean()),
+        "move_in_range": float(moving[can_shoot].mean()),
+        "stop_in_range": float(((act == n_moves - 1) & acting)[can_shoot].mean()),
+        "focus": float((lo == hi)[several].mean()) if several.any() else float("nan"),
+        "weakest": float((target == weakest)[shoot].mean()) if shoot.any() else float("nan"),
+    }
+    for name, episodes in (("won", won), ("lost", ~won)):
+        sel = can_shoot & episodes[:, None, None]
+        out[f"move_in_range_{name}"] = float(moving[sel].mean()) if sel.any() else float("nan")
+    return out
 
 
 def replay_summary(won: np.ndarray) -> dict[str, float]:
@@ -103,6 +146,8 @@ def main() -> None:
     p.add_argument("--key", type=int, default=1000, help="PRNG key of the starts (default 1000)")
     p.add_argument("--replays", type=int, default=1, metavar="R",
                    help="play every start R times with fresh step keys (default 1)")
+    p.add_argument("--actions", action="store_true",
+                   help="also say what each seed does: shooting, moving, focus fire")
     args = p.parse_args()
     if args.replays < 1 or args.episodes < 1:
         p.error("--episodes and --replays must be at least 1")
@@ -123,7 +168,8 @@ def main() -> None:
     for run_dir in args.runs:
         run = load_run(run_dir)
         n = run.env.spec.n_agents
-        start, alive, length, won = play(run, args.episodes, jax.random.PRNGKey(args.key))
+        start, alive, length, won, *trace = play(run, args.episodes, jax.random.PRNGKey(args.key),
+                                                 trace=args.actions)
         print(f"== {run_dir}: {run.cfg.alg} on {run.cfg.env}, {args.episodes} greedy episodes per seed")
         for s in range(run.cfg.seeds):
             w = won[s] > 0
@@ -134,6 +180,14 @@ def main() -> None:
                   f"{np.bincount(enemies[~w], minlength=n + 1).tolist()}; won with allies alive "
                   f"{np.bincount(allies[w], minlength=n + 1).tolist()}; start gap won "
                   f"{gap[w].mean():.2f} lost {gap[~w].mean():.2f}")
+            if args.actions:
+                steps = {k: v[s] for k, v in trace[0].items()}
+                r = action_summary(steps, won[s], run.env.env._env.num_movement_actions)
+                print(f"    with an enemy in range: shoot {r['shoot_in_range']:.3f}, move "
+                      f"{r['move_in_range']:.3f} (won {r['move_in_range_won']:.3f}, lost "
+                      f"{r['move_in_range_lost']:.3f}), stop {r['stop_in_range']:.3f}; two or more "
+                      f"shooting: one target {r['focus']:.3f}; shots at the weakest in range "
+                      f"{r['weakest']:.3f}")
         lost_all.append(won <= 0)
     lost = np.concatenate(lost_all)  # [all seeds, E]
     k, m = lost.sum(0), lost.shape[0]

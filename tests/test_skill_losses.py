@@ -25,6 +25,31 @@ SMAX = [*TINY, "n_envs=2", "batch_size=4", "buffer_size=8", "test_episodes=2", "
         "test_interval=200"]
 
 
+def test_action_summary_by_hand():
+    # 2 episodes (won, lost) x 2 steps x 3 allies, 2 enemies; SMAX's 5 movement slots
+    # (4 moves, then stop), attacks on enemy j are 5 + j.
+    act = np.array([[[5, 5, 0], [6, 5, 0]],
+                    [[4, 1, 2], [0, 0, 0]]])
+    acting = np.array([[[1, 1, 1], [1, 1, 0]],
+                       [[1, 1, 1], [0, 0, 0]]], bool)
+    in_range = np.zeros((2, 2, 3, 2), bool)
+    in_range[0] = True  # episode 0: every ally has both enemies in range
+    in_range[1, 0, 0] = True  # episode 1: only ally 0, at its first step
+    health = np.array([[[10.0, 20.0], [10.0, 5.0]], [[30.0, 30.0], [30.0, 30.0]]])
+    r = skill_losses.action_summary({"act": act, "acting": acting, "in_range": in_range,
+                                     "enemy_health": health}, np.array([1.0, 0.0]), n_moves=5)
+    # Six ally-steps with an enemy in range: four shots, one move (act 0), one stop (act 4);
+    # the move with no enemy in range (episode 1, ally 1) does not count.
+    assert r["shoot_in_range"] == pytest.approx(4 / 6)
+    assert r["move_in_range"] == pytest.approx(1 / 6)
+    assert r["stop_in_range"] == pytest.approx(1 / 6)
+    assert r["move_in_range_won"] == pytest.approx(1 / 5) and r["move_in_range_lost"] == 0.0
+    # Two steps with two shooters: one on a single target, one split.
+    assert r["focus"] == pytest.approx(0.5)
+    # Shots at the weakest enemy in range: both at step 0 (10 < 20), one of two at step 1.
+    assert r["weakest"] == pytest.approx(3 / 4)
+
+
 def test_replay_summary_by_hand():
     # 4 starts x 4 replays: always won, always lost, won 3 of 4, won 1 of 4.
     won = np.array([[1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 0, 1], [0, 1, 0, 0]])
@@ -78,7 +103,15 @@ def test_replays_share_the_start_and_redraw_the_battle(smax_run):
     assert any(not np.array_equal(length[s, e, 0], length[s, e, r]) or
                not np.array_equal(alive[s, e, 0], alive[s, e, r])
                for s in range(2) for e in range(3) for r in range(1, 4))
-    # A single play keeps its own keys (the figures in benchmarks/README.md).
+    # A single play keeps its own keys (the figures in benchmarks/README.md); its trace
+    # covers the whole episode limit, and no ally acts after its episode's end.
     single = skill_losses.play(run, 3, key)
     assert single[3].shape == (2, 3)
     np.testing.assert_array_equal(single[0], start[:, :, 0])
+    *same, steps = skill_losses.play(run, 3, key, trace=True)
+    for x, y in zip(same, single, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert steps["act"].shape == (2, 3, run.env.spec.episode_limit, 3)
+    after_end = np.arange(run.env.spec.episode_limit) >= np.asarray(single[2])[..., None]
+    assert not steps["acting"][after_end].any()
+    assert steps["acting"][:, :, 0].any()
