@@ -24,6 +24,11 @@ Teams (the enemy is always SMAX's heuristic, as in training):
   closest enemy instead (hit and run: it takes fewer shots between its own).
 * ``focus_hold``: ``focus``, but a unit with no enemy in range stands still: the team
   lets the heuristic enemy, which walks across the map, come to it.
+* ``focus_retreat``: ``focus``, but a unit at or below 30% of its health, within an
+  enemy's attack range and with an ally at least 20 points of health fraction above it,
+  steps away from the closest enemy: the classic SMAC micro of pulling a damaged unit
+  back so the enemy (which keeps its target until it leaves range) wastes time
+  re-targeting and the healthier units take the fire.
 
 Win = every enemy dead and an ally alive, as ``test/won``; a draw counts as lost. Same
 starts for every team (episode ``k`` resets with the same key). Prints the win rate with
@@ -44,7 +49,9 @@ import numpy as np
 
 from meigm.envs.registry import make_env
 
-TEAMS = ("random", "mirror", "focus", "focus_chase", "focus_kite", "focus_hold")
+TEAMS = ("random", "mirror", "focus", "focus_chase", "focus_kite", "focus_hold", "focus_retreat")
+RETREAT_BELOW = 0.3  # focus_retreat: health fraction at or below which a unit pulls back
+RETREAT_GAP = 0.2  # ... when an ally's health fraction is this much higher
 
 
 def _move_towards(smax: Any, delta: jax.Array) -> jax.Array:
@@ -77,7 +84,7 @@ def _team(name: str, smax: Any, n: int) -> Callable[..., tuple[jax.Array, Any]]:
         dist = jnp.linalg.norm(delta, axis=-1)  # [n, m]
         shootable = avail[:, n_moves:].astype(bool)  # [n, m]: alive and in range
         weakest_in_range = jnp.argmin(jnp.where(shootable, enemy_health[None], jnp.inf), axis=-1)
-        if name in ("focus", "focus_kite", "focus_hold"):
+        if name in ("focus", "focus_kite", "focus_hold", "focus_retreat"):
             nearest = jnp.argmin(jnp.where(enemy_alive[None], dist, jnp.inf), axis=-1)  # [n]
             walk = _move_towards(smax, delta[jnp.arange(n), nearest])
             if name == "focus_hold":
@@ -86,6 +93,13 @@ def _team(name: str, smax: Any, n: int) -> Callable[..., tuple[jax.Array, Any]]:
             if name == "focus_kite":
                 cooling = s.unit_weapon_cooldowns[:n] > 0  # [n]
                 act = jnp.where(cooling, _move_towards(smax, -delta[jnp.arange(n), nearest]), act)
+            if name == "focus_retreat":
+                frac = health[:n] / smax.unit_type_health[s.unit_types[:n]]  # [n]
+                enemy_range = smax.unit_type_attack_ranges[s.unit_types[n:]]  # [m]
+                threatened = ((dist < enemy_range[None]) & enemy_alive[None]).any(-1)  # [n]
+                cover = ((frac[None] > frac[:, None] + RETREAT_GAP) & alive[None, :n]).any(-1)
+                retreat = (frac <= RETREAT_BELOW) & threatened & cover
+                act = jnp.where(retreat, _move_towards(smax, -delta[jnp.arange(n), nearest]), act)
         else:
             target = jnp.argmin(jnp.where(enemy_alive, enemy_health, jnp.inf))
             walk = _move_towards(smax, delta[:, target])

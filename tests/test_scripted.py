@@ -50,6 +50,26 @@ def test_focus_teams_shoot_the_weakest_enemy_in_range():
     np.testing.assert_array_equal(np.asarray(act), [n_moves] * 3)
 
 
+def test_focus_retreat_pulls_back_a_damaged_unit_only():
+    smax, inner, obs, avail = _battle_in_range()
+    n_moves = smax.num_movement_actions
+    team = scripted._team("focus_retreat", smax, 3)
+    # Healthy team: the same shots as focus.
+    act, _ = team(jax.random.PRNGKey(1), inner, obs, avail, None)
+    np.testing.assert_array_equal(np.asarray(act), [n_moves + 1] * 3)
+    # Ally 1 at 10 of 45 (22%) with healthy allies beside it steps away from the
+    # nearest enemy (enemies to its right: movement (-1, 0)); the others keep shooting.
+    hurt = inner.replace(unit_health=inner.unit_health.at[1].set(10.0))
+    act, _ = team(jax.random.PRNGKey(1), hurt, obs, avail, None)
+    assert int(act[0]) == int(act[2]) == n_moves + 1
+    direction, _ = smax._decode_discrete_actions(act[1:2])
+    np.testing.assert_allclose(np.asarray(direction), [[-1.0, 0.0]], atol=1e-6)
+    # With every ally as hurt, nobody is left to take the fire: all shoot.
+    all_hurt = inner.replace(unit_health=inner.unit_health.at[:3].set(10.0))
+    act, _ = team(jax.random.PRNGKey(1), all_hurt, obs, avail, None)
+    np.testing.assert_array_equal(np.asarray(act), [n_moves + 1] * 3)
+
+
 def test_focus_walks_towards_the_nearest_enemy_out_of_range():
     smax, inner, obs, _ = _battle_in_range()
     n_moves = smax.num_movement_actions
