@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 # Tests run on the CPU even where a GPU build of jaxlib is installed.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -18,6 +21,24 @@ TINY = [
     # unrolls per update, overhead-bound (the groups are tested in test_budgets.py)
     "length_groups=1",
 ]
+
+
+#: A recurrent SMAX team, two seeds, trained just long enough to write a final checkpoint.
+SMAX_RUN = [*TINY, "n_envs=2", "batch_size=4", "buffer_size=8", "test_episodes=2", "t_max=200",
+            "test_interval=200"]
+
+
+@pytest.fixture(scope="session")
+def smax_run(tmp_path_factory) -> Path:
+    """A finished ``me_qmix`` run on ``smax:3m`` (``SMAX_RUN``) for the tests that read run
+    directories (export, the loss analysis); they must not change it."""
+    from meigm import config
+    from meigm.experiments.run import train_run
+
+    out = tmp_path_factory.mktemp("runs") / "smax"
+    cfg = config.build(None, SMAX_RUN, alg="me_qmix", env="smax:3m", seeds=2)
+    train_run(cfg, out, progress=False, echo=lambda _: None)
+    return out
 
 
 def pytest_configure(config):

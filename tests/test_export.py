@@ -20,30 +20,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY, error_line, random_params
+from conftest import error_line, random_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meigm import config, numpy_policy, ops
+from meigm import numpy_policy, ops
 from meigm.errors import MeigmError
 from meigm.experiments.cli import main
 from meigm.experiments.export import export_run
 from meigm.networks.agent import RNNAgent, agent_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
-# Recurrent SMAX team, two seeds, trained just long enough to write a final checkpoint.
-SMAX = [*TINY, "n_envs=2", "batch_size=4", "buffer_size=8", "test_episodes=2", "t_max=200",
-        "test_interval=200"]
-
-
-@pytest.fixture(scope="module")
-def smax_run(tmp_path_factory) -> Path:
-    from meigm.experiments.run import train_run
-
-    out = tmp_path_factory.mktemp("runs") / "smax"
-    cfg = config.build(None, SMAX, alg="me_qmix", env="smax:3m", seeds=2)
-    train_run(cfg, out, progress=False, echo=lambda _: None)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -8,22 +8,16 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import TINY
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from meigm import config
 from meigm.experiments.evaluate import load_run
 
 _PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "skill_losses.py"
 _spec = importlib.util.spec_from_file_location("skill_losses", _PATH)
 skill_losses = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(skill_losses)
-
-SMAX = [*TINY, "n_envs=2", "batch_size=4", "buffer_size=8", "test_episodes=2", "t_max=200",
-        "test_interval=200"]
-
 
 def test_action_summary_by_hand():
     # 2 episodes (won, lost) x 2 steps x 3 allies, 2 enemies; SMAX's 5 movement slots
@@ -79,16 +73,6 @@ def test_replay_summary_shares(won):
     assert r["always_won"] <= r["majority"] <= 1.0 - r["always_lost"] + 1e-12
     if won.shape[1] == 1:  # one play per start: no chance to separate from the start
         assert r["mixed"] == 0.0 and r["majority"] == pytest.approx(r["win_rate"])
-
-
-@pytest.fixture(scope="module")
-def smax_run(tmp_path_factory) -> Path:
-    from meigm.experiments.run import train_run
-
-    out = tmp_path_factory.mktemp("runs") / "smax"
-    cfg = config.build(None, SMAX, alg="qmix", env="smax:3m", seeds=2)
-    train_run(cfg, out, progress=False, echo=lambda _: None)
-    return out
 
 
 def test_replays_share_the_start_and_redraw_the_battle(smax_run):
