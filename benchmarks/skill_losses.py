@@ -89,7 +89,8 @@ def action_summary(steps: dict[str, np.ndarray], won: np.ndarray, n_moves: int) 
     slot), ``n_moves + j`` attacks enemy j. Over the steps where a living ally has an
     enemy in range: the shares it shoots, moves and stops (overall, and in won and lost
     episodes); over the steps where at least two allies shoot: the share where all shoot
-    the same enemy (focus fire); over all shots: the share at the weakest enemy in range.
+    the same enemy (focus fire); over all shots: the share at the weakest enemy in range
+    (among equally weak enemies, the lowest index counts as the weakest).
     """
     act, acting = np.asarray(steps["act"]), np.asarray(steps["acting"], bool)
     in_range = np.asarray(steps["in_range"], bool)
