@@ -125,6 +125,27 @@ def test_a_partial_sweep_keeps_the_other_runs_status_entries(tmp_path):
     assert again.data["runs"]["matrix_table1/me_qmix"]["wall_seconds"] == 12.5
 
 
+def test_two_drivers_on_disjoint_runs_keep_each_others_progress(tmp_path):
+    from meigm.experiments.sweep import _Status, select_runs
+
+    whole = load_sweep(_preset(tmp_path))
+    a = _Status(tmp_path, select_runs(whole, ["*/me_qmix"]))
+    b = _Status(tmp_path, select_runs(whole, ["*/qmix"]))
+    a.set("matrix_table1/me_qmix", status="running")
+    b.set("matrix_table1/qmix", status="finished", wall_seconds=3.0)
+    a.set("matrix_table1/me_qmix", status="finished", wall_seconds=4.0)  # after b's write
+    on_disk = json.loads((tmp_path / "sweep.json").read_text())["runs"]
+    assert on_disk["matrix_table1/qmix"]["status"] == "finished"
+    assert on_disk["matrix_table1/qmix"]["wall_seconds"] == 3.0
+    assert on_disk["matrix_table1/me_qmix"]["wall_seconds"] == 4.0
+    # Each driver's own entries come from its memory, never from the file.
+    b.set("matrix_table1/qmix", attempts=2)
+    on_disk = json.loads((tmp_path / "sweep.json").read_text())["runs"]
+    assert on_disk["matrix_table1/me_qmix"]["status"] == "finished"
+    assert on_disk["matrix_table1/qmix"]["attempts"] == 2
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 def test_a_queued_run_is_marked_running_once_its_task_writes_its_pid_file(tmp_path):
     from meigm.experiments.sweep import _mark_started, _pid_file, _Status
 

@@ -282,20 +282,21 @@ def train_task(values: dict[str, Any], run_dir: str, label: str, pid_file: str) 
 
 # ----------------------------------------------------------------- the driver
 class _Status:
-    """``sweep.json``: one entry per run, rewritten atomically on every change."""
+    """``sweep.json``: one entry per run, rewritten atomically on every change.
+
+    Each driver owns the entries of the runs it was given; the others' entries are
+    re-read from the file at every write, so two drivers steering disjoint ``--only``
+    subsets of one sweep directory do not overwrite each other's progress (an update the
+    other driver makes in the instant between our read and our rename is restored at its
+    own next write, which always carries its runs in full)."""
 
     def __init__(self, root: Path, sweep: Sweep) -> None:
         self.path = root / "sweep.json"
-        old = {}
-        if self.path.is_file():
-            try:
-                old = json.loads(self.path.read_text()).get("runs", {})
-            except (json.JSONDecodeError, AttributeError):
-                old = {}
+        old = self._on_disk()
         # Runs left out of this invocation (``--only``) keep their entries as they were.
-        ours = {run.run_id for run in sweep.runs}
+        self.ours = {run.run_id for run in sweep.runs}
         self.data = {"name": sweep.name, "budget": sweep.budget, "source": sweep.source,
-                     "runs": {k: v for k, v in old.items() if k not in ours}}
+                     "runs": {k: v for k, v in old.items() if k not in self.ours}}
         for run in sweep.runs:
             prev = old.get(run.run_id, {})
             self.data["runs"][run.run_id] = {
@@ -308,8 +309,20 @@ class _Status:
         self.data["runs"][run_id].update(fields)
         self.write()
 
+    def _on_disk(self) -> dict[str, Any]:
+        if not self.path.is_file():
+            return {}
+        try:
+            runs = json.loads(self.path.read_text()).get("runs", {})
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return {}
+        return runs if isinstance(runs, dict) else {}
+
     def write(self) -> None:
-        tmp = self.path.with_suffix(".json.tmp")
+        others = {k: v for k, v in self._on_disk().items() if k not in self.ours}
+        self.data["runs"] = {**self.data["runs"], **others}
+        # A temporary file per process: two drivers must not rename each other's.
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.data, indent=1, default=str))
         os.replace(tmp, self.path)
 
