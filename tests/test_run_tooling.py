@@ -54,7 +54,7 @@ def matrix_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def smax_run(tmp_path_factory) -> Path:
+def smax_ckpt_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "smax"
     assert main(["train", "--alg", "me_qmix", "--out", str(out), "--no-progress", *SMAX]) == 0
     return out
@@ -129,7 +129,7 @@ def test_checkpoint_of_another_config_names_the_tensor(tmp_path):
         load_checkpoint(path, _template(three, trainer))
 
 
-def test_checkpoints_land_at_the_interval(matrix_run, smax_run):
+def test_checkpoints_land_at_the_interval(matrix_run, smax_ckpt_run):
     # matrix:table1: 4 one-step episodes per iteration, 25 iterations per chunk -> evaluation
     # points at exactly 100, 200, 300, 400 env steps; interval 150 -> first points >= 150, 300.
     names = [p.name for p in list_checkpoints(matrix_run)]
@@ -140,25 +140,25 @@ def test_checkpoints_land_at_the_interval(matrix_run, smax_run):
     # SMAX: irregular env steps; each checkpoint is the first evaluation point at or after a
     # multiple of 100 (counted by the slowest seed), final excluded. Rows come one per seed
     # per evaluation point, in order.
-    rows = _metrics(smax_run)
+    rows = _metrics(smax_ckpt_run)
     points = [min(r["t_env"] for r in rows[i:i + 2]) for i in range(0, len(rows), 2)]
     expected, due = [], 100
     for t in points[:-1]:
         if t >= due:
             expected.append(f"step_{t}.safetensors")
             due = (t // 100 + 1) * 100
-    names = [p.name for p in list_checkpoints(smax_run)]
+    names = [p.name for p in list_checkpoints(smax_ckpt_run)]
     assert len(expected) >= 2 and names == [*expected, "final.safetensors"]
 
 
 # ------------------------------------------------------------------- meigm eval
-def test_eval_reproduces_the_logged_test_metrics(smax_run, capfd):
+def test_eval_reproduces_the_logged_test_metrics(smax_ckpt_run, capfd):
     capfd.readouterr()
-    assert main(["eval", str(smax_run)]) == 0
+    assert main(["eval", str(smax_ckpt_run)]) == 0
     out = capfd.readouterr().out
     assert "identical to metrics.jsonl" in out and "mean" in out
-    result = json.loads((smax_run / "eval.json").read_text())
-    last = _metrics(smax_run)[-2:]  # the last evaluation point, one line per seed
+    result = json.loads((smax_ckpt_run / "eval.json").read_text())
+    last = _metrics(smax_ckpt_run)[-2:]  # the last evaluation point, one line per seed
     assert result["reproduces_log"] is True
     for logged, got in zip(last, result["per_seed"], strict=True):
         assert got["seed"] == logged["seed"] and got["t_env"] == logged["t_env"]
@@ -167,17 +167,17 @@ def test_eval_reproduces_the_logged_test_metrics(smax_run, capfd):
     assert set(result["mean"]) >= {"test/return", "test/won"}
 
     # An interval checkpoint reproduces the line logged at its own env steps.
-    first = list_checkpoints(smax_run)[0]
-    assert main(["eval", str(smax_run), "--checkpoint", first.name]) == 0
-    result = json.loads((smax_run / "eval.json").read_text())
+    first = list_checkpoints(smax_ckpt_run)[0]
+    assert main(["eval", str(smax_ckpt_run), "--checkpoint", first.name]) == 0
+    result = json.loads((smax_ckpt_run / "eval.json").read_text())
     assert result["reproduces_log"] is True and result["checkpoint"].endswith(first.name)
-    logged = {(r["seed"], r["t_env"]): r for r in _metrics(smax_run)}
+    logged = {(r["seed"], r["t_env"]): r for r in _metrics(smax_ckpt_run)}
     for got in result["per_seed"]:
         assert got["test/return"] == logged[(got["seed"], got["t_env"])]["test/return"]
 
     # Another episode count is a different evaluation: allowed, and not claimed to match.
-    assert main(["eval", str(smax_run), "--episodes", "2"]) == 0
-    result = json.loads((smax_run / "eval.json").read_text())
+    assert main(["eval", str(smax_ckpt_run), "--episodes", "2"]) == 0
+    result = json.loads((smax_ckpt_run / "eval.json").read_text())
     assert result["test_episodes"] == 2 and result["reproduces_log"] is None
 
 
@@ -299,13 +299,13 @@ def _assert_gif(path: Path, min_frames: int = 2) -> None:
         assert im.n_frames >= min_frames
 
 
-def test_smax_episode_renders_to_a_gif(smax_run, tmp_path, capfd):
+def test_smax_episode_renders_to_a_gif(smax_ckpt_run, tmp_path, capfd):
     gif = tmp_path / "smax.gif"
-    assert main(["eval", str(smax_run), "--render", str(gif), "--seed-index", "1"]) == 0
+    assert main(["eval", str(smax_ckpt_run), "--render", str(gif), "--seed-index", "1"]) == 0
     assert "rendered seed 1" in capfd.readouterr().out
-    result = json.loads((smax_run / "eval.json").read_text())
+    result = json.loads((smax_ckpt_run / "eval.json").read_text())
     _assert_gif(gif, result["render"]["length"] + 1)
-    assert main(["eval", str(smax_run), "--render", str(gif), "--seed-index", "2"]) == 2
+    assert main(["eval", str(smax_ckpt_run), "--render", str(gif), "--seed-index", "2"]) == 2
     assert "--seed-index must be in [0, 1]" in error_line(capfd)
 
 
