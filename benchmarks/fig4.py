@@ -25,9 +25,9 @@ report measures the early stage directly, per seed, from the logged greedy evalu
   ``--eval-episodes`` episodes per seed (the logged points hold only the preset's 4).
 
 Each ME learner is compared with its base (ME-QMIX − QMIX, ME-QPLEX − QPLEX) by the
-difference of the means over seeds and its 95% percentile-bootstrap interval (seeds of
-the two runs resampled independently). With 3 seeds per run such intervals are wide;
-the report says what they allow and no more.
+difference of the means over seeds and its 95% Welch interval (the runs' seeds
+unpaired; ``analysis.diff_ci``). With 3 seeds per run such intervals are wide; the
+report says what they allow and no more.
 
 Output (``benchmarks/results/fig4_laptop/`` for the laptop budget): curves of
 ``test/soups``, ``test/return`` and ``train/info/soups`` per layout (mean and 95%
@@ -205,7 +205,7 @@ def report(sweep_dir: Path, out: Path, eval_episodes: int, also: tuple[Path, ...
             f"{cell(row['early_test_soups'])} | {cell(row['whole_test_soups'])} | "
             f"{cell(row['early_train_soups'])} | {final_txt} |")
     comparisons = []
-    cmp_lines = ["| layout | comparison | statistic | difference of means [95% bootstrap CI] | verdict |",
+    cmp_lines = ["| layout | comparison | statistic | difference of means [95% Welch CI] | verdict |",
                  "|---|---|---|---|---|"]
     for (env, me), base in compared_pairs(list(by_key)):
         a_row, b_row = by_key[(env, me)], by_key[(env, base)]

@@ -22,9 +22,9 @@ The report (``benchmarks/results/skill/``):
   anchor beside it;
 * ``comparison.md`` / ``comparison.json``: the paper's claim, ME-QMIX − QMIX on each
   scenario both have finished, at the final point, over the last tenth of the budget and
-  over the whole curve, each with a 95% bootstrap interval and what it allows one to say,
+  over the whole curve, each with a 95% Welch interval and what it allows one to say,
   and the same pooled over the three races once all have finished (the mean of the
-  per-race differences, seeds resampled within each run);
+  per-race differences; ``analysis.pooled_diff_ci``);
 * ``runs/<scenario>/<label>/``: each run's ``config.yaml``, ``metrics.jsonl`` and
   ``results.json`` (never its checkpoints).
 
@@ -165,7 +165,7 @@ def report(sweep_dir: Path, out: Path, t_max: dict[str, int]) -> list[dict]:
             f"**{row['mean']:.0%}** [{row['ci95'][0]:.0%}, {row['ci95'][1]:.0%}] | "
             f"{' / '.join(f'{v:.0%}' for v in row['win_rate_per_seed'])} | {row['anchor']} |")
     cmp_lines = ["| scenario | comparison | statistic | difference in win rate, points "
-                 "[95% bootstrap CI] | verdict |", "|---|---|---|---|---|"]
+                 "[95% Welch CI] | verdict |", "|---|---|---|---|---|"]
     cmp_lines += [f"| {c['scenario']} | {c['me']} − {c['base']} | {c['statistic']} | "
                   f"{100 * c['difference']:+.1f} [{100 * c['ci95'][0]:+.1f}, "
                   f"{100 * c['ci95'][1]:+.1f}] | {c['verdict']} |" for c in comparisons]
@@ -178,8 +178,8 @@ def report(sweep_dir: Path, out: Path, t_max: dict[str, int]) -> list[dict]:
 
 def compare(runs: list[Run], t_max: dict[str, int]) -> list[dict]:
     """Each ME learner against its base on each scenario where both have reached the
-    budget: the difference of the mean greedy win rates over seeds, with a 95% bootstrap
-    interval (each run's seeds resampled on their own), at three readings of the curve —
+    budget: the difference of the mean greedy win rates over seeds, with a 95% Welch
+    interval (the runs' seeds unpaired; ``analysis.diff_ci``), at three readings of the curve —
     the final point, the late stage (the points in the last ``LATE`` of the budget, which
     damp the noise of one point) and the whole curve (its normalised area)."""
     by_key = {(r.env, r.label): r for r in runs}
