@@ -231,6 +231,19 @@ def test_a_difference_interval_holds_its_estimate_and_moves_with_a_shift(a, b, s
         assert (lo, hi) == (-np.inf, np.inf)
 
 
+@pytest.mark.parametrize("scale", [1e-108, 1e-160, 1e150])
+def test_the_difference_interval_is_scale_free_at_tiny_and_huge_spreads(scale):
+    """Welch's dof squares each run's variance: for spreads of 1e-108 that underflowed to
+    0/0 and gave a NaN bound (hypothesis found it: a = 0, 0; b = 0, 2.7e-108)."""
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([0.0, 0.0, 3.0])
+    d, lo, hi = diff_ci(a, b)
+    ds, los, his = diff_ci(a * scale, b * scale)
+    assert np.isfinite([ds, los, his]).all()
+    assert (ds, los, his) == pytest.approx((d * scale, lo * scale, hi * scale), rel=1e-9)
+    _, lo0, hi0 = diff_ci(np.zeros(2), np.array([0.0, 2.7183459004526277e-108]))
+    assert np.isfinite([lo0, hi0]).all() and lo0 < 0 < hi0
+
+
 def test_identical_seeds_give_a_zero_width_interval_and_the_verdict_needs_a_clear_gap():
     assert diff_ci(np.full(3, 0.25), np.full(2, 0.25)) == (0.0, 0.0, 0.0)
     _, lo, hi = diff_ci(np.array([0.9, 0.91, 0.92]), np.array([0.1, 0.11, 0.12]))

@@ -231,6 +231,14 @@ def diff_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     return pooled_diff_ci([(a, b)])
 
 
+def _std(x: np.ndarray) -> float:
+    """x [n]'s sample standard deviation, exact at any magnitude of its spread: taken on
+    the deviations over their largest, so no square under- or overflows."""
+    dev = x - x.mean()
+    m = float(np.abs(dev).max())
+    return m * float(np.std(dev / m, ddof=1)) if m > 0 else 0.0
+
+
 def pooled_diff_ci(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, float]:
     """The mean over scenarios of mean(a) − mean(b), and its 95% Welch interval: one claim
     over several scenarios (the paper's "ME-QMIX at or above QMIX" over the races) from
@@ -244,16 +252,19 @@ def pooled_diff_ci(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, f
     a zero-width interval at the estimate."""
     k = len(pairs)
     point = float(np.mean([np.mean(a) - np.mean(b) for a, b in pairs]))
-    var, dof_den = 0.0, 0.0
-    for x in (np.asarray(run, dtype=np.float64) for pair in pairs for run in pair):
-        if len(x) < 2:
-            return point, -np.inf, np.inf
-        v = x.var(ddof=1) / len(x) / k**2  # this run's share of the estimate's variance
-        var += v
-        dof_den += v**2 / (len(x) - 1)
-    if var == 0.0:
+    runs = [np.asarray(run, dtype=np.float64) for pair in pairs for run in pair]
+    if min(len(x) for x in runs) < 2:
+        return point, -np.inf, np.inf
+    n = np.array([len(x) for x in runs])
+    se = np.array([_std(x) for x in runs]) / np.sqrt(n) / k  # each run's share, as a sd
+    scale = float(se.max())
+    if scale == 0.0:
         return point, point, point
-    half = float(stats.t.ppf(0.975, var**2 / dof_den) * np.sqrt(var))
+    # Welch–Satterthwaite dof on the shares over the largest: squaring raw variances under-
+    # or overflows (a NaN bound at spreads of 1e-108)
+    rel2 = (se / scale) ** 2
+    dof = rel2.sum() ** 2 / float(np.sum(rel2**2 / (n - 1)))
+    half = float(stats.t.ppf(0.975, dof) * np.sqrt(rel2.sum())) * scale
     return point, point - half, point + half
 
 
