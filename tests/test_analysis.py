@@ -147,6 +147,21 @@ def test_plot_marks_where_the_shaping_reward_ends(tmp_path, monkeypatch):
     assert seen == [(150, "shaping ends (150)")]
 
 
+def test_plot_lines_stay_distinct_past_the_colour_cycle(tmp_path, monkeypatch):
+    """Twelve runs on one scenario: the 11th and 12th lines reuse a colour, so they get a
+    dash pattern of their own (the 3m plateau figure drew two runs in one blue)."""
+    from matplotlib.axes import Axes
+
+    seen, draw = [], Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda self, *a, **kw: seen.append(
+        (kw["color"], kw["linestyle"])) or draw(self, *a, **kw))
+    for i in range(12):
+        _run(tmp_path, f"r{i}", "smax:x", "qmix", [0.5], lr=10.0**-i)
+    plot_runs([tmp_path], tmp_path / "out", metric="test/won")
+    assert len(seen) == 12 and len(set(seen)) == 12
+    assert [style for _, style in seen].count("-") == 10
+
+
 def test_plot_names_keep_dots_in_scenario_names(tmp_path):
     _run(tmp_path, "a", "pettingzoo:mpe2.simple_spread_v3", "qmix", [0.5])
     paths = plot_runs([tmp_path], tmp_path / "out", metric="test/return")

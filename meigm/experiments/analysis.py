@@ -305,10 +305,14 @@ def plot_runs(run_dirs: list[Path], out_dir: Path, metric: str | None = None, x:
     written = []
     for env, env_runs in sorted(by_env.items()):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for r in sorted(env_runs, key=lambda r: r.label):
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, r in enumerate(sorted(env_runs, key=lambda r: r.label)):
             xs, ys = curve(r, metric, max_steps)
             lo, hi = bootstrap_ci(ys, n_boot, seed)
-            (line,) = ax.plot(xs, ys.mean(axis=0), label=f"{r.label} ({ys.shape[0]} seeds)")
+            # past the colour cycle (10 lines), a new dash pattern: no two lines look alike
+            style = ("-", "--", "-.", ":")[(i // len(colours)) % 4]
+            (line,) = ax.plot(xs, ys.mean(axis=0), linestyle=style, color=colours[i % len(colours)],
+                              label=f"{r.label} ({ys.shape[0]} seeds)")
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
         for i, (name, value) in enumerate(sorted((references or {}).items())):
             ax.axhline(value, color="0.4", linestyle=("--", ":", "-.")[i % 3], linewidth=1,
