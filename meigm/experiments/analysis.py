@@ -11,7 +11,10 @@ per seed. Statistics follow Agarwal et al. (2021), via rliable where it has them
   label over each other. Bootstraps take a fixed seed, so the files are reproducible;
 * differences between two runs, and their mean over scenarios (``diff_ci``,
   ``pooled_diff_ci``, which carry the verdicts): Welch's t interval, because a
-  percentile bootstrap over 3 seeds a side is far too narrow to say "separated".
+  percentile bootstrap over 3 seeds a side is far too narrow to say "separated";
+* the reproduction protocol (``protocol_scores``, ``docs/reproduction.md``): a seed's
+  score is the mean of its last ``PROTOCOL_POINTS`` evaluation points within the budget,
+  seeds are the unit, and differences are Welch intervals.
 
 A label is the run's ``label.txt`` (written by sweeps), else its algorithm plus the
 config fields in which it differs from the other runs of the same algorithm and
@@ -74,7 +77,7 @@ def find_runs(paths: list[Path], finished_only: bool = False) -> list[Run]:
             "run directories (config.yaml + metrics.jsonl)"
         raise MeigmError(f"no {what} under "
                          f"{', '.join(map(str, paths))}")
-    runs = [_load_run(d) for d in dirs]
+    runs = [load_run(d) for d in dirs]
     _assign_labels(runs)
     return runs
 
@@ -100,7 +103,9 @@ def report_run_dirs(sweep_dir: Path, archive: Path) -> list[tuple[Path, Path]]:
     return live + [(d, rel) for d, rel in logged(archive) if rel not in held]
 
 
-def _load_run(d: Path) -> Run:
+def load_run(d: Path) -> Run:
+    """One run directory (config.yaml + metrics.jsonl; a torn or foreign line is an error
+    naming it), labelled by its label.txt if it has one."""
     cfg = load_yaml(d / "config.yaml", what="run config")
     records = []
     for i, line in enumerate((d / "metrics.jsonl").read_text().splitlines(), start=1):
@@ -217,6 +222,34 @@ def window_mean(run: Run, metric: str, until: int, since: int = 0) -> np.ndarray
         # exists: the last point is at or after until
         first = next(i for i, r in enumerate(recs) if r["t_env"] >= min(since, until))
         out.append(np.mean([float(r[metric]) for r in recs[first:]]))
+    return np.array(out, dtype=np.float64)
+
+
+#: The reproduction protocol's score of a seed: the mean of this many last evaluation points.
+PROTOCOL_POINTS = 5
+
+
+def protocol_scores(run: Run, metric: str, budget: int | None = None,
+                    points: int = PROTOCOL_POINTS) -> np.ndarray:
+    """Per seed [seeds], in seed order: the mean of ``metric`` over its last ``points``
+    evaluation points up to ``budget`` (``up_to``'s reading: the point at the budget is the
+    first at or after it).
+
+    Why several points: one point of 128 test episodes carries ±4 points of binomial noise
+    per seed on top of the policy's own swings between evaluations, which at a few seeds a
+    side hides the 5-point gaps the paper reports. Refuses (``MeigmError``, naming the run)
+    a seed that has not reached the budget or has fewer points: a score read short of the
+    budget would be compared silently with scores read at it."""
+    out = []
+    for seed, recs in zip(sorted(run.per_seed()), per_seed_up_to(run, metric, budget), strict=True):
+        if budget is not None and (not recs or recs[-1]["t_env"] < budget):
+            last = recs[-1]["t_env"] if recs else 0
+            raise MeigmError(f"{run.path}: seed {seed} has reached {last:,} of the {budget:,} env "
+                             f"steps its protocol score is read at")
+        if len(recs) < points:
+            raise MeigmError(f"{run.path}: seed {seed} has {len(recs)} evaluation points of "
+                             f"{metric!r}; the protocol score needs {points}")
+        out.append(np.mean([float(r[metric]) for r in recs[-points:]]))
     return np.array(out, dtype=np.float64)
 
 

@@ -1,0 +1,635 @@
+"""The reproduction report: each claim of the paper beside meigm's measurement (issue 40).
+
+    python benchmarks/paper.py                      # regenerate docs/reproduction.md and its figures
+    python benchmarks/paper.py --check              # exit 1 if docs/reproduction.md is out of date
+    python benchmarks/paper.py --archive /work/runs/verdict   # first copy finished verdict runs in
+
+Everything meigm-side in the report is read from committed runs under
+``benchmarks/results/`` (config, metrics, results; never checkpoints). Each claim cites
+its runs; a cited run that is missing, unfinished, short of its budget or recorded under
+a different config than the runs it is pooled with stops the report with one line naming
+it (exit 2) rather than leaving a cell out. The paper's and the anchors' figures are
+constants below, each with its source. The report states no date or host, so it changes
+only when a run it cites changes.
+
+The protocol (``meigm.experiments.analysis``): a seed's score is the mean of its last
+``PROTOCOL_POINTS`` evaluation points up to the budget (128 greedy test episodes each on
+the SMAX races); seeds are the unit; a difference is a 95% Welch interval (pooled over
+the scenarios of a claim that spans several, each weighted equally); aggregates add
+rliable's IQM and probability of improvement. Verdicts:
+
+* a claim "A above B": *reproduced* when the interval of A − B lies above 0, *reversed*
+  below 0, *not separated* across it;
+* a claim "A holds in most seeds" (Table 1): *reproduced* / *not reproduced* when the
+  exact binomial interval of its rate lies above / below one half, else *not separated*;
+* a claim "B does not matter" (Figure 6b): *reproduced* when the interval of the
+  difference lies within ±``EQUIVALENCE`` of 0, *not reproduced* when it excludes 0;
+* *not run*: no committed run at the protocol; the cell says what running it costs, from
+  the measured speed of a committed run of the same algorithm where there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from meigm.errors import MeigmError
+from meigm.experiments.analysis import (
+    PROTOCOL_POINTS,
+    Run,
+    aggregate,
+    bootstrap_ci,
+    diff_ci,
+    load_run,
+    per_seed_up_to,
+    pooled_diff_ci,
+    protocol_scores,
+)
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DOCS = HERE.parent / "docs"
+#: Where the verdict runs (``meigm/presets/verdict.yaml``) are archived.
+VERDICT_RUNS = RESULTS / "verdict" / "runs"
+#: Config fields that may differ between runs pooled into one cell: which seeds a program
+#: trains, and how (length-sorted groups give the same gradients, a property test of the
+#: learners), and bookkeeping.
+POOLABLE = ("seed", "seeds", "length_buckets", "length_groups", "checkpoint_interval",
+            "keep_checkpoints", "env_workers", "wandb", "wandb_project")
+#: A win-rate difference within this many points of 0 counts as "does not matter".
+EQUIVALENCE = 0.05
+WON = "test/won"
+
+# ------------------------------------------------------------------ the paper and anchors
+RACES = ("protoss", "terran", "zerg")
+SIZES = ("5_vs_5", "10_vs_10", "10_vs_11", "20_vs_20", "20_vs_23")
+#: Table 2's columns, the paper's names and meigm's algorithms.
+TABLE2_ALGS = (("MAPPO", "mappo"), ("IPPO", "ippo"), ("QMIX", "qmix"), ("QPLEX", "qplex"),
+               ("HASAC", "hasac"), ("FOP", "fop"), ("ME-QMIX", "me_qmix"), ("ME-QPLEX", "me_qplex"))
+#: The paper's Table 2 (SMACv2 on StarCraft II, win rate %, 3 seeds; MAPPO, IPPO, QMIX and
+#: QPLEX quoted by the paper from Bui, Mai and Nguyen 2024), columns as ``TABLE2_ALGS``;
+#: None: "-" in the paper. ME-QPLEX on zerg 5v5 reads "52" in the extracted text.
+PAPER_TABLE2: dict[str, tuple[float | None, ...]] = {
+    "protoss_5_vs_5": (58.0, 54.6, 70.2, 53.3, 22.9, 37.8, 75.9, 69.8),
+    "protoss_10_vs_10": (58.3, 58.0, 69.0, 53.7, 12.1, 8.6, 78.5, 78.7),
+    "protoss_10_vs_11": (18.2, 20.3, 42.5, 22.8, 5.7, 0.4, 50.4, 44.9),
+    "protoss_20_vs_20": (38.1, 44.5, 69.7, 27.2, None, 2.0, 73.9, 38.3),
+    "protoss_20_vs_23": (5.1, 4.1, 16.5, 4.8, None, 0.3, 23.4, 18.7),
+    "terran_5_vs_5": (52.0, 56.2, 58.4, 70.0, 37.9, 57.1, 70.2, 70.0),
+    "terran_10_vs_10": (58.1, 57.3, 65.8, 66.1, 20.4, 15.8, 72.6, 69.4),
+    "terran_10_vs_11": (28.6, 31.0, 39.4, 41.4, 9.1, 7.5, 49.6, 51.0),
+    "terran_20_vs_20": (52.8, 49.6, 57.6, 23.9, None, 0.2, 59.3, 45.1),
+    "terran_20_vs_23": (11.2, 10.0, 10.0, 7.0, None, 0.0, 18.7, 17.4),
+    "zerg_5_vs_5": (41.0, 37.2, 37.2, 47.8, 29.1, 35.2, 50.8, 52.0),
+    "zerg_10_vs_10": (39.1, 49.4, 40.8, 41.6, 17.9, 8.0, 49.1, 42.9),
+    "zerg_10_vs_11": (31.2, 26.0, 28.0, 31.1, 14.0, 1.5, 32.6, 45.3),
+    "zerg_20_vs_20": (31.9, 31.2, 30.4, 15.8, None, 0.2, 34.3, 42.1),
+    "zerg_20_vs_23": (15.8, 8.3, 10.1, 6.7, None, 0.2, 14.8, 17.5),
+}
+#: SMACv2's own runs on StarCraft II at 1M env steps (Ellis et al. 2023, its results file;
+#: pymarl2's QMIX and MAPPO), win rate %, as quoted by issues 14, 15 and 44.
+SMACV2_1M: dict[tuple[str, str], float] = {
+    ("protoss_5_vs_5", "qmix"): 35.0, ("terran_5_vs_5", "qmix"): 53.0, ("zerg_5_vs_5", "qmix"): 36.0,
+    ("protoss_5_vs_5", "mappo"): 24.0,
+    ("protoss_10_vs_10", "qmix"): 20.0, ("terran_10_vs_10", "qmix"): 39.0, ("zerg_10_vs_10", "qmix"): 25.0,
+    ("protoss_10_vs_10", "mappo"): 12.0, ("terran_10_vs_10", "mappo"): 12.0,
+    ("zerg_10_vs_10", "mappo"): 10.0,
+}
+#: The paper's Table 3 (4 seeds; mean, std of the win rate): QMIX, +Entropy, +OPT.
+PAPER_TABLE3 = {
+    "protoss_5_vs_5": ((0.68, 0.04), (0.73, 0.05), (0.74, 0.04)),
+    "terran_5_vs_5": ((0.68, 0.05), (0.67, 0.04), (0.70, 0.05)),
+    "zerg_5_vs_5": ((0.41, 0.05), (0.40, 0.04), (0.48, 0.05)),
+}
+
+
+# ------------------------------------------------------------------ cells
+@dataclass
+class Cell:
+    """One algorithm on one scenario: its runs' seeds pooled, read at one budget."""
+
+    runs: list[Run]
+    budget: int
+    metric: str = WON
+
+    @property
+    def scores(self) -> np.ndarray:  # [seeds]
+        return np.concatenate([protocol_scores(r, self.metric, self.budget) for r in self.runs])
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(s for r in self.runs for s in r.per_seed())
+
+    def describe(self) -> str:
+        cfg = self.runs[0].config
+        return (f"{len(self.seeds)} seeds, {self.budget / 1e6:g}M env steps, "
+                f"{cfg.get('test_episodes')} test episodes per point")
+
+
+def load_cell(paths: list[Path], budget: int | None = None, metric: str = WON) -> Cell:
+    """The runs at ``paths`` (each cited: missing or unfinished is an error) pooled into one
+    cell: their configs must agree but for ``POOLABLE`` fields and their seeds must not
+    repeat. ``budget``: the runs' own ``t_max`` unless given."""
+    if not paths:
+        raise MeigmError("a claim cites no run")
+    runs = []
+    for p in paths:
+        if not (p / "config.yaml").is_file() or not (p / "metrics.jsonl").is_file():
+            raise MeigmError(f"the report cites {_rel(p)}, which is not a run directory "
+                             "(config.yaml + metrics.jsonl)")
+        if not (p / "results.json").is_file():
+            raise MeigmError(f"the report cites {_rel(p)}, which has not finished (no results.json)")
+        runs.append(load_run(p))
+    first = runs[0]
+    for r in runs[1:]:
+        # a field only one config records was added to meigm between the two runs (e.g.
+        # HASAC's): the older run ran without it, so it cannot have differed
+        differ = sorted(k for k in set(first.config) & set(r.config) if k not in POOLABLE
+                        and first.config[k] != r.config[k])
+        if differ:
+            raise MeigmError(f"{_rel(r.path)} cannot be pooled with {_rel(first.path)}: "
+                             f"their configs differ in {', '.join(differ)}")
+    seeds = [s for r in runs for s in r.per_seed()]
+    if len(set(seeds)) != len(seeds):
+        raise MeigmError(f"the runs {', '.join(_rel(r.path) for r in runs)} repeat a seed")
+    cell = Cell(runs=runs, budget=int(budget or first.config["t_max"]), metric=metric)
+    cell.scores  # noqa: B018 -- read now: a run short of its budget is an error here, not later
+    return cell
+
+
+def verdict_runs(scenario: str, alg: str) -> list[Path]:
+    """The archived one-seed runs of the verdict preset for (scenario, label)."""
+    root = VERDICT_RUNS / f"smax_{scenario}"
+    return sorted(p for p in root.glob(f"{alg},seed=*") if (p / "results.json").is_file())
+
+
+def race_cell(scenario: str, alg: str) -> Cell | None:
+    """Every committed 1M-step run of ``alg`` on a race at the protocol: the skill preset's
+    run (seeds 0-2) and the verdict preset's one-seed runs."""
+    paths = [p for p in [RESULTS / "skill" / "runs" / f"smax_{scenario}" / alg] if p.is_dir()]
+    paths += verdict_runs(scenario, alg)
+    return load_cell(paths, budget=1_000_000) if paths else None
+
+
+# ------------------------------------------------------------------ formatting
+def _rel(p: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(p)
+
+
+def _paper(race: str, alg: str, size: str = "5_vs_5") -> float:
+    """The paper's Table 2 figure for ``alg`` on a race, in points."""
+    value = PAPER_TABLE2[f"{race}_{size}"][[a for _, a in TABLE2_ALGS].index(alg)]
+    assert value is not None
+    return value
+
+
+def _mean_ci(x: np.ndarray, scale: float = 100.0, digits: int = 1) -> str:
+    """mean [95% t interval] of the seeds' scores, in points."""
+    m = float(np.mean(x))
+    if len(x) < 2:
+        return f"{scale * m:.{digits}f} (1 seed)"
+    half = float(stats.t.ppf(0.975, len(x) - 1) * np.std(x, ddof=1) / np.sqrt(len(x)))
+    return f"{scale * m:.{digits}f} [{scale * (m - half):.{digits}f}, {scale * (m + half):.{digits}f}]"
+
+
+def _diff(d: float, lo: float, hi: float, scale: float = 100.0) -> str:
+    return f"{scale * d:+.1f} [{scale * lo:+.1f}, {scale * hi:+.1f}]"
+
+
+def above(lo: float, hi: float) -> str:
+    """The verdict on a claim "A above B" from the interval of A − B."""
+    return "reproduced" if lo > 0 else "reversed" if hi < 0 else "not separated"
+
+
+def majority(k: int, n: int) -> tuple[str, float, float]:
+    """The verdict on "holds in most seeds" from k of n, and the exact 95% interval."""
+    ci = stats.binomtest(k, n).proportion_ci(method="exact")
+    v = "reproduced" if ci.low > 0.5 else "not reproduced" if ci.high < 0.5 else "not separated"
+    return v, float(ci.low), float(ci.high)
+
+
+def projected(scenario: str, alg: str, seeds: int, t_max: int = 1_000_000) -> str:
+    """"not run", with the wall time the cell would take here at the speed measured by a
+    committed run of ``alg`` on a race of the same size (its results.json: env steps/s of
+    all its seeds together), if there is one."""
+    size = scenario.split("_", 1)[1]
+    for race in RACES:
+        p = RESULTS / "skill" / "runs" / f"smax_{race}_{size}" / alg / "results.json"
+        if p.is_file():
+            sps = json.loads(p.read_text())["env_steps_per_second"]
+            hours = t_max * seeds / sps / 3600
+            return f"not run (≈{hours:.1f} h)" if hours < 10 else f"not run (≈{hours:.0f} h)"
+    return "not run"
+
+
+def speeds_used() -> str:
+    """The committed runs whose measured speeds the projections use."""
+    rows = []
+    for alg in dict(TABLE2_ALGS).values():
+        p = RESULTS / "skill" / "runs" / "smax_protoss_5_vs_5" / alg / "results.json"
+        if p.is_file():
+            res = json.loads(p.read_text())
+            rows.append(f"{alg} {res['env_steps_per_second']:.0f} env steps/s with "
+                        f"{len(res['seeds'])} seeds in one program")
+    return ("Projected costs: total env steps over the speed measured by the committed "
+            "protoss 5v5 run of the same algorithm on 2 CPU cores (" + "; ".join(rows) +
+            "), without compile and evaluation time; no run of the 10- and 20-unit races "
+            "exists to project from.")
+
+
+# ------------------------------------------------------------------ the claims
+def central(lines: list[str], figures: Path, draw: bool = True) -> dict:
+    """ME-QMIX − QMIX on the three 5v5 races at 1M: per race and pooled (Table 2, Table 3)."""
+    cells = {(s, a): race_cell(f"{s}_5_vs_5", a) for s in RACES for a in ("qmix", "me_qmix")}
+    lines += ["## Does ME-IGM help? ME-QMIX − QMIX on the 5v5 races (Tables 2 and 3)", "",
+              "The paper's central claim on SMACv2: ME-QMIX above QMIX (Table 2: "
+              + " / ".join(f"{_paper(r, 'me_qmix') - _paper(r, 'qmix'):+.1f}" for r in RACES)
+              + " points on protoss / terran / zerg; Table 3, 4 seeds: "
+              + " / ".join(f"{100 * (t3[2][0] - t3[0][0]):+.0f}" for t3 in PAPER_TABLE3.values())
+              + "). Here: SMAX (JaxMARL's simulator, its heuristic enemy) at 1M env steps, the "
+              "protocol score of every committed seed.", "",
+              "| race | QMIX | ME-QMIX | ME-QMIX − QMIX, points [95% Welch] | verdict |",
+              "|---|---|---|---|---|"]
+    pairs, out = [], {}
+    for race in RACES:
+        q, m = cells[race, "qmix"], cells[race, "me_qmix"]
+        if q is None or m is None:
+            lines.append(f"| {race} 5v5 | {'not run' if q is None else _mean_ci(q.scores)} | "
+                         f"{'not run' if m is None else _mean_ci(m.scores)} | – | not run |")
+            continue
+        d, lo, hi = diff_ci(m.scores, q.scores)
+        pairs.append((m.scores, q.scores))
+        out[race] = {"difference": d, "ci95": [lo, hi], "verdict": above(lo, hi)}
+        lines.append(f"| {race} 5v5 | {_mean_ci(q.scores)} ({len(q.seeds)} seeds) | "
+                     f"{_mean_ci(m.scores)} ({len(m.seeds)} seeds) | {_diff(d, lo, hi)} | "
+                     f"{above(lo, hi)} |")
+    if len(pairs) == len(RACES):
+        d, lo, hi = pooled_diff_ci(pairs)
+        out["pooled"] = {"difference": d, "ci95": [lo, hi], "verdict": above(lo, hi)}
+        lines.append(f"| **pooled, each race weighted 1/3** | | | **{_diff(d, lo, hi)}** | "
+                     f"**{above(lo, hi)}** |")
+        table = {race: {"qmix": cells[race, "qmix"].scores.tolist(),
+                        "me_qmix": cells[race, "me_qmix"].scores.tolist()} for race in RACES}
+        agg = aggregate(table, ["qmix", "me_qmix"], n_boot=2000, seed=0)
+        lines += ["", f"Aggregate over the three races (rliable; {agg['seeds_used']} seeds per race "
+                  "and algorithm, the fewest any cell has): IQM of the protocol score, QMIX "
+                  f"{100 * agg['iqm']['qmix']['iqm']:.1f} [{100 * agg['iqm']['qmix']['ci95'][0]:.1f}, "
+                  f"{100 * agg['iqm']['qmix']['ci95'][1]:.1f}], ME-QMIX "
+                  f"{100 * agg['iqm']['me_qmix']['iqm']:.1f} "
+                  f"[{100 * agg['iqm']['me_qmix']['ci95'][0]:.1f}, "
+                  f"{100 * agg['iqm']['me_qmix']['ci95'][1]:.1f}]; probability that ME-QMIX "
+                  f"improves on QMIX {agg['probability_of_improvement']['me_qmix > qmix']:.2f}."]
+    lines += ["", "Each row's runs: " + "; ".join(
+        f"{race}: " + ", ".join(_rel(r.path) for a in ("qmix", "me_qmix") if cells[race, a]
+                                for r in cells[race, a].runs) for race in RACES) + ".", ""]
+    for race in RACES:
+        path = _curves(f"smax:{race}_5_vs_5", {a: cells[race, a] for a in ("qmix", "me_qmix")},
+                       {f"SMACv2 QMIX @1M (SC2) {SMACV2_1M[f'{race}_5_vs_5', 'qmix']:.0f}%":
+                        SMACV2_1M[f"{race}_5_vs_5", "qmix"] / 100}, figures, draw)
+        if path is not None:
+            lines.append(f"![{race} 5v5]({path.relative_to(figures.parent)})")
+    lines.append("")
+    return out
+
+
+def _curves(env: str, cells: dict[str, Cell | None], anchors: dict[str, float],
+            figures: Path, draw: bool = True) -> Path | None:
+    """Mean greedy win rate over every seed of each cell, with a 95% bootstrap band and the
+    anchors as dashed lines, drawn to ``figures/<env>.png`` (only its path unless ``draw``);
+    None when no cell has runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any(cells.values()):
+        return None
+    path = figures / f"{env.replace(':', '_')}.png"
+    if not draw:
+        return path
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, cell in cells.items():
+        if cell is None:
+            continue
+        per_seed = [s for r in cell.runs for s in per_seed_up_to(r, cell.metric, cell.budget)]
+        n = min(len(s) for s in per_seed)
+        x = np.mean([[p["t_env"] for p in s[:n]] for s in per_seed], axis=0)
+        y = np.array([[p[cell.metric] for p in s[:n]] for s in per_seed], dtype=np.float64)
+        lo, hi = bootstrap_ci(y)
+        (line,) = ax.plot(x, y.mean(axis=0), label=f"{label} ({len(per_seed)} seeds)")
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    for i, (name, value) in enumerate(sorted(anchors.items())):
+        ax.axhline(value, color="0.4", linestyle=("--", ":")[i % 2], linewidth=1, label=name)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("greedy test win rate")
+    ax.set_title(f"{env}: mean and 95% bootstrap band over seeds", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    figures.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def table1(lines: list[str]) -> dict:
+    """Table 1: the greedy joint action on the matrix game, per seed (a ``meigm compare`` run)."""
+    path = RESULTS / "table1_comparison.json"
+    if not path.is_file():
+        raise MeigmError(f"the report cites {_rel(path)}, which is missing")
+    comp = json.loads(path.read_text())
+    claims = {"me_qmix": ("(A,A), policies aligned with it", True),
+              "qmix": ("a suboptimal joint action", False),
+              "fop": ("(A,A) not picked by its misaligned policies", False)}
+    lines += ["## Table 1: the non-monotonic matrix game", "",
+              f"`meigm compare` on `{comp['env']}`, {comp['seeds']} seeds per algorithm "
+              f"({_rel(path)}). The paper shows one run per algorithm and gives no seed count; "
+              "a claim reproduces when most seeds show it (exact binomial 95% interval).", "",
+              "| algorithm | paper: greedy joint action | meigm: seeds with (A,A) greedy | "
+              "misaligned seeds | verdict |", "|---|---|---|---|---|"]
+    out = {}
+    for alg, (claim, want_optimum) in claims.items():
+        v = comp["variants"].get(alg)
+        if v is None:
+            lines.append(f"| {alg} | {claim} | not run | – | not run |")
+            continue
+        greedy = [tuple(a) for a in v["greedy_joint_actions"]]
+        k = sum(g == ("A", "A") for g in greedy)
+        n = len(greedy)
+        verdict, lo, hi = majority(k if want_optimum else n - k, n)
+        mis = "–" if v.get("misaligned_seeds") is None else str(v["misaligned_seeds"])
+        out[alg] = {"optimal": k, "seeds": n, "verdict": verdict}
+        lines.append(f"| {alg} | {claim} | {k}/{n} [{lo if want_optimum else 1 - hi:.2f}, "
+                     f"{hi if want_optimum else 1 - lo:.2f}] | {mis} | {verdict} |")
+    lines.append("")
+    return out
+
+
+def figure2(lines: list[str]) -> dict:
+    """Figure 2: FOP's IGM gap on zerg 5v5 is clearly positive (ME-QMIX's is 0 by design)."""
+    lines += ["## Figure 2: FOP's IGM gap on zerg 5v5", "",
+              "The paper: max Q_tot − Q_tot(policies' joint action) clearly positive for FOP over "
+              "training (5 seeds). meigm: `train/igm_gap`, each seed's mean over its whole run.", "",
+              "| algorithm | runs | IGM gap, mean [95% t] | verdict (gap above 0) |", "|---|---|---|---|"]
+    out = {}
+    for alg in ("fop", "me_qmix"):
+        d = RESULTS / "fig2_laptop" / "smax_zerg_5_vs_5" / alg
+        cell = load_cell([d], metric="train/igm_gap")
+        per_seed = np.array([np.mean([p["train/igm_gap"] for p in s])
+                             for s in per_seed_up_to(cell.runs[0], "train/igm_gap", cell.budget)])
+        m, lo, hi = diff_ci(per_seed, np.zeros(2))
+        # ME-QMIX's gap is 0 by construction (its policies follow Q_i's order); what is
+        # left is float rounding of the enumeration
+        exact = alg != "fop" and bool(np.all(np.abs(per_seed) < 1e-6))
+        verdict = "0 up to rounding in every seed, as the OPT guarantees" if exact else above(lo, hi)
+        out[alg] = {"gap": m, "ci95": [lo, hi], "verdict": verdict}
+        lines.append(f"| {alg} | {cell.describe()} ({_rel(d)}) | {m:.3g} [{lo:.3g}, {hi:.3g}] | "
+                     f"{verdict} |")
+    lines.append("")
+    return out
+
+
+def figure4(lines: list[str]) -> dict:
+    """Figure 4: on Overcooked, ME-QMIX and ME-QPLEX learn faster than QMIX and QPLEX."""
+    lines += ["## Figure 4: Overcooked, cramped room and asymmetric advantages", "",
+              "The paper: ME-QMIX and ME-QPLEX converge faster and higher early than QMIX and "
+              "QPLEX (10M env steps). meigm: soups per greedy test episode; *speed* is each "
+              "seed's mean over the whole curve (its normalised area), *final* the protocol "
+              "score.", "",
+              "| layout | comparison | runs | speed: difference [95% Welch] | final: difference | "
+              "verdict (speed) |", "|---|---|---|---|---|---|"]
+    out = {}
+    for layout in ("cramped_room", "asymm_advantages"):
+        root = RESULTS / "fig4_laptop" / "runs" / f"overcooked_{layout}"
+        for me, base in (("me_qmix", "qmix"), ("me_qplex", "qplex")):
+            a, b = load_cell([root / me], metric="test/soups"), load_cell([root / base], metric="test/soups")
+            area = [np.array([np.mean([p["test/soups"] for p in s])
+                              for s in per_seed_up_to(c.runs[0], "test/soups", c.budget)]) for c in (a, b)]
+            d, lo, hi = diff_ci(*area)
+            fd, flo, fhi = diff_ci(a.scores, b.scores)
+            out[f"{layout}/{me}"] = {"speed": [d, lo, hi], "final": [fd, flo, fhi], "verdict": above(lo, hi)}
+            lines.append(f"| {layout} | {me} − {base} | {a.describe()} ({_rel(root)}) | "
+                         f"{_diff(d, lo, hi, 1.0)} | {_diff(fd, flo, fhi, 1.0)} | {above(lo, hi)} |")
+    lines.append("")
+    return out
+
+
+def table2(lines: list[str]) -> dict:
+    """Table 2: every (scenario, algorithm) cell, measured or not run."""
+    lines += ["## Table 2: the fifteen SMACv2 scenarios × eight algorithms", "",
+              "Each cell: the paper's win rate (SMACv2 on StarCraft II, its budget of "
+              "millions of env steps, 3 seeds) · meigm's protocol score on SMAX at 1M env steps, "
+              "mean [95% t interval] (seeds), or *not run* with its projected cost here. "
+              "SMACv2's own 1M-step runs, where quoted, follow in italics.", ""]
+    out = {}
+    head = "| scenario | " + " | ".join(name for name, _ in TABLE2_ALGS) + " |"
+    lines += [head, "|---|" + "---|" * len(TABLE2_ALGS)]
+    for race in RACES:
+        for size in SIZES:
+            scenario = f"{race}_{size}"
+            cells = []
+            for (_, alg), paper in zip(TABLE2_ALGS, PAPER_TABLE2[scenario], strict=True):
+                cell = race_cell(scenario, alg)
+                ours = (f"{_mean_ci(cell.scores)} ({len(cell.seeds)})" if cell is not None
+                        else projected(scenario, alg, seeds=3))
+                if cell is not None:
+                    out[f"{scenario}/{alg}"] = cell.scores.tolist()
+                anchor = SMACV2_1M.get((scenario, alg))
+                text = f"{'–' if paper is None else f'{paper:.1f}'} · {ours}"
+                if anchor is not None:
+                    text += f" · *SMACv2 @1M {anchor:.0f}*"
+                cells.append(text)
+            lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
+    lines += ["", speeds_used(), "",
+              "The paper's claim here is its margins (ME-IGM above every baseline on every scenario); "
+              "the 5v5 ME-QMIX − QMIX verdicts are in the section above. The other "
+              "pairs are not run at the protocol on any scenario yet.", ""]
+    return out
+
+
+def table3_4(lines: list[str], central_out: dict) -> None:
+    """Tables 3 and 4: the ablations (+Entropy without the OPT; the OPT replaced by an MLP)."""
+    lines += ["## Table 3: QMIX, +Entropy, +OPT on the 5v5 races", "",
+              "| race | paper QMIX | paper +Entropy | paper +OPT | meigm QMIX | meigm +Entropy | "
+              "meigm +OPT (ME-QMIX) |", "|---|---|---|---|---|---|---|"]
+    for race in RACES:
+        scen = f"{race}_5_vs_5"
+        p = PAPER_TABLE3[scen]
+        q, m = race_cell(scen, "qmix"), race_cell(scen, "me_qmix")
+        ent = race_cell(scen, "+entropy")
+        lines.append(f"| {race} 5v5 | " + " | ".join(f"{mu:.2f} ± {sd:.2f}" for mu, sd in p) + " | "
+                     + " | ".join("not run" if c is None else f"{_mean_ci(c.scores, 1.0, 2)} ({len(c.seeds)})"
+                                  for c in (q, ent, m)) + " |")
+    pooled = central_out.get("pooled")
+    lines += ["", "Claims: +OPT above QMIX on every race — "
+              + (f"pooled {_diff(pooled['difference'], *pooled['ci95'])}, **{pooled['verdict']}**"
+                 if pooled else "not run") + " (the central comparison above); +Entropy below +OPT "
+              "on every race and below QMIX on two — **"
+              f"{projected('protoss_5_vs_5', 'me_qmix', seeds=10)}** at the protocol (10 seeds "
+              "per race).", "",
+              "## Table 4: ME-QMIX with the OPT against an unconstrained 3-layer MLP", "",
+              "The paper: ME-QMIX (OPT) above ME-QMIX (MLP) on the three 5v5 races (its numbers "
+              "were lost in the text extraction this project works from). meigm: `transform=mlp` "
+              f"exists; **{projected('protoss_5_vs_5', 'me_qmix', seeds=10)}** at the protocol (10 "
+              "seeds per race).", ""]
+
+
+def figure5_6(lines: list[str]) -> dict:
+    """Figure 5 (long ε annealing) and Figure 6 (α's learning rate, the target entropy)."""
+    out = {}
+    lines += ["## Figure 5: QMIX with a much longer ε annealing, protoss 5v5", "",
+              "The paper: QMIX with a much longer ε annealing does not match ME-QMIX. meigm: "
+              f"**{projected('protoss_5_vs_5', 'qmix', seeds=10)}** at the protocol (10 seeds per "
+              "annealing period; preset `fig5`).", "",
+              "## Figure 6: sensitivity to α's learning rate and to the target entropy", ""]
+    # (a) alpha's learning rate, protoss, 300k
+    # alpha_lr=0.0003 stopped at 210k of its 300k (no results.json): not cited
+    lrs = ("0.003", "0.03", "0.3")
+    cells = {lr: load_cell([RESULTS / "alpha" / f"me_qmix,alpha_lr={lr}"], metric="test/return")
+             for lr in lrs}
+    lines += ["(a) The paper: α's learning rate matters — a lower rate explores more at first, "
+              "learns slower early, and ends with a higher return. meigm: ME-QMIX on protoss 5v5, "
+              f"{cells[lrs[0]].describe()} (`benchmarks/results/alpha/`), greedy test return "
+              "(SMAX units), protocol score.", "",
+              "| α learning rate | protocol score, return | early (first 5 points) |", "|---|---|---|"]
+    # the run at 3e-4 stopped at 210k of its 300k and is not cited
+    for lr in lrs:
+        early = np.array([np.mean([p["test/return"] for p in s[:PROTOCOL_POINTS]])
+                          for s in per_seed_up_to(cells[lr].runs[0], "test/return", cells[lr].budget)])
+        lines.append(f"| {lr} | {_mean_ci(cells[lr].scores, 1.0, 3)} | {_mean_ci(early, 1.0, 3)} |")
+    d, lo, hi = diff_ci(cells[lrs[0]].scores, cells[lrs[-1]].scores)
+    out["alpha_lr"] = {"difference": d, "ci95": [lo, hi], "verdict": above(lo, hi)}
+    lines += ["", f"Lowest − highest rate, final: {_diff(d, lo, hi, 1.0)} (return): **{above(lo, hi)}** "
+              "(at 300k, not the paper's budget; the run at 3e-4 stopped at 210k and is not "
+              "used).", ""]
+    # (b) the target entropy, smax:3m, 300k, 6 seeds a side
+    base = [RESULTS / "skill" / "runs" / "smax_3m" / "me_qmix", RESULTS / "plateau_3m" / "me_qmix_seeds_3-5"]
+    low = [RESULTS / "plateau_3m" / "me_qmix_target_entropy_0.1",
+           RESULTS / "plateau_3m" / "me_qmix_target_entropy_0.1_seeds_3-5"]
+    a, b = load_cell(base), load_cell(low)
+    d, lo, hi = diff_ci(b.scores, a.scores)
+    v = "reproduced" if -EQUIVALENCE < lo and hi < EQUIVALENCE else \
+        "not reproduced" if lo > 0 or hi < 0 else "not separated"
+    out["target_entropy"] = {"difference": d, "ci95": [lo, hi], "verdict": v}
+    lines += [f"(b) The paper: the target entropy does not matter much. meigm: ME-QMIX on smax:3m, "
+              f"target entropy 0.24 (the paper's) {_mean_ci(a.scores)} against 0.1 "
+              f"{_mean_ci(b.scores)}, {a.describe()}; 0.1 − 0.24: {_diff(d, lo, hi)} points: "
+              f"**{v}** (a difference within ±{100 * EQUIVALENCE:.0f} points counts as "
+              "insensitive). On Overcooked the target entropy did matter (0.24 stopped "
+              "exploration; the default there is 1.4): see benchmarks/notes.", ""]
+    return out
+
+
+def generate(figures: Path = DOCS / "reproduction", draw: bool = True) -> str:
+    """The whole report as Markdown; its figures drawn into ``figures`` unless not ``draw``."""
+    lines = ["# Reproduction report", "",
+             "<!-- generated by `python benchmarks/paper.py` from committed runs; do not edit -->", "",
+             "What of the ME-IGM paper meigm reproduces, claim by claim. Every meigm figure is read "
+             "from a committed run under `benchmarks/results/` (its config, metrics and results); "
+             "the paper's and anchors' figures are quoted with their source in "
+             "`benchmarks/paper.py`. SMAX is not StarCraft II and 1M env steps is a tenth of the "
+             "paper's budget, so absolute win rates are indirect comparisons; the verdicts are on "
+             "the paper's *comparisons*, measured here on one protocol.", "",
+             "**Protocol.** A seed's score is the mean of its last "
+             f"{PROTOCOL_POINTS} evaluation points up to the budget (128 greedy test episodes each "
+             "on the SMAX races); seeds are the unit; differences are 95% Welch intervals, pooled "
+             "over the races where a claim spans them (each race weighted equally); aggregates add "
+             "rliable's IQM and probability of improvement. Verdicts: *reproduced* (the interval "
+             "lies on the paper's side), *reversed* (on the other side), *not separated* (it "
+             "crosses 0), *not reproduced* (a claimed property fails), *not run*.", ""]
+    summary: dict = {}
+    body: list[str] = []
+    summary["central"] = central(body, figures, draw)
+    summary["table1"] = table1(body)
+    summary["figure2"] = figure2(body)
+    summary["figure4"] = figure4(body)
+    summary["table2"] = table2(body)
+    table3_4(body, summary["central"])
+    summary["figure5_6"] = figure5_6(body)
+    lines += _overview(summary) + body
+    return "\n".join(lines) + "\n"
+
+
+def _overview(s: dict) -> list[str]:
+    """One line per claim, the verdicts read from the sections' results."""
+    c, t1 = s["central"], s["table1"]
+
+    def v(d: dict, key: str) -> str:
+        return d.get(key, {}).get("verdict", "not run")
+
+    unrun = len(PAPER_TABLE2) * len(TABLE2_ALGS) - len(s["table2"])
+    rows = [
+        ("Table 1: ME-QMIX's greedy joint action is (A,A)", v(t1, "me_qmix")),
+        ("Table 1: QMIX settles on a suboptimal joint action", v(t1, "qmix")),
+        ("Table 1: FOP's policies miss (A,A)", v(t1, "fop")),
+        ("Figure 2: FOP's IGM gap on zerg 5v5 is positive", s["figure2"]["fop"]["verdict"]),
+        *((f"Figure 4: {k.split('/')[1]} learns faster on {k.split('/')[0]}", v["verdict"])
+          for k, v in s["figure4"].items()),
+        *((f"Table 2: ME-QMIX above QMIX, {race} 5v5", c[race]["verdict"]) for race in RACES if race in c),
+        ("Table 2: ME-QMIX above QMIX, pooled over the 5v5 races", v(c, "pooled")),
+        (f"Table 2: the {unrun} cells without a run at the protocol", "not run"),
+        ("Table 3: +OPT above QMIX on the races", v(c, "pooled")),
+        ("Table 3: +Entropy below +OPT", "not run"),
+        ("Table 4: OPT above an unconstrained MLP", "not run"),
+        ("Figure 5: QMIX with a long ε annealing stays below ME-QMIX", "not run"),
+        ("Figure 6a: a lower α learning rate ends higher (300k)", s["figure5_6"]["alpha_lr"]["verdict"]),
+        ("Figure 6b: the target entropy does not matter (3m)", s["figure5_6"]["target_entropy"]["verdict"]),
+    ]
+    return ["## The claims at a glance", "", "| claim | verdict |", "|---|---|",
+            *(f"| {claim} | {v} |" for claim, v in rows), ""]
+
+
+def archive(sweep_dir: Path, dest: Path = VERDICT_RUNS) -> list[Path]:
+    """Copy the finished runs of a verdict sweep (config, metrics, results, label; never
+    checkpoints) into ``dest``, keeping ``<scenario>/<label>``."""
+    copied = []
+    for res in sorted(sweep_dir.glob("*/*/results.json")):
+        run = res.parent
+        target = dest / run.relative_to(sweep_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "metrics.jsonl", "results.json", "label.txt"):
+            if (run / name).is_file():
+                shutil.copy2(run / name, target / name)
+        copied.append(target)
+    return copied
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=DOCS / "reproduction.md")
+    p.add_argument("--check", action="store_true", help="exit 1 if --out differs from a fresh report")
+    p.add_argument("--archive", type=Path, default=None, metavar="SWEEP_DIR",
+                   help="first copy a verdict sweep's finished runs into benchmarks/results/verdict/runs")
+    a = p.parse_args(argv)
+    try:
+        if a.archive is not None:
+            for d in archive(a.archive):
+                print(f"archived {_rel(d)}")
+        text = generate(a.out.parent / "reproduction", draw=not a.check)
+    except MeigmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if a.check:
+        if not a.out.is_file() or a.out.read_text() != text:
+            print(f"{a.out} is out of date: run python benchmarks/paper.py", file=sys.stderr)
+            return 1
+        print(f"{a.out} is up to date")
+        return 0
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(text)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

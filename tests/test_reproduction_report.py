@@ -1,0 +1,155 @@
+"""The reproduction report (benchmarks/paper.py): it reads every meigm figure from the
+committed runs it cites, refuses a missing or unpoolable run loudly, and docs/reproduction.md
+is what it generates from today's runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from meigm.errors import MeigmError
+from meigm.experiments.analysis import load_run, protocol_scores
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("paper_report", ROOT / "benchmarks" / "paper.py")
+paper = importlib.util.module_from_spec(_spec)
+sys.modules["paper_report"] = paper  # its dataclasses look their module up by name
+_spec.loader.exec_module(paper)
+
+#: The committed results the report reads (copied, so a test may break them).
+CITED = ("skill/runs", "fig2_laptop", "fig4_laptop/runs", "alpha", "plateau_3m", "table1_comparison.json")
+
+
+@pytest.fixture()
+def results(tmp_path, monkeypatch) -> Path:
+    """A private copy of the committed results the report cites, with the report pointed at it."""
+    root = tmp_path / "results"
+    for rel in CITED:
+        src = ROOT / "benchmarks" / "results" / rel
+        dst = root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.png", "*.pdf"))
+        else:
+            shutil.copy2(src, dst)
+    monkeypatch.setattr(paper, "RESULTS", root)
+    monkeypatch.setattr(paper, "VERDICT_RUNS", root / "verdict" / "runs")
+    return root
+
+
+def _set_metric(run: Path, metric: str, value) -> None:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    for i, rec in enumerate(lines):
+        if metric in rec:
+            rec[metric] = value(rec, i) if callable(value) else value
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end >= 0 else None]
+
+
+def test_the_committed_report_is_what_the_committed_runs_give():
+    """docs/reproduction.md is regenerated whenever a run it cites lands."""
+    assert paper.main(["--check"]) == 0
+
+
+def test_a_missing_cited_run_stops_the_report_with_one_line_naming_it(results, tmp_path, capsys):
+    shutil.rmtree(results / "fig2_laptop" / "smax_zerg_5_vs_5" / "fop")
+    out = tmp_path / "docs" / "reproduction.md"
+    assert paper.main(["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fig2_laptop/smax_zerg_5_vs_5/fop" in err
+    assert not out.exists()
+
+
+def test_an_unfinished_or_short_run_is_refused(results, tmp_path):
+    run = results / "skill" / "runs" / "smax_terran_5_vs_5" / "qmix"
+    (run / "results.json").unlink()
+    with pytest.raises(MeigmError, match="has not finished"):
+        paper.generate(tmp_path / "fig", draw=False)
+    (run / "results.json").write_text("{}")
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs
+                                               if r["t_env"] < 600_000))
+    with pytest.raises(MeigmError, match="of the 1,000,000 env steps"):
+        paper.generate(tmp_path / "fig", draw=False)
+
+
+def test_runs_with_another_config_are_not_pooled(results, tmp_path):
+    """A verdict run with another learning rate must not join the skill run's seeds."""
+    src = results / "skill" / "runs" / "smax_zerg_5_vs_5" / "qmix"
+    extra = results / "verdict" / "runs" / "smax_zerg_5_vs_5" / "qmix,seed=3"
+    shutil.copytree(src, extra)
+    cfg = yaml.safe_load((extra / "config.yaml").read_text())
+    (extra / "config.yaml").write_text(yaml.safe_dump({**cfg, "lr": 5e-4, "seed": 3, "seeds": 1}))
+    _set_metric(extra, "seed", lambda rec, i: rec["seed"] + 3)
+    with pytest.raises(MeigmError, match="differ in lr"):
+        paper.generate(tmp_path / "fig", draw=False)
+
+
+def test_every_meigm_figure_is_read_from_the_runs(results, tmp_path):
+    """Set every cited race run's win rate to one constant: every meigm cell of the races
+    reads it, the differences are 0, and a fourth seed added as a verdict run is counted."""
+    for run in (results / "skill" / "runs").glob("smax_*_5_vs_5/*"):
+        _set_metric(run, "test/won", 0.25)
+    extra = results / "verdict" / "runs" / "smax_protoss_5_vs_5" / "me_qmix,seed=3"
+    shutil.copytree(results / "skill" / "runs" / "smax_protoss_5_vs_5" / "me_qmix", extra)
+    cfg = yaml.safe_load((extra / "config.yaml").read_text())
+    (extra / "config.yaml").write_text(yaml.safe_dump({**cfg, "seed": 3, "seeds": 1}))
+    recs = [json.loads(x) for x in (extra / "metrics.jsonl").read_text().splitlines()]
+    (extra / "metrics.jsonl").write_text("".join(json.dumps({**r, "seed": 3}) + "\n"
+                                                 for r in recs if r["seed"] == 0))
+    text = paper.generate(tmp_path / "fig", draw=False)
+    central = _section(text, "## Does ME-IGM help?")
+    rows = [line for line in central.splitlines() if line.startswith("| protoss") or
+            line.startswith("| terran") or line.startswith("| zerg")]
+    assert len(rows) == 3
+    for row in rows:
+        assert row.count("25.0 [25.0, 25.0]") == 2 and "+0.0 [+0.0, +0.0]" in row
+    assert "(4 seeds)" in rows[0] and "(3 seeds)" in rows[1]
+    table2 = _section(text, "## Table 2")
+    # every measured cell of Table 2 is a race's qmix / me_qmix / ppo / hasac run: 25.0 where set
+    for scen in ("protoss_5_vs_5", "terran_5_vs_5", "zerg_5_vs_5"):
+        row = next(line for line in table2.splitlines() if line.startswith(f"| {scen} "))
+        measured = re.findall(r"· (\d+\.\d) \[", row)
+        assert measured and set(measured) == {"25.0"}
+
+
+def test_protocol_score_is_the_mean_of_the_last_five_points_within_the_budget(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.yaml").write_text(yaml.safe_dump({"alg": "qmix", "env": "smax:3m", "t_max": 800}))
+    won = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]  # points at 100 ... 1000
+    (d / "metrics.jsonl").write_text("".join(
+        json.dumps({"seed": s, "t_env": 100 * (i + 1) + s, "test/won": w + s / 10}) + "\n"
+        for s in (0, 1) for i, w in enumerate(won)))
+    run = load_run(d)
+    # seed 0: the point at 800 is t=800 -> points 400..800; seed 1: first at/after 800 is 801
+    np.testing.assert_allclose(protocol_scores(run, "test/won", 800), [0.5, 0.6])
+    np.testing.assert_allclose(protocol_scores(run, "test/won", None), [0.7, 0.8])
+    with pytest.raises(MeigmError, match="of the 5,000 env steps"):
+        protocol_scores(run, "test/won", 5000)
+    with pytest.raises(MeigmError, match="needs 5"):
+        protocol_scores(run, "test/won", 300)
+
+
+def test_verdict_words_follow_the_interval():
+    assert paper.above(0.1, 0.3) == "reproduced"
+    assert paper.above(-0.3, -0.1) == "reversed"
+    assert paper.above(-0.1, 0.1) == "not separated"
+    v, lo, hi = paper.majority(10, 10)
+    assert v == "reproduced" and hi == 1.0 and lo == pytest.approx(0.6915, abs=1e-4)
+    v, lo, hi = paper.majority(0, 10)
+    assert v == "not reproduced" and lo == 0.0 and hi == pytest.approx(0.3085, abs=1e-4)
+    assert paper.majority(5, 10)[0] == "not separated"
