@@ -153,3 +153,30 @@ def test_verdict_words_follow_the_interval():
     v, lo, hi = paper.majority(0, 10)
     assert v == "not reproduced" and lo == 0.0 and hi == pytest.approx(0.3085, abs=1e-4)
     assert paper.majority(5, 10)[0] == "not separated"
+
+
+@pytest.mark.parametrize(("preset", "label", "base", "own"), [
+    ("verdict", "qmix", "qmix", ()), ("verdict", "me_qmix", "me_qmix", ()),
+    ("table3", "+entropy", "me_qmix", ("transform",)), ("table4", "me_qmix_mlp", "me_qmix", ("transform",)),
+    ("fig5", "qmix_eps_1M", "qmix", ("epsilon_anneal_steps",)),
+])
+def test_the_protocol_presets_train_what_the_skill_runs_trained(preset, label, base, own):
+    """A one-seed run of the protocol presets differs from the committed skill run it is
+    compared with (or pooled with) only in its seeds, in the layout of its updates and in
+    the one field its label changes: otherwise the report would refuse to pool it or, worse,
+    compare two protocols."""
+    import dataclasses
+
+    from meigm.envs import make_env
+    from meigm.experiments.sweep import load_sweep
+
+    run = next(r for r in load_sweep(preset, "laptop").runs
+               if r.run_id.startswith(f"smax_protoss_5_vs_5/{label},seed="))
+    cfg = run.config()
+    env = make_env(cfg.env, cfg.env_args)
+    new = yaml.safe_load(yaml.safe_dump(dataclasses.asdict(
+        cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults)))))
+    old = yaml.safe_load((ROOT / "benchmarks/results/skill/runs/smax_protoss_5_vs_5" / base /
+                          "config.yaml").read_text())
+    differ = {k for k in set(old) & set(new) if old[k] != new[k]} - set(paper.POOLABLE)
+    assert differ == set(own)
