@@ -61,7 +61,7 @@ METRICS = ("test/soups", "test/return", "train/info/soups")
 PAIRS = (("me_qmix", "qmix"), ("me_qplex", "qplex"))
 #: Read off the PQN repository's aggregate Overcooked plot (mttga/purejaxql 47af6d7,
 #: docs/overcooked_iqm.png, max-normalised IQM of the return over layouts; ±0.05):
-#: the nearest published figures (benchmarks/README.md, "Figure 4 at the laptop budget").
+#: the nearest published figures (benchmarks/notes/overcooked.md, "Anchors for Overcooked").
 ANCHOR = ("JaxMARL/PQN aggregate over Overcooked layouts, max-normalised IQM: at 500k IPPO "
           "≈0.15, PQN-VDN ≈0.05, VDN and IQL 0; at 1M PQN-VDN ≈0.5, IPPO and VDN ≈0.4")
 

@@ -2,7 +2,7 @@
 
     python benchmarks/scripted.py [--env smax:3m,smax:protoss_5_vs_5] [--episodes 4096]
 
-Every learner stops near 80% on ``smax:3m`` at 300k env steps (benchmarks/README.md). Is
+Every learner stops near 80% on ``smax:3m`` at 300k env steps (benchmarks/notes/skill_smax.md). Is
 that a ceiling of the battle against SMAX's heuristic enemy, or skill still to learn? A
 hand-written team answers it without training: if a simple script wins far more often,
 the scenario has room and the learners are short of it; if the scripts sit near the

@@ -4,7 +4,7 @@
     python benchmarks/trim_bound.py RUN_OR_CHECKPOINT [...] [--batch-size 128] [--draws 2000]
 
 The update is FLOP-bound and its cost is proportional to the steps it unrolls (the
-throughput tables in ``benchmarks/README.md``). meigm trims each sampled batch to the
+throughput tables in ``benchmarks/notes/length_groups.md``). meigm trims each sampled batch to the
 smallest of ``length_buckets`` lengths that holds its *longest* real episode (pymarl2's
 rule); one episode that ran to the limit keeps the whole batch at full length. This script
 draws batches the way the buffer does (uniformly, without replacement) from the episodes a

@@ -33,7 +33,7 @@ def cpu_flags(environ: dict[str, str] | os._Environ = os.environ, jaxlib: str | 
     two-layer OPT's weights) runs 40-100x slower when an operand has a dimension of size 1,
     which every single-seed program has (the seed ``vmap``): the OPT's backward took 0.44 s
     of a 0.75 s update in ME-QMIX's training loop on Overcooked, and ME-QMIX trained 1.6x
-    faster with YNNPACK's reductions off (benchmarks/README.md, "A CPU trap: YNNPACK's
+    faster with YNNPACK's reductions off (benchmarks/notes/cpu_ynnpack.md, "A CPU trap: YNNPACK's
     reductions"). XLA's own reduce emitter has no such cliff. A user's own setting of
     the flag is left alone; an older jaxlib, which does not know the flag (and would abort
     on it), gets nothing. XLA reads its flags when JAX starts its first backend, so this

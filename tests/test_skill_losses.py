@@ -87,7 +87,7 @@ def test_replays_share_the_start_and_redraw_the_battle(smax_run):
     assert any(not np.array_equal(length[s, e, 0], length[s, e, r]) or
                not np.array_equal(alive[s, e, 0], alive[s, e, r])
                for s in range(2) for e in range(3) for r in range(1, 4))
-    # A single play keeps its own keys (the figures in benchmarks/README.md); its trace
+    # A single play keeps its own keys (the figures in benchmarks/notes/skill_smax.md); its trace
     # covers the whole episode limit, and no ally acts after its episode's end.
     single = skill_losses.play(run, 3, key)
     assert single[3].shape == (2, 3)

@@ -67,7 +67,7 @@ def build_overcooked(layout: str, name: str) -> Env:
         # not on asymmetric advantages. 1.4 against 0.8, ME-QMIX, 3 seeds each, fig4's
         # laptop loop: early training soups +0.70 [0.19, 1.39] on cramped room and +0.43
         # [0.25, 0.72] on asymm, every cramped-room seed at 9-10.7 greedy soups at 500k
-        # against 0-10 (benchmarks/README.md, "The α defaults on Overcooked").
+        # against 0-10 (benchmarks/notes/overcooked.md, "Overcooked's target entropy").
         config_defaults={"reward_shaping_horizon": 2_500_000, "target_entropy": 1.4},
         # The sparse reward is exactly DELIVERY_REWARD per soup served (either cook, both
         # cooks get it), nothing else, so the soup count is the return over it.

@@ -143,13 +143,13 @@ def build_smax(scenario: str, name: str) -> Env:
     # into 8 groups trimmed separately. Trimming a batch as a whole (pymarl2's rule) does
     # nothing on the races, where 82-100% of batches of 128 hold a timed-out episode;
     # grouped, only that episode's group pays for it: 1.5x (protoss) to 1.7-1.9x (zerg)
-    # train env steps/s against full-length updates (benchmarks/README.md).
+    # train env steps/s against full-length updates (benchmarks/notes/length_groups.md).
     paper["length_buckets"] = 8
     paper["length_groups"] = 8
     # SMAX's team return is at most 2 (1 for all enemy health, 1 for the win); SMAC's is
     # normalised to 20, the scale pymarl2's and the paper's hyper-parameters were tuned
     # on (JaxMARL's own SMAX baselines also multiply by 10). At SMAX's own scale QMIX and
-    # ME-QMIX learned ~5x slower on protoss_5_vs_5 (benchmarks/README.md, "Reward scale").
+    # ME-QMIX learned ~5x slower on protoss_5_vs_5 (benchmarks/notes/reward_scale.md).
     paper["reward_scale"] = 10.0
 
     def won(info: dict[str, Any], inner: Any) -> dict[str, jax.Array]:

@@ -38,7 +38,7 @@ def unroll_agent(
 
     # Every layer stays inside the scan: hoisting the hidden-state-free layers out into
     # one large product over all steps measured ~20% slower on CPU (the [T+1, B, N, 3H]
-    # intermediate leaves the cache); benchmarks/README.md, "Training throughput".
+    # intermediate leaves the cache); benchmarks/notes/throughput_smax.md.
     def step(h: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
         h, q = agent.apply(agent_params, h, x_t)
         return h, q

@@ -76,7 +76,7 @@ Departures from the authors' code, and why
     an entropy of 0.01–0.06 within 30k env steps on ``smax:3m``; at 3e-4 α stayed at
     0.011 for 60k steps, at 3e-3 it rose ×1.5–1.8 per 15k steps and brought the entropy
     back to 0.15–0.24 (target 0.24) by 120k, and the run ended at 80% greedy wins at
-    300k, level with QMIX (benchmarks/README.md, "HASAC");
+    300k, level with QMIX (benchmarks/notes/hasac.md);
   * one update per collection of ``n_envs`` episodes, on ``batch_size`` replayed episodes,
     Adam at ``lr`` for the critics and ``actor_lr`` (None: ``lr``) for the actors (theirs:
     5e-4 both), gradient-norm clip ``grad_clip`` like every learner here.

@@ -20,7 +20,7 @@ class RNNAgent(nn.Module):
     state (~7% faster update). ``embed`` and ``head`` do not depend on the hidden state,
     but the unroll over stored episodes still applies them step by step inside its scan:
     hoisting them into one product over all steps measured ~20% slower on CPU
-    (:func:`meigm.learners.common.unroll_agent`; benchmarks/README.md, issue 3).
+    (:func:`meigm.learners.common.unroll_agent`; benchmarks/notes/throughput_smax.md, issue 3).
     """
 
     n_actions: int
