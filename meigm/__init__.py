@@ -71,6 +71,7 @@ _EXPORTS = {
     "MAPPO": "meigm.learners",
     "IPPO": "meigm.learners",
     "HASAC": "meigm.learners",
+    "SoftQMIX": "meigm.learners",
     "make_learner": "meigm.learners",
     "ALGORITHMS": "meigm.learners",
     "Program": "meigm.program",

@@ -16,6 +16,8 @@ errors, and :class:`meigm.config.ConfigError` (a subclass) for a bad config.
 
 from __future__ import annotations
 
+import numbers
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,19 @@ def as_config(config: Config | Mapping[str, Any] | str | Path) -> Config:
     raise ConfigError(
         f"config must be a meigm.Config, a mapping of its fields or a YAML path, got "
         f"{type(config).__name__}")
+
+
+def _check_args(function: str, **checks: tuple[Any, Any, str]) -> None:
+    """Each argument ``name=(value, allowed types, what is allowed)`` has one of its types
+    (a bool is no int), else a one-line :class:`MeigmError` naming it: a wrong type here
+    would otherwise surface deep inside JAX."""
+    for name, (value, types, allowed) in checks.items():
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise MeigmError(f"meigm.{function}(): {name} must be {allowed}, got {value!r} "
+                             f"({type(value).__name__})")
+
+
+_PATH = (str, os.PathLike)
 
 
 def train(
@@ -62,8 +77,20 @@ def train(
     leading axis = seed), ``wall_seconds`` and ``env_steps_per_second``, and
     ``run_dir`` when one was written.
     """
+    from meigm.envs import Env
+    from meigm.envs.host import HostEnv
     from meigm.experiments.run import train_run
 
+    if isinstance(env, str):
+        raise MeigmError(f"meigm.train(): env must be an environment object (a meigm.Env), got "
+                         f"the string {env!r}; a registered scenario is the config's env key "
+                         f"(e.g. {{'env': {env!r}}} or env={env!r} in meigm.config.build)")
+    _check_args("train", run_dir=(run_dir, (*_PATH, type(None)), "a path or None"),
+                resume=(resume, (bool,), "True or False"),
+                progress=(progress, (bool,), "True or False"),
+                env=(env, (Env, HostEnv, type(None)), "a meigm.Env or None"))
+    if not callable(echo):
+        raise MeigmError(f"meigm.train(): echo must be a function of one string, got {echo!r}")
     if not resume:
         if config is None:
             raise ConfigError("train() needs a config (or resume=True with the run_dir to continue)")
@@ -91,7 +118,13 @@ def evaluate(run_dir: str | Path, checkpoint: str | Path | None = None,
     """
     from meigm.experiments.evaluate import evaluate_run, load_run, write_json
 
-    run = load_run(run_dir, checkpoint, episodes)
+    _check_args("evaluate", run_dir=(run_dir, _PATH, "a path"),
+                checkpoint=(checkpoint, (*_PATH, type(None)), "a path or None"),
+                episodes=(episodes, (numbers.Integral, type(None)), "a positive int or None"),
+                write=(write, (bool,), "True or False"))
+    if episodes is not None and episodes <= 0:
+        raise MeigmError(f"meigm.evaluate(): episodes must be a positive int or None, got {episodes}")
+    run = load_run(run_dir, checkpoint, None if episodes is None else int(episodes))
     result = evaluate_run(run)
     if write:
         write_json(run.run_dir / "eval.json", result)

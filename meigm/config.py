@@ -27,6 +27,7 @@ from meigm.errors import ConfigError
 
 TARGET_UPDATES = ("hard", "polyak")
 ALPHA_LOSSES = ("exact", "sampled")
+ENTROPY_AGENTS = ("all", "alive")
 DIVERGENCE = ("stop", "mask")
 
 
@@ -38,7 +39,8 @@ class Config:
     alg: str = "me_qmix"
     """Algorithm: me_qmix, me_qplex, me_vdn (ME-IGM), qmix, qplex, vdn (ε-greedy baselines),
     fop (FOP, the maximum-entropy actor-critic baseline), mappo, ippo (on-policy PPO),
-    hasac (HASAC, the maximum-entropy heterogeneous-agent actor-critic)."""
+    hasac (HASAC, the maximum-entropy heterogeneous-agent actor-critic), soft_qmix (the
+    authors' released Soft-QMIX code: meigm/learners/soft_qmix.py)."""
     env: str = "matrix:table1"
     """Scenario registry name, ``family:scenario`` (``meigm envs`` lists them)."""
     env_args: dict = field(default_factory=dict)
@@ -106,9 +108,10 @@ class Config:
     """GRU width of the agent network."""
     mixer: str | None = None
     """Mixer override (vdn, qmix, qplex); None: the algorithm's own. FOP only takes its
-    own attention mixer, fop."""
+    own attention mixer, fop; soft_qmix its own sum of transformed utilities, sum_g."""
     mixing_embed: int = 32
-    """QMIX mixing width; FOP: hidden width of its mixer's V(s) (the authors' 32)."""
+    """QMIX mixing width; FOP: hidden width of its mixer's V(s) (the authors' 32);
+    soft_qmix: twice the hidden width of its utility transform g (theirs: 32 // 2)."""
     hypernet_embed: int = 64
     """Hidden width of every hyper-network (mixer and OPT)."""
     qplex_heads: int = 4
@@ -135,9 +138,10 @@ class Config:
     opt_lr: float | None = None
     """Adam learning rate of the OPT hyper-networks; None: ``lr``."""
     alpha_init: float | None = None
-    """Initial temperature α (open choice in the spec); None: the scenario's setting —
-    1.0 by default, 0.01 on SMAX, whose rewards are normalised to ~2 per episode: with
-    α = 1 the entropy bonus (~α·n·log|A| per step) outweighs the reward a hundredfold,
+    """Initial temperature α (open choice in the spec); None: 0.03 for soft_qmix (the
+    authors' fixed α, which it never learns), else the scenario's setting — 1.0 by
+    default, 0.01 on SMAX, whose rewards are normalised to ~2 per episode: with α = 1 the
+    entropy bonus (~α·n·log|A| per step) outweighs the reward a hundredfold,
     soft values learn "stay alive to keep acting" and the policies never learn to win
     (benchmarks/README.md). With ``learn_alpha`` α then follows its target entropy
     (at ``reward_scale`` 10 it settles at 0.011–0.013 on ``smax:protoss_5_vs_5``)."""
@@ -154,10 +158,19 @@ class Config:
     target_entropy: float | None = None
     """Per-agent target entropy coefficient: H̄ = target_entropy · n_agents (App. E);
     None: the scenario's setting — the paper's 0.32 for terran and 0.24 on SMAC-v2/SMAX and
-    elsewhere; 0.8 on Overcooked, where 0.24 ran α down to ~0 on still-flat values and
-    stopped exploration (benchmarks/README.md, "Figure 4 on a laptop")."""
+    elsewhere; 1.4 on Overcooked, where 0.24 ran α down to ~0 on still-flat values and
+    stopped exploration and 0.8 explored too little on asymmetric advantages
+    (``meigm/envs/overcooked.py``; benchmarks/README.md, "The α defaults on Overcooked")."""
     alpha_loss: str = "exact"
     """Eq. (11) expectation: exact (−Σπ log π of each policy) or sampled (batch actions)."""
+    entropy_agents: str = "all"
+    """Which agents the temperature's target counts, H̄ = target_entropy · (their number):
+    ``all`` (App. E: every agent at every step) or ``alive`` (at each step, the agents with
+    more than one available action). A dead SMAX unit's only action is no-op, so its entropy
+    is 0: with ``all`` the living agents carry the dead ones' share and α rises as units
+    die. ``train/entropy`` averages over all agents, ``train/entropy_alive`` over those with
+    a choice. The paper does not say (its released code fixes α); benchmarks/README.md
+    measures the two."""
 
     # --- FOP
     actor_lr: float | None = None
@@ -294,10 +307,16 @@ class Config:
         """Fill environment-dependent defaults; the result is what a run directory records.
 
         ``scenario_defaults`` (``EnvSpec.config_defaults``) fill fields the user left at
-        None — the paper's per-scenario settings; anything set explicitly wins.
+        None — the paper's per-scenario settings — and the algorithm's own settings (its
+        learner's ``config_defaults``: soft_qmix's fixed α) win over them; anything set
+        explicitly wins over both.
         """
+        from meigm.learners import ALGORITHMS
+
         t_max = self.t_max or default_t_max
-        filled = {k: v for k, v in (scenario_defaults or {}).items() if getattr(self, k) is None}
+        own = getattr(ALGORITHMS[self.alg][0], "config_defaults", {})
+        filled = {k: v for k, v in {**(scenario_defaults or {}), **own}.items()
+                  if getattr(self, k) is None}
         if "length_groups" in filled:  # a scenario's grouping, for learners that can group,
             filled["length_groups"] = (  # in groups of equal size
                 math.gcd(filled["length_groups"], self.batch_size) if self.separable_loss else 1)
@@ -342,6 +361,11 @@ _POSITIVE = {
     "reward_scale", "critic_hidden", "hasac_alpha_lr",
 }
 _UNIT = {"gamma", "td_lambda", "tau", "epsilon_start", "epsilon_finish", "gae_lambda"}
+#: The compiled program counts env steps, episodes and updates in int32, and every integer
+#: field (a budget, an interval, a size) enters it as an int32 constant.
+INT32_MAX = 2**31 - 1
+#: Seed ``seed + i`` is a 32-bit PRNG seed (``jax.random.PRNGKey``): 2**32 would be seed 0 again.
+SEED_MAX = 2**32 - 1
 
 
 def _type_name(tp: Any) -> str:
@@ -385,6 +409,7 @@ def _check_choices(cfg: Config) -> None:
         "transform": (cfg.transform, TRANSFORMS),
         "target_update": (cfg.target_update, TARGET_UPDATES),
         "alpha_loss": (cfg.alpha_loss, ALPHA_LOSSES),
+        "entropy_agents": (cfg.entropy_agents, ENTROPY_AGENTS),
         "on_divergence": (cfg.on_divergence, DIVERGENCE),
     }
     if cfg.mixer is not None and cfg.alg in ALGORITHMS and ALGORITHMS[cfg.alg][1] is None:
@@ -403,6 +428,7 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r} must be positive, got {value!r}")
     if cfg.seed < 0:
         raise ConfigError(f"config key 'seed' must be >= 0 (the first seed), got {cfg.seed}")
+    _check_int_range(cfg)
     for key in _UNIT:
         value = getattr(cfg, key)
         if not 0.0 <= value <= 1.0:
@@ -435,6 +461,33 @@ def _check_choices(cfg: Config) -> None:
                           f"({cfg.batch_size}): every group holds the same number of episodes")
 
 
+def _check_int_range(cfg: Config) -> None:
+    """Every integer must fit the counters the program holds it in (int32; the seeds:
+    uint32), checked here so that an out-of-range value is one line before anything is
+    compiled or written, not an ``OverflowError`` from inside JAX."""
+    for key in FIELDS:
+        value = getattr(cfg, key)
+        if key == "seed" or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if value > INT32_MAX:
+            raise ConfigError(f"config key {key!r} must be at most {INT32_MAX} (the program counts "
+                              f"in int32), got {value}")
+    if cfg.seed + cfg.seeds - 1 > SEED_MAX:
+        raise ConfigError(f"config key 'seed' must be at most {SEED_MAX - cfg.seeds + 1} with "
+                          f"seeds={cfg.seeds} (seed + i is a 32-bit PRNG seed), got {cfg.seed}")
+
+
+def check_counters(cfg: Config, steps_per_collection: int) -> None:
+    """A resolved config's budget must leave room for the collection that crosses it: a
+    seed ends with fewer than ``t_max + steps_per_collection`` env steps (``n_envs`` x the
+    scenario's episode limit), and that must fit in int32 too."""
+    room = INT32_MAX - steps_per_collection + 1
+    if cfg.t_max is not None and cfg.t_max > room:
+        raise ConfigError(f"config key 't_max' must be at most {room} on this scenario with "
+                          f"n_envs={cfg.n_envs} (the last collection may overshoot it by "
+                          f"{steps_per_collection - 1} env steps, counted in int32), got {cfg.t_max}")
+
+
 def _unknown_key(key: str) -> ConfigError:
     close = difflib.get_close_matches(key, FIELDS, n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -454,6 +507,42 @@ def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
     return cfg
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice (YAML keeps the last one without a word)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated within one mapping: in a sweep
+    preset two algorithms under one label would otherwise silently become one run."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base`` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    where = (f"line {line}" if seen[key] == line
+                             else f"lines {seen[key]} and {line}")
+                    raise DuplicateKeyError(f"key {key!r} appears twice ({where}); each key may "
+                                            "be given once")
+                seen[key] = line
+            except TypeError:  # an unhashable key: PyYAML reports it below
+                continue
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str) -> Any:
+    """``yaml.safe_load`` that raises :class:`DuplicateKeyError` for a repeated key."""
+    loader = UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path, what: str = "preset") -> dict[str, Any]:
     """A YAML file of config keys (a preset, or a run's ``config.yaml``) as a dict;
     missing or malformed files are user errors naming ``what`` the file is."""
@@ -461,7 +550,9 @@ def load_yaml(path: str | Path, what: str = "preset") -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"{what} file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = safe_load_unique(p.read_text())
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{what} {p}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:
@@ -479,7 +570,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = safe_load_unique(raw) if raw != "" else ""
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"override {item!r}: {exc}") from None
         except yaml.YAMLError:
             value = raw
         head, *rest = key.split(".")

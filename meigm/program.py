@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from meigm.config import Config
+from meigm.config import Config, check_counters
 from meigm.envs import Env, make_env
 from meigm.envs.host import HostEnv, HostVecEnv
 from meigm.learners import Learner, make_learner
@@ -119,7 +119,9 @@ def resolve_config(cfg: Config, env: Env | HostEnv | None = None) -> tuple[Confi
     """``cfg`` with every scenario-dependent default filled in, and its environment
     (``cfg.env`` from the registry unless ``env`` is given). A no-op on a resolved config."""
     env = make_env(cfg.env, cfg.env_args) if env is None else env
-    return cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults)), env
+    cfg = cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults))
+    check_counters(cfg, cfg.n_envs * env.spec.episode_limit)
+    return cfg, env
 
 
 def make_program(cfg: Config, env: Env | HostEnv | None = None) -> Program:

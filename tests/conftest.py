@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,6 +10,26 @@ import pytest
 
 # Tests run on the CPU even where a GPU build of jaxlib is installed.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def working_directory(tmp_path_factory):
+    """Every test runs in an empty working directory of the session's, not wherever pytest
+    was started (the repository), and must leave it empty: a test that writes relative to
+    the working directory (a CLI default such as ``meigm table``'s ``.`` or ``runs/``)
+    fails the session, naming the files. Issue 41: ``table.json``, ``table.md`` and
+    ``table.tex`` were committed from a working directory they had been written to."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    started_in = os.getcwd()
+    os.chdir(cwd)
+    try:
+        yield cwd
+    finally:
+        os.chdir(started_in)
+    left = sorted(str(p.relative_to(cwd)) for p in cwd.rglob("*"))
+    assert not left, (f"tests wrote {', '.join(left[:10])} into their working directory; "
+                      "write under tmp_path (or a --out there) instead")
+
 
 #: Small networks and batches: learning dynamics are the same code paths as the defaults.
 TINY = [
@@ -73,6 +94,15 @@ def random_params(template, seed: int, scale: float):
         return (w * scale).astype(np.float32)
 
     return jax.tree_util.tree_map_with_path(leaf, template)
+
+
+def metrics_rows(run_dir: Path) -> list[dict]:
+    """``metrics.jsonl``'s rows less the wall clock (``without_clock``): what two runs of one
+    config and seed, or a run and its resumed copy, must share number for number."""
+    from meigm.experiments.logging import without_clock
+
+    text = (Path(run_dir) / "metrics.jsonl").read_text()
+    return [without_clock(json.loads(line)) for line in text.splitlines()]
 
 
 def error_line(capfd) -> str:

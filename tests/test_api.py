@@ -50,3 +50,33 @@ def test_every_public_name_resolves():
         assert getattr(meigm, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         meigm.nope  # noqa: B018
+
+
+def test_arguments_of_the_wrong_type_are_one_line_errors(tmp_path):
+    """Issue 41: a float episode count raised a TypeError from inside JAX, a scenario name
+    given as ``env=`` an AttributeError; both are checked at the door now, before anything
+    is built or written."""
+    cfg = {"alg": "qmix", "env": "matrix:table1", "t_max": 100}
+    with pytest.raises(meigm.MeigmError, match=r"train\(\): env must be an environment object "
+                                               r"\(a meigm\.Env\), got the string 'smax:3m'"):
+        meigm.train(cfg, env="smax:3m")
+    for kwargs, message in [
+        ({"run_dir": 3}, r"train\(\): run_dir must be a path or None, got 3 \(int\)"),
+        ({"resume": "yes"}, r"train\(\): resume must be True or False, got 'yes'"),
+        ({"env": object()}, r"train\(\): env must be a meigm\.Env or None"),
+        ({"echo": "print"}, r"train\(\): echo must be a function"),
+    ]:
+        with pytest.raises(meigm.MeigmError, match=message):
+            meigm.train(cfg, **kwargs)
+    for kwargs, message in [
+        ({"episodes": 2.5}, r"evaluate\(\): episodes must be a positive int or None, got 2\.5 \(float\)"),
+        ({"episodes": True}, r"episodes must be a positive int or None, got True \(bool\)"),
+        ({"episodes": 0}, r"episodes must be a positive int or None, got 0"),
+        ({"checkpoint": 7}, r"evaluate\(\): checkpoint must be a path or None"),
+        ({"write": 1}, r"evaluate\(\): write must be True or False, got 1 \(int\)"),
+    ]:
+        with pytest.raises(meigm.MeigmError, match=message):
+            meigm.evaluate(tmp_path, **kwargs)
+    with pytest.raises(meigm.MeigmError, match=r"evaluate\(\): run_dir must be a path, got None"):
+        meigm.evaluate(None)
+    assert list(tmp_path.iterdir()) == []

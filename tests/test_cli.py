@@ -24,7 +24,7 @@ RUN = [*TINY, "t_max=200", "test_interval=100"]
     ("argv", "expected"),
     [
         (["train", "--alg", "qmx"],
-         "unknown algorithm 'qmx'; allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn, fop"),
+         "unknown algorithm 'qmx'; allowed: me_qmix, me_qplex, me_vdn, soft_qmix, qmix, qplex, vdn, fop"),
         (["train", "--env", "matrix:tabel1"],
          "unknown environment 'matrix:tabel1'. Did you mean: matrix:table1"),
         (["train", "lr_rat=0.1"], "unknown config key 'lr_rat'"),
@@ -54,6 +54,17 @@ RUN = [*TINY, "t_max=200", "test_interval=100"]
          "env_args.payoff needs >= 2 actions per agent (axis length), got shape (1, 1)"),
         (["train", "--env", "matrix:custom", "env_args.payoff=[[]]"],
          "env_args.payoff needs >= 2 actions per agent (axis length), got shape (1, 0)"),
+        # issue 41: counters are int32 and seeds 32-bit PRNG seeds; refused before compiling
+        (["train", "t_max=1000000000000000000"],
+         "config key 't_max' must be at most 2147483647 (the program counts in int32)"),
+        (["train", "t_max=3000000000"], "config key 't_max' must be at most 2147483647"),
+        (["train", "t_max=2147483647"],
+         "config key 't_max' must be at most 2147483644 on this scenario with n_envs=4"),
+        (["train", "test_interval=2147483648"], "config key 'test_interval' must be at most"),
+        (["train", "--seed", "99999999999999999999"],
+         "config key 'seed' must be at most 4294967295 with seeds=1"),
+        (["train", "--seed", "4294967295", "--seeds", "2"],
+         "config key 'seed' must be at most 4294967294 with seeds=2"),
     ],
 )
 def test_user_errors_are_one_line(argv, expected, capfd, tmp_path):
@@ -96,7 +107,7 @@ def test_help_and_subprocess_exit_status():
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "meigm train: error: unknown algorithm 'nope'; "
-        "allowed: me_qmix, me_qplex, me_vdn, qmix, qplex, vdn, fop, mappo, ippo, hasac"
+        "allowed: me_qmix, me_qplex, me_vdn, soft_qmix, qmix, qplex, vdn, fop, mappo, ippo, hasac"
     ]
 
 

@@ -282,3 +282,45 @@ def test_scenario_defaults_fill_only_unset_fields():
     assert explicit.resolve(1, dict(terran.config_defaults)).target_entropy == 0.5
     plain = build(None).resolve(1)
     assert (plain.opt_layers, plain.target_entropy, plain.alpha_init) == (2, 0.24, 1.0)
+
+
+def test_integers_must_fit_the_programs_counters():
+    """Issue 41: a budget beyond int32 (the program's env-step counter) or a seed beyond
+    uint32 (a PRNG seed; 2**32 would be seed 0 again) is a one-line error naming the key,
+    not an OverflowError after compiling."""
+    assert from_dict({"t_max": 2**31 - 1}).t_max == 2**31 - 1
+    for key in ("t_max", "buffer_size", "epsilon_anneal_steps", "checkpoint_interval"):
+        with pytest.raises(ConfigError, match=rf"config key '{key}' must be at most 2147483647"):
+            from_dict({key: 2**31})
+    assert from_dict({"seed": 2**32 - 3, "seeds": 3}).seed == 2**32 - 3
+    with pytest.raises(ConfigError, match=r"'seed' must be at most 4294967293 with seeds=3"):
+        from_dict({"seed": 2**32 - 2, "seeds": 3})
+    with pytest.raises(ConfigError, match="'seed' must be at most"):
+        from_dict({"seed": 10**20})
+
+
+def test_the_budget_leaves_room_for_the_last_collection():
+    from meigm.program import make_program
+
+    # matrix:table1 episodes are 1 step: 4 envs may take a seed 3 steps past t_max
+    assert make_program(Config(t_max=2**31 - 4)).cfg.t_max == 2**31 - 4
+    with pytest.raises(ConfigError, match=r"'t_max' must be at most 2147483644 on this scenario "
+                                          r"with n_envs=4 .* got 2147483645"):
+        make_program(Config(t_max=2**31 - 3))
+
+
+def test_a_key_given_twice_is_an_error_naming_it(tmp_path):
+    """Issue 41: YAML keeps the last of two equal keys without a word; a preset whose two
+    algorithms share a label would silently lose one."""
+    p = tmp_path / "p.yaml"
+    p.write_text("lr: 0.001\nbatch_size: 8\nlr: 0.002\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml: key 'lr' appears twice \(lines 1 and 3\)"):
+        load_yaml(p)
+    p.write_text("env_args: {payoff: [[1, 0], [0, 1]], payoff: [[2]]}\n")
+    with pytest.raises(ConfigError, match=r"key 'payoff' appears twice \(line 1\)"):
+        load_yaml(p)
+    with pytest.raises(ConfigError, match=r"override 'env_args=\{a: 1, a: 2\}': key 'a' appears"):
+        parse_overrides(["env_args={a: 1, a: 2}"])
+    # the same key in different mappings, and a merge key overridden, are fine
+    p.write_text("base: &b {lr: 0.1}\nenv_args: {lr: 1}\nother:\n  <<: *b\n  lr: 0.2\n")
+    assert load_yaml(p)["other"] == {"lr": 0.2}

@@ -10,7 +10,6 @@ step is the same.
 
 from __future__ import annotations
 
-import json
 import math
 
 import jax
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import TINY
+from conftest import TINY, metrics_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -361,15 +360,15 @@ def test_table1_metrics_view_and_exact_resume(table1_run):
     assert view["has_policy"] and view["has_q_tot"]
     for e in view["per_seed"]:
         assert np.asarray(e["q_tot"]).shape == (3, 3) and e["igm_gap"] >= 0.0
-    records = (run / "metrics.jsonl").read_text().splitlines()
+    records = metrics_rows(run)
     (run / "results.json").unlink()
     (run / "checkpoints" / "final.safetensors").unlink()
     assert [p.name for p in ckpt.list_checkpoints(run)][-1].startswith("step_")
     for newest in ckpt.list_checkpoints(run)[-1:]:
         newest.unlink()  # resume from the one before (600 steps)
     resumed = train_run(cfg, run, progress=False, echo=lambda _: None, resume=True)
-    assert (run / "metrics.jsonl").read_text().splitlines() == records
-    assert json.loads(records[-1])["t_env"] == resumed["history"][-1]["t_env"]
+    assert metrics_rows(run) == records
+    assert records[-1]["t_env"] == resumed["history"][-1]["t_env"]
     # the per-agent actors export for NumPy-only deployment, one network per agent
     out = export_run(run, run.parent / "team.npz", seed_index=1)
     policy = numpy_policy.Policy.load(out)

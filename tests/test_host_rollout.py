@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import metrics_rows
 from pettingzoo import ParallelEnv
 
 from meigm import config as config_mod
@@ -274,8 +275,7 @@ def test_training_on_a_host_environment_is_reproducible(tmp_path):
     _tiny(tmp_path / "b")
     assert (tmp_path / "a" / "checkpoints" / "final.safetensors").is_file()
     assert a["t_env"] == [400, 400]
-    rows_a = (tmp_path / "a" / "metrics.jsonl").read_text()
-    assert rows_a == (tmp_path / "b" / "metrics.jsonl").read_text()
+    assert metrics_rows(tmp_path / "a") == metrics_rows(tmp_path / "b")
     assert len(a["history"]) == 4  # 2 evaluations x 2 seeds
     rec = a["history"][-1]
     assert rec["train/igm_gap"] == 0.0 and np.isfinite(rec["train/loss_q"])
@@ -329,8 +329,7 @@ def test_on_policy_learners_train_on_a_host_environment(tmp_path, alg):
     a = tiny(tmp_path / "a")
     tiny(tmp_path / "b")
     assert a["t_env"] == [200, 200]
-    rows = (tmp_path / "a" / "metrics.jsonl").read_text()
-    assert rows == (tmp_path / "b" / "metrics.jsonl").read_text()
+    assert metrics_rows(tmp_path / "a") == metrics_rows(tmp_path / "b")
     rec = a["history"][-1]
     assert np.isfinite(rec["train/loss_policy"]) and np.isfinite(rec["train/loss_value"])
     assert a["history"][-1]["updates"] == 2 * 2 * 2  # 2 collections x 2 epochs x 2 minibatches

@@ -17,11 +17,13 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import metrics_rows
 
 from meigm import config as config_mod
 from meigm.config import Config
 from meigm.errors import MeigmError
 from meigm.experiments import checkpoint as ckpt
+from meigm.experiments.logging import without_clock
 from meigm.experiments.run import memory_check, train_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +78,7 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240.0) -> bool:
 
 
 def _records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return metrics_rows(run_dir)
 
 
 def test_sigkilled_run_resumes_to_the_uninterrupted_metrics(tmp_path):
@@ -376,3 +378,193 @@ def test_checkpoints_of_the_first_format_still_load(tmp_path):
     from meigm.experiments.evaluate import evaluate_run, load_run
 
     assert evaluate_run(load_run(tmp_path / "a"))["reproduces_log"]
+
+
+# ----------------------------------------------------------------- issue 41: resume and locks
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A finished run (10 evaluation points, checkpoints at 80..320 env steps) and its
+    metrics lines, for the tests below to copy."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    train_run(_cfg(keep_checkpoints=5), run, progress=False, echo=_quiet)
+    return run, (run / "metrics.jsonl").read_text().splitlines()
+
+
+def _died(finished: tuple[Path, list[str]], where: Path) -> Path:
+    """A copy of ``finished`` as if it had died after its last interval checkpoint."""
+    import shutil
+
+    shutil.copytree(finished[0], where)
+    (where / "results.json").unlink()
+    (where / "checkpoints" / "final.safetensors").unlink()
+    return where
+
+
+def _files(run: Path) -> dict[Path, bytes]:
+    """Every file of a run directory but its lock, by content."""
+    return {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.parametrize("edit, differ", [
+    (("hidden_dim: 16", "hidden_dim: 32"), "hidden_dim (32 now, 16 in the checkpoint)"),
+    (("gamma: 0.99", "gamma: 0.9"), "gamma (0.9 now, 0.99 in the checkpoint)"),
+    (("seed: 0", "seed: 7"), "seed (7 now, 0 in the checkpoint)"),
+])
+def test_resume_refuses_a_config_yaml_edited_since_its_checkpoints(finished, tmp_path, capfd,
+                                                                    edit, differ):
+    """Issue 41: an edited width made both checkpoints "skipped" and the run start again
+    from step 0 over its own history; an edited gamma or seed resumed on the new value
+    (the seed relabelled seeds 0/1 as 7/8 half-way through metrics.jsonl). The checkpoint
+    records its config: a difference is refused, naming the keys, and nothing changes."""
+    from conftest import error_line
+
+    from meigm.experiments.cli import main
+
+    run = _died(finished, tmp_path / "run")
+    text = (run / "config.yaml").read_text()
+    assert f"\n{edit[0]}\n" in text
+    (run / "config.yaml").write_text(text.replace(f"\n{edit[0]}\n", f"\n{edit[1]}\n"))
+    before = _files(run)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    line = error_line(capfd)
+    assert f"cannot resume {run}: its config.yaml no longer matches checkpoint step_320.safetensors: " \
+           f"{differ}; put those values back" in line and "(nothing was changed)" in line
+    assert _files(run) == before
+
+
+def test_config_differences_name_keys_and_skip_keys_added_since():
+    """A key the checkpoint predates is compared with the value runs had before it where
+    that is known (reward_scale: 1), and not at all otherwise (its config.yaml predates it
+    too); tuples and lists are one value."""
+    cfg = Config(t_max=100, reward_scale=1.0)
+    recorded = json.loads(json.dumps(cfg.to_dict()))
+    assert ckpt.config_differences(recorded, cfg) == []
+    del recorded["gamma"], recorded["reward_scale"]
+    recorded["hidden_dim"] = 32
+    assert ckpt.config_differences(recorded, cfg) == ["hidden_dim (64 now, 32 in the checkpoint)"]
+    assert ckpt.config_differences(recorded, Config(t_max=100, reward_scale=10.0)) == [
+        "hidden_dim (64 now, 32 in the checkpoint)", "reward_scale (10.0 now, 1.0 in the checkpoint)"]
+
+
+def test_resume_refuses_checkpoints_it_cannot_read_rather_than_starting_over(
+        finished, tmp_path, capfd, monkeypatch):
+    """Issue 41: checkpoints of another meigm version, or all of them damaged, were skipped
+    and the run trained again from step 0 over its history; now that is an error."""
+    from conftest import error_line
+
+    import meigm
+    from meigm.experiments.cli import main
+
+    run = _died(finished, tmp_path / "run")
+    before = _files(run)
+    monkeypatch.setattr(meigm, "__version__", "9.9.9")
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    line = error_line(capfd)
+    assert f"cannot resume {run}: checkpoint" in line and "written by meigm 0.1.0, this is meigm " \
+           "9.9.9" in line and line.endswith("(nothing was changed)")
+    assert _files(run) == before
+    monkeypatch.undo()
+
+    for path in ckpt.list_checkpoints(run):
+        path.write_bytes(path.read_bytes()[:1000])  # every one truncated
+    before = _files(run)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    err = capfd.readouterr()
+    assert "none of its 4 checkpoints can be read" in err.err and "move its checkpoints/ away" in err.err
+    assert err.out.count("warning: skipping checkpoint") == 4
+    assert _files(run) == before
+
+
+def test_a_torn_row_inside_the_checkpointed_part_loses_only_itself(finished, tmp_path):
+    """Issue 41: a damaged line among the rows a checkpoint covers cut metrics.jsonl there
+    (4 of 8 rows left) without a word. Now it warns, and every other row keeps its place:
+    a torn row alone (line 5: seed 0's third point) and a torn row run together with the
+    next (line 7 + 8: seed 0's fourth point lost, seed 1's kept)."""
+    run = _died(finished, tmp_path / "run")
+    reference = finished[1]
+    lines = list(reference)
+    lines[4] = lines[4][:25]
+    lines[6] = lines[6][:40] + lines[7]
+    del lines[7]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    echoed: list[str] = []
+    results = train_run(config_mod.build(run / "config.yaml"), run, progress=False,
+                        echo=echoed.append, resume=True)
+    warned = [e for e in echoed if "torn or damaged" in e]
+    assert len(warned) == 1, echoed
+    assert "line(s) 5, 7 are torn" in warned[0]
+    assert "seed 0 at evaluation 2, seed 0 at evaluation 3 are lost, the other 14 rows" in warned[0]
+    expected = [without_clock(json.loads(ln)) for i, ln in enumerate(reference) if i not in (4, 6)]
+    assert metrics_rows(run) == expected
+    grid = list(range(40, 401, 40))
+    assert results["eval_t_env"] == {"0": [t for t in grid if t not in (120, 160)], "1": grid}
+    assert [r["seed"] for r in results["final"]] == [0, 1]
+
+
+def _hold(path: Path, pid: str = "4242") -> int:
+    """Lock ``path``'s lock file as another process would (a second open file description
+    conflicts with flock even in this process), writing ``pid`` as its holder."""
+    import fcntl
+
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{pid}\n".encode())
+    return fd
+
+
+def test_a_run_directory_is_locked_for_the_life_of_its_run(finished, tmp_path, capfd, monkeypatch):
+    """Issue 41: two `meigm train --out same` started together both exited 0, the second
+    taking over the first's fresh directory as a failed start (t_env 100...600 twice in
+    metrics.jsonl). A run holds an flock on its directory while it runs; a new run, a
+    resume and a sweep task there are refused, naming the holder's pid, and change nothing."""
+    import fcntl
+
+    from conftest import TINY, error_line
+
+    import meigm.experiments.run as run_mod
+    from meigm.experiments.cli import main
+    from meigm.experiments.sweep import train_task
+
+    fresh = tmp_path / "fresh"
+    fd = _hold(fresh)
+    assert main(["train", "--env", "matrix:table1", "--out", str(fresh), "--no-progress", *TINY,
+                 "t_max=100"]) == 2
+    assert f"run directory {fresh} is in use by another meigm process (pid 4242)" in error_line(capfd)
+    assert [p.name for p in fresh.iterdir()] == [".lock"]
+
+    resumable = _died(finished, tmp_path / "resumable")
+    before = _files(resumable)
+    os.close(fd)
+    fd = _hold(resumable, "777")
+    assert main(["train", "--resume", str(resumable), "--no-progress"]) == 2
+    assert "is in use by another meigm process (pid 777)" in error_line(capfd)
+    with pytest.raises(MeigmError, match=r"in use by another meigm process \(pid 777\)"):
+        train_task(dict(_cfg().to_dict(), hidden_dim=8), str(resumable), "x",  # would clear it
+                   str(tmp_path / "pids" / "x.pid"))
+    assert _files(resumable) == before
+    os.close(fd)
+
+    # held while training, released after; re-entrant within the process
+    held = []
+    real = run_mod.evaluation_records
+
+    def probe(loop, *args):
+        other = os.open(loop.run_dir / ".lock", os.O_RDWR)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(False)
+        except BlockingIOError:
+            held.append(True)
+        finally:
+            os.close(other)
+        return real(loop, *args)
+
+    monkeypatch.setattr(run_mod, "evaluation_records", probe)
+    with run_mod.run_dir_lock(tmp_path / "own"):
+        train_run(_cfg(t_max=80), tmp_path / "own", progress=False, echo=_quiet)
+    assert held == [True, True]
+    os.close(_hold(tmp_path / "own"))  # free again
+    assert (tmp_path / "own" / ".lock").read_text() == "4242\n"

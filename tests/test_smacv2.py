@@ -12,6 +12,7 @@ import types
 
 import numpy as np
 import pytest
+from conftest import metrics_rows
 
 from meigm.envs import make_env
 from meigm.envs.host import HostVecEnv
@@ -500,8 +501,7 @@ def test_every_learner_family_trains_on_smacv2_through_the_package_api(monkeypat
     a = tiny(tmp_path / "a")
     tiny(tmp_path / "b")
     assert all(96 <= t < 96 + 2 * FakeSMAC.LIMIT for t in a["t_env"])
-    assert (tmp_path / "a" / "metrics.jsonl").read_text() == \
-        (tmp_path / "b" / "metrics.jsonl").read_text()
+    assert metrics_rows(tmp_path / "a") == metrics_rows(tmp_path / "b")
     last = a["history"][-1]
     assert last["test/won"] in (0.0, 0.5, 1.0)  # 2 test episodes per seed
     assert all(np.isfinite(v) for k, v in last.items() if k.startswith("train/"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import error_line
+from conftest import error_line, metrics_rows
 
 from meigm.errors import ConfigError, MeigmError
 from meigm.experiments.cli import main
@@ -71,6 +71,20 @@ def test_bad_presets_are_one_line_errors(tmp_path, change, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_label_given_twice_or_outside_the_sweep_is_refused(tmp_path):
+    """Issue 41: a preset with one label twice kept only the last; a label with a path in
+    it put its run directory outside the sweep directory."""
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: dup\nscenarios: [matrix:table1]\nalgorithms:\n  a: qmix\n  a: vdn\n")
+    with pytest.raises(ConfigError, match=r"key 'a' appears twice \(lines 4 and 5\)"):
+        load_sweep(path)
+    for label in ("../../../escape", "a/b", "..", "."):
+        with pytest.raises(ConfigError, match=r"run label .* must be one directory name"):
+            load_sweep(_preset(tmp_path, algorithms={label: "qmix"}))
+    with pytest.raises(ConfigError, match=r"run label 'qmix,wandb_project=a/b' must be one"):
+        load_sweep(_preset(tmp_path, algorithms=["qmix"], grid={"wandb_project": ["a/b"]}))
+
+
 def test_unknown_budget_and_preset_name_the_allowed_values(tmp_path, capfd):
     with pytest.raises(ConfigError, match="unknown budget 'huge'; allowed: smoke, laptop, paper"):
         load_sweep(_preset(tmp_path), "huge")
@@ -80,6 +94,18 @@ def test_unknown_budget_and_preset_name_the_allowed_values(tmp_path, capfd):
     with pytest.raises(MeigmError, match="max_retries must be >= 0"):
         from meigm.experiments.sweep import run_sweep
         run_sweep(load_sweep(_preset(tmp_path)), tmp_path / "o", max_retries=-1)
+
+
+def test_a_preset_name_beats_a_directory_of_that_name(tmp_path, monkeypatch):
+    """`meigm sweep verdict --out verdict` run twice from one directory resumes the preset."""
+    from meigm.experiments.sweep import PRESET_DIR, preset_path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "verdict").mkdir()
+    assert preset_path("verdict") == PRESET_DIR / "verdict.yaml"
+    (tmp_path / "mine").write_text("x")
+    assert preset_path("mine") == Path("mine")
+    with pytest.raises(MeigmError, match=r"sweep preset not found: gone\.yaml"):
+        preset_path("gone.yaml")
 
 
 @pytest.mark.parametrize("name", builtin_presets())
@@ -172,35 +198,78 @@ def _final_by_seed(run_dir: Path, metric: str) -> dict[int, float]:
     return last
 
 
+#: How long a sweep may show no sign of progress before a test gives up on it. Not a
+#: budget for the whole sweep: on a loaded machine one compile alone took over 240 s.
+STALL_SECONDS = 300.0
+
+
+def _progress(out: Path) -> tuple:
+    """What changes while a sweep works: its files (names, sizes, times) and the CPU time
+    of the workers in its pid files (a compile writes nothing for minutes, but burns CPU)."""
+    files = []
+    for path in out.rglob("*"):
+        try:
+            st = path.stat()
+        except OSError:  # gone between the listing and the stat
+            continue
+        files.append((str(path), st.st_size, st.st_mtime_ns))
+    cpu = 0
+    for pid_file in (out / ".pids").rglob("*.pid"):
+        try:
+            stat = Path(f"/proc/{int(pid_file.read_text())}/stat").read_text()
+            cpu += sum(int(x) for x in stat.rsplit(")", 1)[1].split()[11:13])  # utime, stime
+        except (OSError, ValueError):
+            pass  # no /proc (not Linux), or the worker has ended
+    return sorted(files), cpu
+
+
+def _wait(proc: subprocess.Popen, out: Path, log: Path, done=lambda: False) -> bool:
+    """Poll until ``done()`` (True) or the sweep process ends (False); fail once nothing
+    has progressed (:func:`_progress`) for ``STALL_SECONDS``."""
+    last, seen = _progress(out), time.monotonic()
+    while proc.poll() is None:
+        if done():
+            return True
+        time.sleep(0.2)
+        now = _progress(out)
+        if now != last:
+            last, seen = now, time.monotonic()
+        elif time.monotonic() - seen > STALL_SECONDS:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"the sweep made no progress for {STALL_SECONDS:.0f} s:\n{log.read_text()}")
+    return False
+
+
 @pytest.fixture(scope="module")
 def killed_sweep(tmp_path_factory):
-    """A two-run sweep in a subprocess whose first run's worker is SIGKILLed mid-way."""
+    """A two-run sweep in a subprocess whose first run's worker is SIGKILLed mid-way. It
+    waits on the sweep's progress, not on the clock, so a slow compile on a loaded
+    machine does not fail it."""
     tmp = tmp_path_factory.mktemp("sweep")
     overrides = {**TINY_OVERRIDES, "t_max": 1200, "test_interval": 40, "checkpoint_interval": 80}
-    preset, out = _preset(tmp, overrides=overrides), tmp / "out"
+    preset, out, log = _preset(tmp, overrides=overrides), tmp / "out", tmp / "sweep.log"
     # Ray's memory monitor off: on a loaded box it can kill a worker too (seen: a third
     # attempt, OutOfMemoryError, with two training runs beside the suite), and this test
     # counts only the kill it makes itself
     env = {**os.environ, **FAST_COMPILE, "JAX_PLATFORMS": "cpu", "RAY_memory_monitor_refresh_ms": "0",
            "JAX_COMPILATION_CACHE_DIR": os.environ.get("MEIGM_TEST_JAX_CACHE", str(tmp / "cache"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "meigm.experiments.cli", "sweep", str(preset), "--out", str(out),
-         "--num-cpus", "2", "--max-retries", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    with log.open("w") as sink:  # a file, not a pipe: a full pipe would stall the sweep
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meigm.experiments.cli", "sweep", str(preset), "--out", str(out),
+             "--num-cpus", "2", "--max-retries", "2"],
+            stdout=sink, stderr=subprocess.STDOUT, text=True, env=env)
     victim = "matrix_table1/me_qmix"
     pid_file, metrics = out / ".pids" / f"{victim}.pid", out / victim / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if pid_file.is_file() and metrics.is_file() and metrics.read_text().count("\n") >= 6:
-            # mid-way: 3 evaluation points and the checkpoint at 80 env steps written
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            break
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"the run never got going:\n{proc.communicate()[0]}")
-    log, _ = proc.communicate(timeout=400)
-    return out, proc.returncode, log, victim
+
+    def mid_way() -> bool:  # 3 evaluation points and the checkpoint at 80 env steps written
+        return pid_file.is_file() and metrics.is_file() and metrics.read_text().count("\n") >= 6
+
+    if not _wait(proc, out, log, mid_way):
+        pytest.fail(f"the sweep ended before its first run got mid-way:\n{log.read_text()}")
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    _wait(proc, out, log)
+    return out, proc.returncode, log.read_text(), victim
 
 
 def test_killed_run_is_retried_and_the_sweep_finishes(killed_sweep):
@@ -291,27 +360,47 @@ def test_an_unfinished_run_resumes_under_its_recorded_config_unless_the_sweep_ch
     from its own config.yaml even where a default it recorded no longer matches today's
     (a changed default must not throw the progress away or change the program under it);
     a value the sweep itself sets that differs from the record starts the run afresh."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
     from meigm.experiments.sweep import train_task
 
     values = {**TINY_OVERRIDES, "alg": "qmix", "env": "matrix:table1", "seeds": 2, "t_max": 240,
               "test_interval": 40, "checkpoint_interval": 80, "keep_checkpoints": 3}
     run, pids = tmp_path / "run", tmp_path / "pids" / "run.pid"
     train_task(values, str(run), "qmix", str(pids))
-    full = (run / "metrics.jsonl").read_text().splitlines()
+    full = metrics_rows(run)
 
-    def stop_part_way() -> None:
+    def stop_part_way(value: float = 0.123, edit_checkpoints: bool = True) -> None:
+        """results.json gone, and the run recorded with a default this sweep does not set at
+        another value than today's (in its config.yaml and, as a real run records it, in
+        every checkpoint's config; without ``edit_checkpoints``: a config.yaml edited by
+        hand since, which the checkpoints contradict)."""
         (run / "results.json").unlink()
         record = yaml.safe_load((run / "config.yaml").read_text())
-        record["hasac_alpha_lr"] = 0.123  # a default this sweep does not set, "changed since"
+        record["hasac_alpha_lr"] = value
         (run / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+        for path in (run / "checkpoints").glob("*.safetensors") if edit_checkpoints else ():
+            with safe_open(str(path), framework="numpy") as f:
+                meta = dict(f.metadata())
+            meta["config"] = json.dumps({**json.loads(meta["config"]), "hasac_alpha_lr": value})
+            save_file(load_file(str(path)), str(path), metadata=meta)
 
     stop_part_way()
     train_task(values, str(run), "qmix", str(pids))
     record = yaml.safe_load((run / "config.yaml").read_text())
     assert record["hasac_alpha_lr"] == 0.123  # resumed under its record, not cleared
-    assert (run / "metrics.jsonl").read_text().splitlines() == full  # exact continuation
+    assert metrics_rows(run) == full  # exact continuation (the wall clock aside)
 
-    stop_part_way()
+    # issue 41: a config.yaml edited by hand since its checkpoints is neither resumed on the
+    # new value nor cleared: the task fails (not retried), and the run is left as it was
+    stop_part_way(0.5, edit_checkpoints=False)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    with pytest.raises(MeigmError, match=r"no longer matches checkpoint step_160\.safetensors: "
+                                         r"hasac_alpha_lr \(0\.5 now, 0\.123 in the checkpoint\)"):
+        train_task(values, str(run), "qmix", str(pids))
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
     train_task({**values, "lr": 0.002}, str(run), "qmix", str(pids))  # the preset was edited
     record = yaml.safe_load((run / "config.yaml").read_text())
     assert record["lr"] == 0.002 and record["hasac_alpha_lr"] != 0.123  # started afresh

@@ -19,9 +19,13 @@ from jaxmarl.environments.spaces import Box, Discrete
 from meigm.envs.base import MultiAgentEnv
 
 #: Presets. ``table1`` is the paper's Table 1 (from QTRAN, Son et al. 2019);
-#: ``climbing`` is Claus & Boutilier (1998); ``penalty`` is their penalty game with k=-100.
+#: ``released`` is the payoff active in the authors' released code (WentseChen/Soft-QMIX,
+#: ``src/envs/one_step_matrix_game.py:7-9``, commented there "can be solved by qmix": the
+#: miscoordination penalty is -0.1, not -12); ``climbing`` is Claus & Boutilier (1998);
+#: ``penalty`` is their penalty game with k=-100.
 PRESETS: dict[str, list[list[float]]] = {
     "table1": [[8.0, -12.0, -12.0], [-12.0, 0.0, 0.0], [-12.0, 0.0, 0.0]],
+    "released": [[12.0, -0.1, -0.1], [-0.1, 0.0, 0.0], [-0.1, 0.0, 0.0]],
     "climbing": [[11.0, -30.0, 0.0], [-30.0, 7.0, 6.0], [0.0, 0.0, 5.0]],
     "penalty": [[-100.0, 0.0, 10.0], [0.0, 2.0, 0.0], [10.0, 0.0, -100.0]],
 }

@@ -192,14 +192,23 @@ def up_to(records: list[dict[str, Any]], max_steps: int | None) -> list[dict[str
     return before + after[:1]
 
 
-def curve(run: Run, metric: str, max_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """x (mean env steps across seeds per evaluation index) [P], values [seeds, P].
+#: What a curve's x axis may be: env steps, or wall-clock seconds since the run started
+#: (compile included, resumed legs continuing; recorded by runs since 2026-12-07).
+X_AXES = {"t_env": "env steps", "wall_seconds": "wall-clock seconds (compile included)"}
+
+
+def curve(run: Run, metric: str, max_steps: int | None = None,
+          x: str = "t_env") -> tuple[np.ndarray, np.ndarray]:
+    """x (mean ``x`` across seeds per evaluation index) [P], values [seeds, P].
 
     Seeds are aligned by evaluation index and cut to the shortest seed; with
     ``max_steps``, each seed is first cut at that budget (``up_to``)."""
     per_seed = per_seed_up_to(run, metric, max_steps)
     points = min(len(s) for s in per_seed)
-    x = np.mean([[rec["t_env"] for rec in s[:points]] for s in per_seed], axis=0)
+    if any(x not in rec for s in per_seed for rec in s[:points]):
+        raise MeigmError(f"{run.path}: its metrics.jsonl has no {x!r} (a run recorded before "
+                         "meigm logged it); plot it against t_env")
+    x = np.mean([[rec[x] for rec in s[:points]] for s in per_seed], axis=0)
     y = np.array([[rec[metric] for rec in s[:points]] for s in per_seed], dtype=np.float64)
     return x, y
 
@@ -327,8 +336,8 @@ def plot_runs(run_dirs: list[Path], out_dir: Path, metric: str | None = None, x:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if x != "t_env":
-        raise MeigmError(f"unknown x axis {x!r}; allowed: t_env")
+    if x not in X_AXES:
+        raise MeigmError(f"unknown x axis {x!r}; allowed: {', '.join(X_AXES)}")
     runs = find_runs(run_dirs)
     metric = choose_metric(runs, metric)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -340,7 +349,7 @@ def plot_runs(run_dirs: list[Path], out_dir: Path, metric: str | None = None, x:
         fig, ax = plt.subplots(figsize=(6, 4))
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for i, r in enumerate(sorted(env_runs, key=lambda r: r.label)):
-            xs, ys = curve(r, metric, max_steps)
+            xs, ys = curve(r, metric, max_steps, x)
             lo, hi = bootstrap_ci(ys, n_boot, seed)
             # past the colour cycle (10 lines), a new dash pattern: no two lines look alike
             style = ("-", "--", "-.", ":")[(i // len(colours)) % 4]
@@ -353,9 +362,11 @@ def plot_runs(run_dirs: list[Path], out_dir: Path, metric: str | None = None, x:
         # Where the shaping reward has annealed to 0 (Overcooked): the curves before it were
         # learned with help the test return never sees.
         horizons = {int(r.config.get("reward_shaping_horizon") or 0) for r in env_runs} - {0}
+        if x != "t_env":  # the horizon is in env steps
+            horizons = set()
         for h in sorted(horizons):
             ax.axvline(h, color="0.6", linestyle=":", linewidth=1, label=f"shaping ends ({h:,})")
-        ax.set_xlabel("env steps")
+        ax.set_xlabel(X_AXES[x])
         ax.set_ylabel(metric)
         ax.set_title(f"{env}: mean and 95% bootstrap CI over seeds", fontsize=9)
         ax.grid(alpha=0.3)

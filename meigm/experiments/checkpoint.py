@@ -65,6 +65,7 @@ import numpy as np
 
 import meigm
 from meigm.errors import MeigmError
+from meigm.provenance import provenance
 
 if TYPE_CHECKING:
     from meigm.config import Config
@@ -155,6 +156,11 @@ class CheckpointWriteError(MeigmError):
     """A checkpoint could not be written (full disk, permissions); the previous one stands."""
 
 
+class CheckpointCorrupt(MeigmError):
+    """A checkpoint file is damaged (truncated, a flipped bit, an unreadable header): unlike
+    a checkpoint of another config or meigm version, the one before it may be used."""
+
+
 def save_checkpoint(
     path: str | Path,
     state: LearnerState | TrainState,
@@ -196,6 +202,8 @@ def save_checkpoint(
         "config": json.dumps(cfg.to_dict()),
         "sha256": json.dumps({n: tensor_digest(a) for n, a in tensors.items()}),
         "run": json.dumps(run_meta or {}),
+        # what produced it: meigm's commit and the library versions (meigm.provenance)
+        "provenance": json.dumps(provenance(device=False)),
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -211,9 +219,10 @@ def save_checkpoint(
     return path
 
 
-def _unreadable(path: Path, exc: BaseException) -> MeigmError:
+def _unreadable(path: Path, exc: BaseException) -> CheckpointCorrupt:
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return MeigmError(f"cannot read checkpoint {path}: {reason} (corrupt or not a safetensors file?)")
+    return CheckpointCorrupt(f"cannot read checkpoint {path}: {reason} (corrupt or not a "
+                             "safetensors file?)")
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -243,7 +252,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         try:
             meta[key] = json.loads(meta[key])
         except (KeyError, json.JSONDecodeError):
-            raise MeigmError(f"checkpoint {path} has no valid {key!r} metadata") from None
+            raise CheckpointCorrupt(f"checkpoint {path} has no valid {key!r} metadata") from None
     return meta
 
 
@@ -285,8 +294,8 @@ def _read_tensors(path: Path, meta: dict[str, Any], names: list[str], leaves: li
                         f"{list(_shape(want))} expected ([seeds, ...]; another config or seed count?)"
                     )
                 if name in digests and tensor_digest(arr) != digests[name]:
-                    raise MeigmError(f"checkpoint {path} is corrupt: tensor {name!r} does not "
-                                     "match its checksum")
+                    raise CheckpointCorrupt(f"checkpoint {path} is corrupt: tensor {name!r} does "
+                                            "not match its checksum")
                 arrays.append(arr)
     except MeigmError:
         raise
@@ -360,7 +369,8 @@ def read_tensors(path: str | Path, names: Sequence[str]) -> dict[str, np.ndarray
         raise _unreadable(path, exc) from None
     for name, arr in out.items():
         if name in digests and tensor_digest(arr) != digests[name]:
-            raise MeigmError(f"checkpoint {path} is corrupt: tensor {name!r} does not match its checksum")
+            raise CheckpointCorrupt(f"checkpoint {path} is corrupt: tensor {name!r} does not match "
+                                    "its checksum")
     return out
 
 
@@ -375,18 +385,43 @@ def _holds(path: Path, names: list[str]) -> bool:
         raise _unreadable(path, exc) from None
 
 
-def newest_resumable(run_dir: str | Path, template: TrainState,
-                     warn: Any = None) -> tuple[TrainState, dict[str, Any], Path] | None:
+def config_differences(recorded: dict[str, Any], cfg: Config) -> list[str]:
+    """The config keys on which a checkpoint's recorded config differs from ``cfg``, each as
+    ``key (<cfg's value> now, <recorded> in the checkpoint)``; [] when they agree.
+
+    Both sides are compared as JSON values (tuples and lists alike). A key the checkpoint
+    predates takes the value runs had before it where that is known
+    (:data:`meigm.config.RECORDED_BEFORE`) and is not compared otherwise: its config.yaml
+    predates it too, and the run goes on with its default, as it always has."""
+    from meigm.config import RECORDED_BEFORE
+
+    now = json.loads(json.dumps(cfg.to_dict()))
+    then = {**RECORDED_BEFORE, **json.loads(json.dumps(recorded))}
+    return [f"{k} ({now[k]!r} now, {then[k]!r} in the checkpoint)"
+            for k in sorted(then) if k in now and now[k] != then[k]]
+
+
+def newest_resumable(run_dir: str | Path, template: TrainState, warn: Any = None,
+                     cfg: Config | None = None) -> tuple[TrainState, dict[str, Any], Path] | None:
     """The newest interval checkpoint that loads and passes its checksums, or None.
 
-    A truncated, bit-flipped or otherwise unreadable file is skipped with a warning
-    naming it (``warn(message)``, default :func:`warnings.warn`), and the one before it
-    is tried."""
+    A truncated, bit-flipped or otherwise unreadable file (:class:`CheckpointCorrupt`) is
+    skipped with a warning naming it (``warn(message)``, default :func:`warnings.warn`), and
+    the one before it is tried. Anything else is an error, never a reason to skip: a
+    checkpoint of another meigm version or format, one whose tensors do not fit this
+    config, and (given ``cfg``) one whose recorded config differs from ``cfg`` — resuming
+    past those would train another program under the run's name, or start it afresh and
+    overwrite its history."""
     warn = warn or (lambda m: warnings.warn(m, stacklevel=3))
     for path in reversed([p for p in list_checkpoints(run_dir) if p.name != FINAL]):
         try:
+            meta = read_metadata(path)
+            differ = config_differences(meta["config"], cfg) if cfg is not None else []
+            if differ:
+                raise MeigmError(f"its config.yaml no longer matches checkpoint {path.name}: "
+                                 f"{'; '.join(differ)}; put those values back to resume it")
             state, meta = load_train_state(path, template)
-        except MeigmError as exc:
+        except CheckpointCorrupt as exc:
             warn(f"skipping checkpoint {path}: {exc}")
             continue
         return state, meta, path

@@ -19,17 +19,23 @@ import numpy as np
 
 from meigm.errors import MeigmError
 
+#: ε-greedy baselines anneal ε over 100k env steps, pymarl2's schedule and the authors'
+#: (the ``table1`` preset's too): on the matrix game's 5k steps their data stays
+#: near-uniform, which is what the paper's QMIX table was learned from.
+PAPER_EPSILON = ["epsilon_anneal_steps=100000"]
+
 #: The comparison of the paper's Table 1: label -> (algorithm, config overrides).
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "me_qmix": ("me_qmix", []),
-    "qmix": ("qmix", []),
-    "vdn": ("vdn", []),
+    "qmix": ("qmix", PAPER_EPSILON),
+    "vdn": ("vdn", PAPER_EPSILON),
     "me_vdn": ("me_vdn", []),
+    "soft_qmix": ("soft_qmix", []),  # the authors' released code (meigm/learners/soft_qmix.py)
     "+entropy": ("me_qmix", ["transform=none"]),
     "mlp": ("me_qmix", ["transform=mlp"]),
     "fixed_alpha": ("me_qmix", ["learn_alpha=false"]),
     "me_qplex": ("me_qplex", []),
-    "qplex": ("qplex", []),
+    "qplex": ("qplex", PAPER_EPSILON),
     "fop": ("fop", []),
     "mappo": ("mappo", []),
     "ippo": ("ippo", []),
@@ -203,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "plot":
             p.add_argument("--reference", action="append", default=[], metavar="LABEL=VALUE",
                            help="a dashed horizontal line (e.g. random=-27.5); repeatable")
+            p.add_argument("--x", default="t_env", choices=("t_env", "wall_seconds"),
+                           help="x axis: env steps (default) or wall-clock seconds since each "
+                                "run started, compile included (time to skill)")
             p.add_argument("--max-steps", type=int, default=None, metavar="N",
                            help="draw each seed only up to N env steps (its evaluation at N "
                                 "included), to compare runs of different budgets")
@@ -242,13 +251,14 @@ def _print_view(label: str, results: dict[str, Any]) -> None:
 
 
 def _summary_line(label: str, results: dict[str, Any]) -> str:
+    from meigm.experiments.diagnostics import optimal_fraction_text
     from meigm.experiments.run import final_metric
 
     ret = final_metric(results)
     line = f"{label:>12}: test return {np.mean(ret):7.2f} ± {np.std(ret):5.2f}"
     view = results.get("first_step")
     if view is not None and "fraction_optimal" in view:
-        line += f" | optimal joint action in {view['fraction_optimal']:.0%} of seeds"
+        line += f" | optimal joint action in {optimal_fraction_text(view)}"
         if view["has_policy"] and view.get("has_q_tot", True):
             line += f" | misaligned seeds {view['misaligned_seeds']}"
     return line + f" | {results['wall_seconds']:.0f} s"
@@ -307,6 +317,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "overrides": VARIANTS[label][1],
             "run_dir": results["run_dir"],
             "fraction_optimal": view.get("fraction_optimal"),
+            "fraction_optimal_ci95": view.get("fraction_optimal_ci95"),
             "misaligned_seeds": (view.get("misaligned_seeds")
                                  if view.get("has_policy") and view.get("has_q_tot", True) else None),
             "greedy_joint_actions": [e["greedy_names"] for e in view.get("per_seed", [])],
@@ -328,6 +339,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     from meigm import config
     from meigm.config import GLOBAL_DEFAULTS, field_docs, value_sources
+    from meigm.learners import ALGORITHMS
     from meigm.program import resolve_config
 
     given = {"alg": args.alg, "env": args.env, "seeds": args.seeds, "seed": args.seed}
@@ -338,6 +350,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         return 0
     sources = value_sources(args.preset, args.overrides, **given)
     scenario = dict(env.spec.config_defaults)
+    own = getattr(ALGORITHMS[cfg.alg][0], "config_defaults", {})  # beat the scenario's
     docs = field_docs()
     print(f"# {cfg.alg} on {cfg.env}: the resolved config (`meigm config --yaml` for a preset file)")
     for key, value in cfg.to_dict().items():
@@ -345,6 +358,8 @@ def cmd_config(args: argparse.Namespace) -> int:
             source = sources[key]
         elif getattr(raw, key) == value:
             source = "default"
+        elif key in own:
+            source = f"algorithm {cfg.alg}"
         elif key in scenario:
             source = f"scenario {cfg.env}"
         elif key in GLOBAL_DEFAULTS:
@@ -380,6 +395,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_run(run)
     print(f"{run.cfg.alg} on {run.cfg.env}: {run.checkpoint} "
           f"({result['test_episodes']} greedy episodes per seed)")
+    from meigm.provenance import describe, provenance, recorded
+
+    print("trained with " + describe(recorded(run.run_dir)).removeprefix("provenance: "))
+    result["provenance"] = provenance()
+    print("evaluated with " + describe(result["provenance"]).removeprefix("provenance: "))
     print(format_table(result))
     if result["reproduces_log"] is not None:
         print("identical to metrics.jsonl at these env steps" if result["reproduces_log"]
@@ -446,7 +466,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.max_steps is not None and args.max_steps <= 0:
         raise MeigmError(f"--max-steps must be a positive number of env steps, got {args.max_steps}")
     paths = plot_runs([Path(r) for r in args.runs], _analysis_out(args), metric=args.metric,
-                      seed=args.bootstrap_seed, references=references, max_steps=args.max_steps)
+                      seed=args.bootstrap_seed, references=references, max_steps=args.max_steps,
+                      x=args.x)
     for p in paths:
         print(f"saved: {p}")
     return 0

@@ -7,7 +7,9 @@ action, each agent's local policy, the greedy joint action (decentralised argmax
 most likely, and whether those agree with the argmax of ``Q_tot`` — the *misalignment*
 ME-IGM is built to remove.
 
-Everything is a pure function of one seed's parameters; vmap it over seeds.
+Everything is a pure function of one seed's parameters; vmap it over seeds. The same
+function applied to the untrained parameters gives each seed's *initial* policy, which on
+Table 1 decides where a seed ends (benchmarks/table1_threshold.py).
 Shapes: N agents, A actions (padded), ``A^N`` joint actions.
 """
 
@@ -24,6 +26,7 @@ from meigm.envs import Env
 from meigm.learners import Learner
 from meigm.learners.common import mix
 from meigm.networks.agent import agent_inputs
+from meigm.program import Trainer
 from meigm.rollout.collect import first_step
 from meigm.types import Params
 
@@ -103,6 +106,32 @@ def first_step_view(learner: Learner, env: Env, params: Params, key: jax.Array) 
     }
 
 
+def initial_params(trainer: Trainer, keys: jax.Array) -> Params:
+    """Each seed's untrained learner parameters, as its run starts from them.
+
+    keys [seeds, 2] (``meigm.program.seed_keys``) -> params, leaves [seeds, ...]. Seed by
+    seed, as :func:`meigm.program.init_seeds` initialises (and for the reason it gives),
+    but one compiled initialisation called once per seed rather than every seed unrolled
+    into one program: only the small parameters are kept, so nothing is gained by writing
+    them at once, and the unrolled program of 30 seeds took minutes to compile."""
+    init = jax.jit(lambda key: trainer.init(key).learner.params)
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *[init(key) for key in keys])
+
+
+def success_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) ``level`` interval for a success probability from ``k``
+    successes in ``n`` trials: the seeds whose greedy joint action is the optimum.
+
+    It covers the true rate with probability ≥ ``level`` for every rate, at the price of
+    being wide: 2/10 -> [0.025, 0.556], 0/10 -> [0, 0.308]."""
+    from scipy.stats import binomtest
+
+    if not 0 <= k <= n or n < 1:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
+
+
 def is_misaligned(igm_gap: np.ndarray, q_tot: np.ndarray, rtol: float = 1e-4) -> np.ndarray:
     """A positive IGM gap beyond float round-off of the ``Q_tot`` scale.
 
@@ -112,11 +141,17 @@ def is_misaligned(igm_gap: np.ndarray, q_tot: np.ndarray, rtol: float = 1e-4) ->
     return np.asarray(igm_gap) > rtol * scale
 
 
-def summarise_views(views: dict[str, np.ndarray], env: Env, action_names: list[str]) -> dict:
+def summarise_views(views: dict[str, np.ndarray], env: Env, action_names: list[str],
+                    initial: dict[str, np.ndarray] | None = None) -> dict:
     """Per-seed views [seeds, ...] -> JSON-ready summary, including the true payoff's
-    optimum (when the scenario has a payoff tensor) and the misalignment count. Joint
-    values, local values and policies cover each agent's real actions only (``actions``
-    names them); action indices (``greedy``, ``policy_mode``, ...) are the env's."""
+    optimum (when the scenario has a payoff tensor), the number of seeds whose greedy
+    joint action is that optimum with its exact 95% interval, and the misalignment count.
+    Joint values, local values and policies cover each agent's real actions only
+    (``actions`` names them); action indices (``greedy``, ``policy_mode``, ...) are the env's.
+
+    ``initial``: the same views of the untrained parameters (:func:`initial_params`); each
+    seed's entry then holds ``initial_policy`` [N][actions], the policy it started from
+    (one-hot greedy for ε-greedy learners, like ``policy``)."""
     spec = env.spec
     n, a = spec.n_agents, spec.n_actions
     seeds = views["greedy"].shape[0]
@@ -140,6 +175,10 @@ def summarise_views(views: dict[str, np.ndarray], env: Env, action_names: list[s
                         for i, r in enumerate(real)],
             "policy": [np.asarray(views["probs"][s])[i, r].round(3).tolist()
                        for i, r in enumerate(real)],
+            # four places: the initial policies of Table 1's seeds differ in the third
+            **({} if initial is None else {
+                "initial_policy": [np.asarray(initial["probs"][s])[i, r].round(4).tolist()
+                                   for i, r in enumerate(real)]}),
             "greedy": greedy,
             "greedy_names": [action_names[i] for i in greedy],
             "policy_mode": mode,
@@ -159,8 +198,21 @@ def summarise_views(views: dict[str, np.ndarray], env: Env, action_names: list[s
         "per_seed": per_seed,
     }
     if optimum is not None:
-        summary["fraction_optimal"] = sum(bool(e["greedy_is_optimal"]) for e in per_seed) / seeds
+        k = sum(bool(e["greedy_is_optimal"]) for e in per_seed)
+        summary["optimal_seeds"] = k
+        summary["fraction_optimal"] = k / seeds
+        summary["fraction_optimal_ci95"] = [round(x, 4) for x in success_interval(k, seeds)]
     return summary
+
+
+def optimal_fraction_text(summary: dict) -> str:
+    """'2/10 seeds (20%, 95% CI 3–56%)' for a summary with an optimum; '' without one."""
+    if "fraction_optimal" not in summary:
+        return ""
+    n = len(summary["per_seed"])
+    k = summary.get("optimal_seeds", round(summary["fraction_optimal"] * n))
+    lo, hi = summary.get("fraction_optimal_ci95") or success_interval(k, n)
+    return f"{k}/{n} seeds ({k / n:.0%}, 95% CI {lo:.0%}–{hi:.0%})"
 
 
 def action_names(n_actions: int) -> list[str]:
@@ -173,7 +225,7 @@ def format_view(summary: dict, alg: str, names: list[str], payoff: np.ndarray | 
     """Text rendering in the layout of the paper's Table 1 (two-agent games show a
     matrix; larger games list their greedy joint actions)."""
     lines = [f"== {alg}: greedy joint action optimal in "
-             f"{summary.get('fraction_optimal', float('nan')):.0%} of seeds"
+             + (optimal_fraction_text(summary) or "? seeds (no optimum)")
              + (f", misaligned in {summary['misaligned_seeds']}" if has_policy and has_q_tot else "")]
     if payoff is not None and payoff.ndim == 2:
         lines.append("   true payoff:")
@@ -189,12 +241,23 @@ def format_view(summary: dict, alg: str, names: list[str], payoff: np.ndarray | 
             lines += _matrix_lines(q, real[0], real[1])
         if has_policy:
             for i, p in enumerate(e["policy"]):
-                probs = "  ".join(f"{real[i][j]}:{v:.2f}" for j, v in enumerate(p))
-                lines.append(f"   π_{i + 1}: {probs}")
+                line = f"   π_{i + 1}: " + "  ".join(f"{real[i][j]}:{v:.2f}" for j, v in enumerate(p))
+                if "initial_policy" in e:
+                    line += "   untrained: " + "  ".join(
+                        f"{real[i][j]}:{v:.3f}" for j, v in enumerate(e["initial_policy"][i]))
+                lines.append(line)
     if len(summary["per_seed"]) > max_seeds:
         rest = summary["per_seed"][max_seeds:]
         lines.append("   other seeds' greedy joint actions: "
                      + " ".join("(" + ",".join(e["greedy_names"]) + ")" for e in rest))
+    optimum = summary.get("optimum")
+    if has_policy and optimum is not None and "initial_policy" in summary["per_seed"][0]:
+        # what decides Table 1: each seed's untrained π_i(optimal action), one pair per seed
+        lines.append(f"   untrained π_i({','.join(names[a] for a in optimum)}) per seed, "
+                     "* = greedy optimal:")
+        cells = [" ".join(f"{e['initial_policy'][i][a]:.3f}" for i, a in enumerate(optimum))
+                 + ("*" if e["greedy_is_optimal"] else " ") for e in summary["per_seed"]]
+        lines += ["     " + "  ".join(cells[i:i + 5]) for i in range(0, len(cells), 5)]
     return "\n".join(lines)
 
 

@@ -32,6 +32,17 @@ if TYPE_CHECKING:
 _INDEX_KEYS = ("seed", "t_env")
 
 
+#: Keys of a record that time the run: the only entries a rerun of the same config and seed
+#: on the same machine does not reproduce exactly.
+CLOCK_KEYS = ("wall_seconds",)
+
+
+def without_clock(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` less its :data:`CLOCK_KEYS`: what "same config + seed -> same numbers"
+    promises, so what a reproducibility or resume check compares."""
+    return {k: v for k, v in record.items() if k not in CLOCK_KEYS}
+
+
 def scalars(record: dict[str, Any]) -> dict[str, float]:
     """The plottable entries of a record as floats (bools 0/1); no index keys or lists."""
     out = {}

@@ -5,9 +5,13 @@ Run directory layout::
     <run_dir>/
       config.yaml                   resolved config (every default filled in): enough to re-run
                                     it, and what ``meigm eval`` rebuilds the program from
+      provenance.json               one entry per leg of the run (its start and every
+                                    resume): meigm's commit, library versions, platform,
+                                    device (:mod:`meigm.provenance`)
       metrics.jsonl                 one JSON object per (evaluation point, seed): env steps,
-                                    training metrics averaged since the previous point, greedy
-                                    test metrics
+                                    wall seconds since the run started (compile included,
+                                    resumed legs continuing), training metrics averaged
+                                    since the previous point, greedy test metrics
       tb/seed_<n>/events.out.tfevents.*
                                     the same scalars for TensorBoard, one directory (= one
                                     TensorBoard run) per seed, step = that seed's env steps
@@ -18,7 +22,8 @@ Run directory layout::
                                     ``checkpoint_interval``; ``t`` = the fewest env steps of
                                     any seed there (see :mod:`meigm.experiments.checkpoint`)
       checkpoints/final.safetensors the same at the end of training
-      results.json                  final per-seed results, wall time and throughput, and for
+      results.json                  final per-seed results, wall time and throughput, the
+                                    provenance of the process that finished it, and for
                                     games small enough to enumerate the Table 1 view (learned
                                     ``Q_tot``, policies, greedy joint action, misalignment)
       eval.json                     written by ``meigm eval``: per-seed test metrics of a
@@ -27,7 +32,9 @@ Run directory layout::
 
 The directory is written incrementally (config first, metrics and checkpoints as they
 come), and an existing run is never overwritten. Checkpoints are written to a temporary
-file and renamed, so an interrupted run leaves only complete checkpoints.
+file and renamed, so an interrupted run leaves only complete checkpoints. While a run
+trains it holds ``.lock`` in its directory (:func:`run_dir_lock`), so no second process
+trains, resumes or clears it meanwhile.
 
 Evaluation ``k`` (0-based) of seed ``i`` is at the first iteration at or after
 ``(k + 1) · test_interval`` of that seed's own env steps (the last at ``t_max``; see
@@ -39,12 +46,14 @@ checkpoint with the run's ``test_episodes`` replays exactly the logged episodes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +68,7 @@ from meigm.envs import Env
 from meigm.envs.host import HostEnv
 from meigm.errors import MeigmError
 from meigm.experiments.checkpoint import (
+    FINAL,
     CheckpointWriteError,
     checkpoint_path,
     list_checkpoints,
@@ -66,7 +76,12 @@ from meigm.experiments.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from meigm.experiments.diagnostics import action_names, first_step_view, summarise_views
+from meigm.experiments.diagnostics import (
+    action_names,
+    first_step_view,
+    initial_params,
+    summarise_views,
+)
 from meigm.experiments.logging import MetricsLogger, headline_metric, require_wandb
 from meigm.program import (
     Program,
@@ -78,6 +93,7 @@ from meigm.program import (
     seed_keys,
     select_seeds,
 )
+from meigm.provenance import provenance
 from meigm.schemes import DataScheme
 
 #: Enumerate joint actions for the Table 1 view only up to this many.
@@ -104,11 +120,23 @@ def never_evaluated(out: Path) -> bool:
     return not any((out / "checkpoints").glob("*.safetensors"))
 
 
+def check_new_run_dir(out: Path) -> None:
+    """Refuse, touching nothing, a directory a new run cannot use: a file, or one that
+    already holds a run other than a failed start (:func:`never_evaluated`)."""
+    if out.exists() and not out.is_dir():
+        raise MeigmError(f"run directory {out} exists and is not a directory")
+    if (out / "config.yaml").exists() and not never_evaluated(out):
+        how = ("" if (out / "results.json").exists()
+               else f", or continue it with `meigm train --resume {out}`")
+        raise MeigmError(
+            f"run directory {out} already holds a run; choose another --out{how} (nothing was changed)"
+        )
+
+
 def prepare_run_dir(out: Path, echo: Callable[[str], None] | None = None) -> Path:
     """Create ``out`` for a new run; refuse to touch one that already holds a run,
     except a failed start (:func:`never_evaluated`), whose files are replaced."""
-    if out.exists() and not out.is_dir():
-        raise MeigmError(f"run directory {out} exists and is not a directory")
+    check_new_run_dir(out)
     if never_evaluated(out):
         for name in ("config.yaml", "metrics.jsonl"):
             (out / name).unlink(missing_ok=True)
@@ -116,17 +144,75 @@ def prepare_run_dir(out: Path, echo: Callable[[str], None] | None = None) -> Pat
             shutil.rmtree(out / name, ignore_errors=True)
         if echo is not None:
             echo(f"reusing {out}: its earlier start ended before its first evaluation")
-    elif (out / "config.yaml").exists():
-        how = ("" if (out / "results.json").exists()
-               else f", or continue it with `meigm train --resume {out}`")
-        raise MeigmError(
-            f"run directory {out} already holds a run; choose another --out{how} (nothing was changed)"
-        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MeigmError(f"cannot create run directory {out}: {exc.strerror}") from None
     return out
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Refuse, touching nothing, to resume what is not an unfinished run directory."""
+    if not run_dir.is_dir():
+        raise MeigmError(f"run directory not found: {run_dir}")
+    if (run_dir / "results.json").is_file():
+        raise MeigmError(f"{run_dir} has finished (results.json exists); nothing to resume")
+
+
+#: The lock a run holds on its directory while it runs (see :func:`run_dir_lock`).
+LOCK_FILE = ".lock"
+#: Run directories this process holds: resolved path -> the lock file's descriptor.
+_HELD: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``<run_dir>/.lock`` for the life of a run: an exclusive ``flock`` that the
+    kernel releases when the process ends, however it ends, so a crash never leaves a
+    stale lock. A second process (another ``meigm train --out`` of the same directory, a
+    ``--resume``, a sweep's task) is refused with a :class:`MeigmError` naming the
+    holder's pid, before it reads or changes anything. Re-entrant within a process (a
+    sweep task locks the directory before it decides whether to clear it, then trains in
+    it). The file stays; it holds the pid of its last holder."""
+    key = os.path.realpath(run_dir)
+    if key in _HELD:
+        yield
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise MeigmError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _lock_holder(fd)
+        os.close(fd)
+        raise MeigmError(f"run directory {run_dir} is in use by another meigm process "
+                         f"(pid {holder}); wait for it to end or use another directory "
+                         "(nothing was changed)") from None
+    except OSError as exc:  # a filesystem without locks
+        os.close(fd)
+        raise MeigmError(f"cannot lock run directory {run_dir}: {exc.strerror}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD[key] = fd
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        os.close(fd)  # releases the lock
+
+
+def _lock_holder(fd: int) -> str:
+    """The pid the holder of a lock file wrote (it writes it just after locking, so give
+    it a moment), or ``unknown``."""
+    for _ in range(20):
+        pid = os.pread(fd, 32, 0).decode(errors="replace").split()
+        if pid:
+            return pid[0]
+        time.sleep(0.05)
+    return "unknown"
 
 
 def evaluation_keys(keys: jax.Array, index: int) -> jax.Array:
@@ -210,22 +296,63 @@ def _first_nonfinite(train_metrics: dict[str, np.ndarray], finite_params: np.nda
     return None
 
 
-def _truncate_metrics(path: Path, keep_points: int, seeds: int) -> None:
-    """Keep the first ``keep_points`` evaluation points of ``metrics.jsonl`` (what a
-    checkpoint covers), atomically; drops a torn last line of a killed run too."""
-    if not path.is_file():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = []
-    for line in lines[: keep_points * seeds]:
+def _metrics_row(line: str, seeds: range) -> tuple[dict[str, Any] | None, bool]:
+    """A ``metrics.jsonl`` line as (its row or None, whether the whole line is that row).
+    A torn row run together with the next one yields the next (the last ``{"seed": `` on
+    the line onwards)."""
+    for start in (0, line.rfind('{"seed": ')):
         try:
-            json.loads(line)
+            row = json.loads(line[start:]) if start >= 0 else None
         except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("seed") in seeds and "t_env" in row:
+            return row, start == 0
+    return None, False
+
+
+def _truncate_metrics(path: Path, keep_points: int, cfg: Config,
+                      warn: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Keep the first ``keep_points`` evaluation points of ``metrics.jsonl`` (what a
+    checkpoint covers), atomically, and return their rows; a killed run's rows past the
+    checkpoint (and its torn last line) go.
+
+    Row ``j`` is evaluation ``j // seeds`` of seed ``j % seeds``. A line inside the covered
+    part that is not a row (torn, damaged) loses that one row, with a warning naming the
+    line and the rows lost; every other row keeps its place (a row whose seed shows that
+    rows before it were run together takes its own place)."""
+    if not path.is_file():
+        return []
+    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
+    limit = keep_points * cfg.seeds
+    rows: list[dict[str, Any]] = []
+    slot, lost, bad_lines = 0, [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if slot >= limit:
             break
-        kept.append(line)
+        if not line.strip():
+            continue
+        row, whole = _metrics_row(line, seeds)
+        if not whole:
+            bad_lines.append(number)
+        if row is None:
+            lost.append(slot)
+            slot += 1
+            continue
+        while slot < limit and seeds[slot % cfg.seeds] != row["seed"]:
+            lost.append(slot)  # rows run together on an earlier line
+            slot += 1
+        if slot >= limit:
+            break
+        rows.append(row)
+        slot += 1
+    if bad_lines or lost:
+        which = ", ".join(f"seed {seeds[j % cfg.seeds]} at evaluation {j // cfg.seeds}" for j in lost)
+        warn(f"{path} line(s) {', '.join(map(str, bad_lines))} are torn or damaged: the row(s) "
+             f"of {which} are lost, the other {len(rows)} rows the checkpoint covers are kept")
     tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(f"{ln}\n" for ln in kept))
+    tmp.write_text("".join(f"{json.dumps(row)}\n" for row in rows))
     os.replace(tmp, path)
+    return rows
 
 
 @dataclass
@@ -278,23 +405,32 @@ def start_loop(program: Program, out: str | Path | None, resume: bool,
         return RunLoop(cfg, program, run_dir, echo, keys, init_seeds(program.trainer.init, keys),
                        next_checkpoint=first_checkpoint)
     run_dir = Path(out)
-    if (run_dir / "results.json").is_file():
-        raise MeigmError(f"{run_dir} has finished (results.json exists); nothing to resume")
+    check_resumable(run_dir)
+
+    def warn(message: str) -> None:
+        echo(f"warning: {message}")
+
+    template = jax.eval_shape(jax.vmap(program.trainer.init), keys)
+    try:  # a checkpoint of another config or meigm version is never skipped over
+        restored = newest_resumable(run_dir, template, warn=warn, cfg=cfg)
+    except MeigmError as exc:
+        raise MeigmError(f"cannot resume {run_dir}: {exc} (nothing was changed)") from None
+    steps = [p for p in list_checkpoints(run_dir) if p.name != FINAL]
+    if restored is None and steps:
+        raise MeigmError(f"cannot resume {run_dir}: none of its {len(steps)} checkpoints can be "
+                         "read (see the warnings above); to train it again from the beginning, "
+                         "move its checkpoints/ away (nothing was changed)")
     for stray in (run_dir / "checkpoints").glob(".*.tmp"):  # a killed writer's leftovers
         stray.unlink(missing_ok=True)
-    template = jax.eval_shape(jax.vmap(program.trainer.init), keys)
-    restored = newest_resumable(run_dir, template, warn=lambda m: echo(f"warning: {m}"))
     if restored is None:  # killed before its first checkpoint: start again from the beginning
         echo(f"no complete checkpoint in {run_dir}; starting it from the beginning")
-        _truncate_metrics(run_dir / "metrics.jsonl", 0, cfg.seeds)
+        _truncate_metrics(run_dir / "metrics.jsonl", 0, cfg, warn)
         shutil.rmtree(run_dir / "tb", ignore_errors=True)
         return RunLoop(cfg, program, run_dir, echo, keys, init_seeds(program.trainer.init, keys),
                        next_checkpoint=first_checkpoint)
     state, meta, path = restored
     evaluation = int(meta["eval_index"]) + 1
-    _truncate_metrics(run_dir / "metrics.jsonl", evaluation, cfg.seeds)
-    history = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
-               if ln.strip()]
+    history = _truncate_metrics(run_dir / "metrics.jsonl", evaluation, cfg, warn)
     echo(f"resuming {run_dir} from {path.name} (env steps {min(meta['t_env'])}, "
          f"evaluation {evaluation})")
     return RunLoop(cfg, program, run_dir, echo, keys, jax.tree.map(jax.numpy.asarray, state),
@@ -303,6 +439,28 @@ def start_loop(program: Program, out: str | Path | None, resume: bool,
                    diverged={int(k): v for k, v in meta["run"].get("diverged", {}).items()},
                    history=history, restored_from=path,
                    wall_before=meta["run"].get("wall_seconds"))
+
+
+def record_provenance(loop: RunLoop) -> None:
+    """Append this leg of the run (a fresh start or a resume) to ``provenance.json``: when
+    it started, from which checkpoint and env steps, meigm's commit, the library versions,
+    the platform and the device (:mod:`meigm.provenance`). A run whose figures are read
+    months later names the code and libraries that made every part of its curve."""
+    if loop.run_dir is None:
+        return
+    path = loop.run_dir / "provenance.json"
+    try:
+        legs = json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, json.JSONDecodeError):
+        legs = []
+        loop.echo(f"warning: {path} is unreadable; starting its list of legs again")
+    legs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "resumed_from": None if loop.restored_from is None else loop.restored_from.name,
+                 "t_env": [int(t) for t in np.asarray(loop.state.t_env)],
+                 **provenance()})
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(legs, indent=1))
+    os.replace(tmp, path)
 
 
 def restore_point(loop: RunLoop) -> Any:
@@ -356,6 +514,10 @@ def evaluation_records(loop: RunLoop, train_metrics: dict[str, np.ndarray],
     records = [{"seed": cfg.seed + s, **{k: _to_python(v[s]) for k, v in row.items()
                                          if learned[s] > 0 or not is_update_metric(k)}}
                for s in range(cfg.seeds)]
+    wall = loop.wall_so_far()
+    if wall is not None:  # seconds since the run started, compile included, over every leg
+        for rec in records:
+            rec["wall_seconds"] = round(wall, 3)
     for s in loop.diverged:  # a frozen seed: its counters are those it is frozen at
         records[s].update(diverged=True, t_env=int(np.asarray(state.t_env)[s]),
                           episodes=int(np.asarray(state.episodes)[s]),
@@ -421,11 +583,23 @@ def train_run(
     if cfg.wandb:
         require_wandb()  # before the run directory exists: a failed start leaves nothing
     program = make_program(cfg, env)  # cheap: nothing is allocated or started yet
-    cfg, env = program.cfg, program.env
-    memory_check(cfg, program.trainer.scheme)
+    memory_check(program.cfg, program.trainer.scheme)
+    if out is None:
+        return _train_program(program, out, progress, echo, resume)
+    # refusals that need no lock come first: the lock creates the directory and its lock file
+    check_resumable(Path(out)) if resume else check_new_run_dir(Path(out))
+    with run_dir_lock(Path(out)):
+        return _train_program(program, out, progress, echo, resume)
+
+
+def _train_program(program: Program, out: str | Path | None, progress: bool,
+                   echo: Callable[[str], None], resume: bool) -> dict[str, Any]:
+    """:func:`train_run`'s loop, in a run directory this process holds (or none)."""
+    cfg = program.cfg
     t_start = time.perf_counter()
     loop = start_loop(program, out, resume, echo)
     loop.started = t_start
+    record_provenance(loop)
     steps_before = int(np.sum(np.asarray(loop.state.t_env)))  # a resumed run's earlier steps
     run, evaluate = compiled(program.trainer, donate=True)  # buffers held once, not twice
 
@@ -478,21 +652,24 @@ def finish(loop: RunLoop, wall: float, compile_s: float, steps_before: int = 0) 
     cfg, state, history = loop.cfg, loop.state, loop.history
     env, learner = loop.program.env, loop.program.learner
     spec = env.spec
+    # each seed's rows, in order (by their seed: a resumed run may have lost a torn one)
+    by_seed = {cfg.seed + s: [rec for rec in history if rec["seed"] == cfg.seed + s]
+               for s in range(cfg.seeds)}
     results: dict[str, Any] = {
         "alg": cfg.alg,
         "env": cfg.env,
         "seeds": [cfg.seed + s for s in range(cfg.seeds)],
         "t_env": [int(x) for x in np.asarray(state.t_env)],
         "wall_seconds": round(wall, 3),
+        "provenance": provenance(),
         "compile_seconds": round(compile_s, 3),
         "env_steps_per_second": round((float(np.sum(np.asarray(state.t_env))) - steps_before) / wall, 1),
         "final": [
-            {k: v for k, v in rec.items() if k.startswith("test/") or k in ("seed", "t_env")}
-            for rec in history[-cfg.seeds:]
+            {k: v for k, v in rows[-1].items() if k.startswith("test/") or k in ("seed", "t_env")}
+            for rows in by_seed.values()
         ],
         # each seed's env steps at every evaluation point: its own test_interval grid
-        "eval_t_env": {str(cfg.seed + s): [rec["t_env"] for rec in history[s::cfg.seeds]]
-                       for s in range(cfg.seeds)},
+        "eval_t_env": {str(seed): [rec["t_env"] for rec in rows] for seed, rows in by_seed.items()},
     }
     if loop.wall_before is not None:
         results["total_wall_seconds"] = round(loop.wall_before + wall, 3)
@@ -506,7 +683,9 @@ def finish(loop: RunLoop, wall: float, compile_s: float, steps_before: int = 0) 
         # state's joint-action table says little and can be large: 9^3 entries on 3m)
         view_fn = jax.jit(jax.vmap(lambda p: first_step_view(learner, env, p, jax.random.PRNGKey(0))))
         views = jax.device_get(view_fn(state.learner.params))
-        results["first_step"] = summarise_views(views, env, action_names(spec.n_actions))
+        # and of each seed's untrained parameters: the policy it started from
+        initial = jax.device_get(view_fn(initial_params(loop.program.trainer, loop.keys)))
+        results["first_step"] = summarise_views(views, env, action_names(spec.n_actions), initial)
         results["first_step"]["has_policy"] = bool(learner.has_policy)
         # Q_tot, its argmax and misalignment exist only for learners with joint values
         # (not the PPO family)

@@ -39,7 +39,8 @@ exception, a sweep stopped at the end of a session) continues from its newest co
 checkpoint under the config it recorded (:func:`train_task`), within the same sweep up
 to ``max_retries`` times and in a later one by re-running it; without a checkpoint, or
 when its record disagrees with a value the sweep sets, its directory is replaced and it
-starts from scratch. User errors (a bad config) are not retried.
+starts from scratch (a checkpoint that cannot be resumed, say of another meigm version, is
+an error rather than a reason to replace it). User errors (a bad config) are not retried.
 """
 
 from __future__ import annotations
@@ -97,11 +98,17 @@ def builtin_presets() -> list[str]:
 
 
 def preset_path(name_or_path: str | Path) -> Path:
-    """A preset file, or the built-in preset of that name."""
+    """A preset file, or the built-in preset of that name.
+
+    A bare name means the built-in preset even when a directory of that name sits in the
+    working directory (a sweep's own ``--out`` is often named after its preset).
+    """
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    if p.suffix in (".yaml", ".yml"):
         if not p.is_file():
             raise MeigmError(f"sweep preset not found: {p}")
+        return p
+    if p.is_file():
         return p
     builtin = PRESET_DIR / f"{p}.yaml"
     if not builtin.is_file():
@@ -198,6 +205,11 @@ def load_sweep(name_or_path: str | Path, budget: str | None = None) -> Sweep:
         values = {**common, **own, **alg_spec, **budget_overrides, **point, "env": scenario,
                   "seeds": seeds}
         full_label = ",".join([label, *(f"{k}={_fmt(v)}" for k, v in point.items())])
+        for name, what in ((scenario.replace(":", "_"), "scenario"), (full_label, "run label")):
+            if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+                raise ConfigError(f"{where}: {what} {name!r} must be one directory name (not "
+                                  "empty, '.' or '..', without '/' or '\\'): each run has its own "
+                                  "directory inside the sweep's")
         run = RunSpec(run_id=f"{scenario.replace(':', '_')}/{full_label}", label=full_label,
                       values=values)
         try:
@@ -255,28 +267,42 @@ def train_task(values: dict[str, Any], run_dir: str, label: str, pid_file: str) 
     config, as ``meigm train --resume`` does, so a default changed in meigm since the run
     started neither throws its progress away nor changes the program under it. A
     directory that disagrees on a value the sweep sets (the preset was edited), or has no
-    readable config or checkpoint, is cleared and the run starts from scratch."""
+    readable config or no checkpoint, is cleared and the run starts from scratch. One whose
+    checkpoints cannot be resumed from (written by another meigm version, all damaged, or
+    under a config.yaml edited since) fails with a one-line error and is left as it is.
+    The directory is locked (:func:`~meigm.experiments.run.run_dir_lock`) from the decision
+    to the end, so a run another process is training is neither cleared nor run twice."""
     from meigm.experiments.evaluate import load_config
-    from meigm.experiments.run import train_run
+    from meigm.experiments.run import LOCK_FILE, run_dir_lock, train_run
 
     Path(pid_file).parent.mkdir(parents=True, exist_ok=True)
     Path(pid_file).write_text(str(os.getpid()))  # lets tests and users kill a run's worker
     out = Path(run_dir)
     cfg = config.from_dict(values)
     resume = False
-    if out.exists() and not is_finished(out):
-        try:
-            stored = load_config(out)
-        except Exception:  # no or unreadable config.yaml: nothing worth keeping
-            stored = None
-        same = stored is not None and all(getattr(stored, k) == getattr(cfg, k) for k in values)
-        resume = same and (out / "checkpoints").is_dir()
-        if resume:
-            cfg = stored
-        else:
-            shutil.rmtree(out)
-    results = train_run(cfg, out, progress=False, echo=lambda _: None, resume=resume)
-    (out / "label.txt").write_text(label + "\n")
+    existed = out.exists()
+    # Held from the decision to the end of training (train_run takes it again, re-entrantly):
+    # a directory another process is training in is neither cleared nor trained in twice.
+    with run_dir_lock(out):
+        if existed and not is_finished(out):
+            try:
+                stored = load_config(out)
+            except Exception:  # no or unreadable config.yaml: nothing worth keeping
+                stored = None
+            same = stored is not None and all(getattr(stored, k) == getattr(cfg, k) for k in values)
+            resume = same and (out / "checkpoints").is_dir()
+            if resume:
+                cfg = stored
+            else:  # cleared, all but the lock this task holds
+                for item in out.iterdir():
+                    if item.name == LOCK_FILE:
+                        continue
+                    if item.is_dir() and not item.is_symlink():
+                        shutil.rmtree(item)
+                    else:
+                        item.unlink()
+        results = train_run(cfg, out, progress=False, echo=lambda _: None, resume=resume)
+        (out / "label.txt").write_text(label + "\n")
     return {"wall_seconds": results["wall_seconds"], "final": results["final"]}
 
 

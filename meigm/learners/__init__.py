@@ -9,6 +9,7 @@ from meigm.learners.fop import FOP
 from meigm.learners.hasac import HASAC
 from meigm.learners.me_igm import MEIGM
 from meigm.learners.ppo import IPPO, MAPPO, PPO
+from meigm.learners.soft_qmix import SoftQMIX
 from meigm.learners.value_decomposition import ValueDecomposition
 
 if TYPE_CHECKING:
@@ -20,6 +21,8 @@ ALGORITHMS: dict[str, tuple[type, str | None]] = {
     "me_qmix": (MEIGM, "qmix"),
     "me_qplex": (MEIGM, "qplex"),
     "me_vdn": (MEIGM, "vdn"),
+    # the authors' released code: Σ_i g_i(Q_i), its own mixer (meigm.learners.soft_qmix)
+    "soft_qmix": (SoftQMIX, "sum_g"),
     "qmix": (ValueDecomposition, "qmix"),
     "qplex": (ValueDecomposition, "qplex"),
     "vdn": (ValueDecomposition, "vdn"),
@@ -35,5 +38,5 @@ def make_learner(cfg: Config, spec: EnvSpec) -> Learner:
     return cls(cfg, spec)
 
 
-__all__ = ["ALGORITHMS", "FOP", "HASAC", "IPPO", "MAPPO", "MEIGM", "PPO", "Learner", "ValueDecomposition",
-           "make_learner"]
+__all__ = ["ALGORITHMS", "FOP", "HASAC", "IPPO", "MAPPO", "MEIGM", "PPO", "Learner", "SoftQMIX",
+           "ValueDecomposition", "make_learner"]

@@ -25,6 +25,8 @@ Optional, looked up with ``getattr`` (learners without them behave as before):
   step on that loss (:func:`meigm.learners.common.gradient_step`), every term of it a
   masked mean over ``episodes.mask``, each episode drawing from its own key [B]; the
   replay scheme may then split a batch into length-sorted groups (``length_groups``);
+* ``config_defaults`` ({field: value}) — the algorithm's own settings for config fields
+  left at None; they win over the scenario's (soft_qmix's fixed α, ``alpha_init=0.03``);
 * ``joint_values(params, inputs, state, avail, joints) -> (q_local, q_tot)`` — for a
   learner whose critic is not the agent network (FOP), its local values and ``Q_tot``
   of every joint action at one step, for the Table 1 view.

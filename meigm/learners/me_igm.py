@@ -16,7 +16,12 @@ only its own parameters (the others are behind ``stop_gradient``):
   agent and target mixer;
 * OPT, Eq. (9), φ: ``(Q_tot(s_t,a_t) − Σ_i f_i(Q_i(τ_i,a_i); s_t))²`` — the sample version
   of Eq. (7), which shrinks the gap ε of Theorem 4.1;
-* temperature, Eq. (11), log α: ``−α (log π(a_t|s_t) + H̄)``.
+* temperature, Eq. (11), log α: ``−α (log π(a_t|s_t) + H̄)``. ``H̄`` is the per-agent
+  ``target_entropy`` times the number of agents it counts (``entropy_agents``): all n
+  (the paper's App. E, the default), or at each step only the agents with a choice to make
+  (more than one available action). A dead SMAX unit can only no-op, so its policy has
+  zero entropy; counting it makes the living agents carry its share, and α rises as
+  units die. The paper does not settle this (its released code fixes α).
 
 Ablations are config switches: ``transform=none`` is ``+Entropy`` (Table 3: no ``f`` in
 Eqs. 4, 9, 10), ``transform=mlp`` is Table 4's unconstrained MLP, ``learn_alpha=false``
@@ -35,6 +40,7 @@ import optax
 
 from meigm import ops
 from meigm.learners.common import (
+    active_agents,
     gradient_step,
     igm_gap,
     init_mixer,
@@ -71,7 +77,8 @@ class MEIGM:
             cfg.transform, spec.n_agents, cfg.opt_layers, cfg.opt_hidden, cfg.hypernet_embed,
             cfg.opt_min_weight,
         )
-        # H̄: target entropy of the joint policy, a per-agent coefficient times n (App. E).
+        # H̄: target entropy of the joint policy, a per-agent coefficient times the agents
+        # counted (App. E: all n; ``entropy_agents=alive``: those with a choice, per step).
         self.target_entropy = cfg.target_entropy * spec.n_agents
         critic = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.lr))
         transform = optax.chain(
@@ -166,11 +173,17 @@ class MEIGM:
 
         # ---- temperature, Eq. (11): L_α = E[−α (log π(a_t|s_t) + H̄)], log π detached.
         local_entropy = ops.entropy(log_pi_t, ep.avail[:, :-1])  # [B, T, N]
+        alive = active_agents(ep.avail[:, :-1])  # [B, T, N]: a choice to make
+        n_alive = jnp.sum(alive, axis=-1)  # [B, T]
         if cfg.alpha_loss == "exact":  # E_a[log π] = −H, lower variance (spec, open choice)
             log_pi_joint = -jnp.sum(local_entropy, axis=-1)
-        else:  # the batch's actions, as printed in Eq. (11)
+        else:  # the batch's actions, as printed in Eq. (11); a dead agent's log π is 0
             log_pi_joint = jnp.sum(take(log_pi_t, ep.actions), axis=-1)
-        loss_alpha = masked_mean(-alpha * (log_pi_joint + self.target_entropy), ep.mask)
+        if cfg.entropy_agents == "alive":  # H̄ of the agents with a choice at this step
+            target = cfg.target_entropy * n_alive  # [B, T]
+        else:  # App. E: H̄ = target_entropy · n at every step
+            target = self.target_entropy
+        loss_alpha = masked_mean(-alpha * (log_pi_joint + target), ep.mask)
 
         metrics = {
             "loss_q": loss_q,
@@ -178,8 +191,12 @@ class MEIGM:
             "loss_alpha": loss_alpha,
             "alpha": alpha,
             # mean per-agent policy entropy beside its target (App. E's per-agent
-            # coefficient): Eq. (11) moves α until the two meet.
+            # coefficient): over all agents, dead ones' zeros included — what Eq. (11)
+            # holds at the target with ``entropy_agents=all`` — and over the agents with a
+            # choice only, what it holds there with ``entropy_agents=alive``.
             "entropy": masked_mean(jnp.mean(local_entropy, axis=-1), ep.mask),
+            "entropy_alive": jnp.sum(jnp.where(alive & ep.mask[..., None], local_entropy, 0.0))
+            / jnp.maximum(jnp.sum(alive & ep.mask[..., None]), 1),
             "target_entropy": jnp.asarray(cfg.target_entropy, jnp.float32),
             "q_tot": masked_mean(q_tot, ep.mask),
             "target": masked_mean(y, ep.mask),

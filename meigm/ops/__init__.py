@@ -11,7 +11,7 @@ from meigm.ops.policy import (
     sample_masked,
     sample_masked_per_step,
 )
-from meigm.ops.targets import soft_lambda_returns
+from meigm.ops.targets import released_lambda_returns, soft_lambda_returns
 
 __all__ = [
     "entropy",
@@ -21,6 +21,7 @@ __all__ = [
     "masked_log_softmax",
     "masked_mean",
     "policy_mode",
+    "released_lambda_returns",
     "sample_masked",
     "sample_masked_per_step",
     "soft_lambda_returns",

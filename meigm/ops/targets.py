@@ -57,3 +57,38 @@ def soft_lambda_returns(
     xs = (r_t.astype(dtype), not_done, mask_next, q_next, h_next.astype(dtype))
     _, returns = jax.lax.scan(backward, jnp.zeros((), dtype), xs, reverse=True)
     return returns
+
+
+def released_lambda_returns(
+    r_t: jax.Array,
+    terminated_t: jax.Array,
+    mask_t: jax.Array,
+    q_next: jax.Array,
+    h_next: jax.Array,
+    gamma: float,
+    lam: float,
+) -> jax.Array:
+    """The soft TD(λ) target as the authors' released Soft-QMIX code computes it.
+
+    Their recursion (``src/utils/rl_utils.py:5-15`` of WentseChen/Soft-QMIX, the entropy
+    bonus passed in at ``src/learners/nq_learner.py:126``) is, for a real step t,
+    ``G_t = γλ(G_{t+1} + h_{t+1}) + r_t + γ(1-λ)(1-d_t)(Q̄_{t+1} + h_{t+1})``: the
+    λ-branch is not cut by termination, so at a terminal step (``d_t = 1``, ``G_{t+1} = 0``)
+    the target is ``r_t + γλ h_{t+1}`` — the bonus of the policy in the state after the
+    episode ended — where :func:`soft_lambda_returns` gives ``r_t``. Everywhere else the
+    two agree, so this is :func:`soft_lambda_returns` with ``r_t + γλ d_t h_{t+1}`` in
+    place of ``r_t`` (the extra term then flows back through the earlier steps' λ-branches
+    as theirs does).
+
+    Their code goes on summing ``(γλ)^k h`` over the padding slots after that one when the
+    episode is shorter than the longest in its batch (zero-filled slots, where every
+    action is unavailable and their masked softmax is uniform); those terms depend on the
+    other episodes of the batch and are left out here. For the batch's longest episode and
+    for every episode of a fixed-length game (the matrix games) the two are equal.
+
+    Same arguments and shapes as :func:`soft_lambda_returns` (one padded episode, [T]).
+    """
+    dtype = q_next.dtype
+    bonus = gamma * lam * terminated_t.astype(dtype) * h_next.astype(dtype)
+    return soft_lambda_returns(r_t.astype(dtype) + bonus, terminated_t, mask_t, q_next, h_next,
+                               gamma, lam)
