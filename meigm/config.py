@@ -76,7 +76,7 @@ class Config:
     cost (pymarl2 trims each batch to its longest episode); the result is the same up to
     float reassociation. 1: always the full limit. None: the scenario's setting — 8 on
     SMAX (with ``length_groups`` 8), 1 elsewhere: matrix, MPE and Overcooked episodes
-    always run to the limit (benchmarks/README.md)."""
+    always run to the limit (benchmarks/notes/length_groups.md)."""
     length_groups: int | None = None
     """Length-sorted groups each sampled batch is split into, each trimmed to its own
     bucket of ``length_buckets`` (1: the batch is trimmed as a whole). One timed-out
@@ -143,7 +143,7 @@ class Config:
     default, 0.01 on SMAX, whose rewards are normalised to ~2 per episode: with α = 1 the
     entropy bonus (~α·n·log|A| per step) outweighs the reward a hundredfold,
     soft values learn "stay alive to keep acting" and the policies never learn to win
-    (benchmarks/README.md). With ``learn_alpha`` α then follows its target entropy
+    (benchmarks/notes/learning_smax_issue3.md). With ``learn_alpha`` α then follows its target entropy
     (at ``reward_scale`` 10 it settles at 0.011–0.013 on ``smax:protoss_5_vs_5``)."""
     learn_alpha: bool = True
     """Learn α with Eq. (11); false keeps it at ``alpha_init``. HASAC's temperatures (one
@@ -151,16 +151,16 @@ class Config:
     ``target_entropy`` and ``alpha_loss`` in the same way, and ``hasac_alpha_lr``."""
     alpha_lr: float = 0.3
     """Adam learning rate of log α: the paper's printed 0.3 (App. E). Measured on
-    ``smax:protoss_5_vs_5`` (benchmarks/README.md, "The temperature"): with 0.3 or 0.03
+    ``smax:protoss_5_vs_5`` (benchmarks/notes/temperature.md): with 0.3 or 0.03
     the policy entropy sits on its target from 30k env steps on; with 3e-3 it settles
-    30–50% above it, and with 3e-4 (Adam moves log α by ~3e-4 per update) it drifts to
+    30–60% above it, and with 3e-4 (Adam moves log α by ~3e-4 per update) it drifts to
     2.3× the target by 210k steps while α can barely move."""
     target_entropy: float | None = None
     """Per-agent target entropy coefficient: H̄ = target_entropy · n_agents (App. E);
     None: the scenario's setting — the paper's 0.32 for terran and 0.24 on SMAC-v2/SMAX and
     elsewhere; 1.4 on Overcooked, where 0.24 ran α down to ~0 on still-flat values and
     stopped exploration and 0.8 explored too little on asymmetric advantages
-    (``meigm/envs/overcooked.py``; benchmarks/README.md, "The α defaults on Overcooked")."""
+    (``meigm/envs/overcooked.py``; benchmarks/notes/overcooked.md, "Overcooked's target entropy: 1.4 per agent")."""
     alpha_loss: str = "exact"
     """Eq. (11) expectation: exact (−Σπ log π of each policy) or sampled (batch actions)."""
     entropy_agents: str = "all"
@@ -169,8 +169,10 @@ class Config:
     more than one available action). A dead SMAX unit's only action is no-op, so its entropy
     is 0: with ``all`` the living agents carry the dead ones' share and α rises as units
     die. ``train/entropy`` averages over all agents, ``train/entropy_alive`` over those with
-    a choice. The paper does not say (its released code fixes α); benchmarks/README.md
-    measures the two."""
+    a choice. The paper does not say (its released code fixes α). The default stays
+    ``all`` (the paper's App. E) until the two are measured on the verdict protocol
+    (``benchmarks/presets/entropy_agents.yaml``: ``alive`` on protoss 5v5 beside
+    ``me_qmix``'s verdict runs; queued)."""
 
     # --- FOP
     actor_lr: float | None = None
@@ -199,7 +201,7 @@ class Config:
     ME-IGM's, which scale the policy directly: at ME-IGM's 0.3 they exploded on
     ``smax:3m``; at 3e-4 α could not rise from 0.011 while the actors sat at an entropy of
     0.01–0.03 against a 0.24 target; at 3e-3 the entropy was back near its target by
-    120k env steps and the greedy win rate 80% at 300k (benchmarks/README.md, "HASAC")."""
+    120k env steps and the greedy win rate 80% at 300k (benchmarks/notes/hasac.md, "HASAC on smax:3m")."""
 
     # --- PPO family (mappo, ippo): MAPPO's SMAC(v2) settings (Yu et al. 2022)
     ppo_lr: float = 5e-4
@@ -230,7 +232,7 @@ class Config:
     20 (the scale the paper's and pymarl2's learning rates, α and TD(λ) settings were
     tuned on); 1 elsewhere. Measured on ``smax:protoss_5_vs_5``: QMIX and ME-QMIX reach
     at 75k env steps with 10 the test return they reach at 300–400k with 1
-    (benchmarks/README.md, "Reward scale"). The PPO family normalises values and
+    (benchmarks/notes/reward_scale.md). The PPO family normalises values and
     advantages, so the scale changes it only through float rounding."""
 
     bootstrap_truncated: bool | None = None
@@ -239,7 +241,7 @@ class Config:
     scenario's setting — bootstrap everywhere except MPE, whose 25-step episodes are
     always cut, whose observations carry no time and are unbounded: there bootstrapping
     from the cut state lets the mixer's V(s) extrapolate upward along the episode, and
-    QMIX's Q_tot diverged to +100 on all-negative rewards (benchmarks/README.md);
+    QMIX's Q_tot diverged to +100 on all-negative rewards (benchmarks/notes/pettingzoo.md);
     JaxMARL's MPE baselines also end the episode there."""
 
     # --- evaluation and output

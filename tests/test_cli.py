@@ -243,7 +243,7 @@ def test_help_states_defaults_and_tells_seeds_from_seed(capsys):
     assert "(default me_qmix)" in text and "(default matrix:table1;" in text
     assert "how many independent seeds" in text and "the seeds are S, S+1, ..., S+N-1" in text
     assert "(default 10)" in text  # compare's seed count
-    assert "me_qplex" in text and "(default me_qmix,qmix,vdn,me_vdn,+entropy)" in text
+    assert "me_qplex" in text and "(default me_qmix,qmix,vdn,me_vdn,+entropy,soft_qmix)" in text
     assert "--bootstrap-seed" in text and "seed of the bootstrap resampling" in text
 
 

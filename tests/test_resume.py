@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import metrics_rows
+from conftest import error_line, metrics_rows
 
 from meigm import config as config_mod
 from meigm.config import Config
@@ -321,20 +321,51 @@ def test_a_buffer_that_does_not_fit_is_refused_before_allocation():
     from meigm.program import make_program
 
     cfg = Config(env="smax:protoss_5_vs_5", seeds=3, buffer_size=5000)
-    scheme = make_program(cfg).trainer.scheme
+    program = make_program(cfg)
     with pytest.raises(MeigmError) as info:
-        memory_check(cfg, scheme, available=4 * 2**30)
+        memory_check(program, available=4 * 2**30)
     msg = str(info.value)
-    assert "need 4.4 GiB (3 seeds x 5000 episodes x 0.30 MiB)" in msg
-    assert "only 4.0 GiB" in msg and "buffer_size=3663" in msg and "seeds=2" in msg
-    memory_check(cfg, scheme, available=64 * 2**30)  # fits: no error
+    assert "need 4.4 GiB (3 seeds x 5000 episodes x 0.30 MiB) and the rest of the run" in msg
+    assert "only 4.0 GiB" in msg and "seeds=1" in msg
+    # the suggested buffer fits beside the rest of the run
+    fit = int(re.search(r"buffer_size=(\d+)", msg).group(1))
+    memory_check(make_program(Config(env="smax:protoss_5_vs_5", seeds=3, buffer_size=fit)),
+                 available=4 * 2**30)
+    with pytest.raises(MeigmError):
+        memory_check(make_program(Config(env="smax:protoss_5_vs_5", seeds=3, buffer_size=fit + 50)),
+                     available=4 * 2**30)
+    memory_check(program, available=64 * 2**30)  # fits: no error
 
     # issue 16: a small episode is shown in a unit that shows it, not as "0.00 MiB"
     cfg = Config(env="matrix:table1", seeds=2, buffer_size=10**8)
     with pytest.raises(MeigmError) as info:
-        memory_check(cfg, make_program(cfg).trainer.scheme, available=2**30)
+        memory_check(make_program(cfg), available=2**30)
     assert "0.00 MiB" not in str(info.value)
     assert re.search(r"2 seeds x 100000000 episodes x \d+ B\)", str(info.value)), str(info.value)
+
+
+@pytest.mark.parametrize(("overrides", "env", "part", "knob"), [
+    (["hidden_dim=100000"], "matrix:table1", "training state", "hidden_dim"),
+    (["--alg", "mappo", "n_envs=100000", "buffer_size=100000"], "smax:3m", "update batch", "n_envs"),
+    (["test_episodes=100000000"], "matrix:table1", "evaluation", "test_episodes"),
+    (["buffer_size=1000000000"], "matrix:table1", "replay buffers", "buffer_size"),
+])
+def test_sizes_that_cannot_fit_are_refused_before_compiling(overrides, env, part, knob, tmp_path,
+                                                          capfd, monkeypatch):
+    """Issue 41: these used to hang in allocation or die in an XLA traceback after minutes
+    of compiling. Now: one line naming the largest part and the setting, exit 2, and no
+    run directory. The box is given 16 GiB, as a laptop has."""
+    from meigm.experiments import run as run_mod
+    from meigm.experiments.cli import main
+
+    monkeypatch.setattr(run_mod, "available_memory", lambda: 16 * 2**30)
+    compiled = []
+    monkeypatch.setattr(run_mod, "_train_program", lambda *a, **k: compiled.append(a))
+    out = tmp_path / "run"
+    assert main(["train", "--env", env, *overrides, "--out", str(out)]) == 2
+    line = error_line(capfd)
+    assert part.split()[0] in line and knob.split("_")[0] in line and "only 16.0" in line, line
+    assert not compiled and not out.exists()
 
 
 def test_full_disk_while_checkpointing_keeps_the_last_good_one(tmp_path, monkeypatch):
@@ -568,3 +599,92 @@ def test_a_run_directory_is_locked_for_the_life_of_its_run(finished, tmp_path, c
     assert held == [True, True]
     os.close(_hold(tmp_path / "own"))  # free again
     assert (tmp_path / "own" / ".lock").read_text() == "4242\n"
+
+
+# ----------------------------------------------------------------- issue 41 item 6: small ones
+
+def test_a_final_checkpoint_that_does_not_fit_still_writes_the_results(tmp_path, monkeypatch):
+    """Training finished: a full disk at final.safetensors is a warning naming it, and
+    results.json is written and says the checkpoint is missing."""
+    real = ckpt.save_checkpoint
+
+    def full_at_the_end(path, *a, **k):
+        if Path(path).name == ckpt.FINAL:
+            raise ckpt.CheckpointWriteError(f"not enough disk space for checkpoint {ckpt.FINAL}")
+        return real(path, *a, **k)
+
+    from meigm.experiments import run as run_mod
+
+    monkeypatch.setattr(run_mod, "save_checkpoint", full_at_the_end)
+    echoed: list[str] = []
+    results = train_run(_cfg(), tmp_path / "r", progress=False, echo=echoed.append)
+    on_disk = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert on_disk["t_env"] == results["t_env"] == [400, 400]
+    assert "not enough disk space" in on_disk["final_checkpoint_missing"]
+    assert any("written without final.safetensors" in e for e in echoed), echoed
+    assert not (tmp_path / "r" / "checkpoints" / ckpt.FINAL).exists()
+
+
+def test_the_disk_space_message_shows_sizes_in_a_unit_that_shows_them(tmp_path, monkeypatch):
+    import shutil as shutil_mod
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_mod, "disk_usage", lambda _p: usage(10**9, 10**9 - 5000, 5000))
+    monkeypatch.setattr(ckpt, "flatten_state",
+                        lambda *_a, **_k: {"w": np.zeros((64, 64), np.float32)})  # 16 KiB
+    with pytest.raises(ckpt.CheckpointWriteError) as info:
+        ckpt.save_checkpoint(tmp_path / "c" / "x.safetensors", None, _cfg(), [0, 0], 0)
+    msg = str(info.value)
+    assert "0.00 GiB" not in msg and re.search(r"needs \d+\.\d\d KiB, \d+\.\d\d KiB free", msg), msg
+
+
+def test_a_read_only_run_directory_is_one_line_for_resume_and_eval(finished, tmp_path, capfd,
+                                                                  monkeypatch):
+    """As root a chmod does not stop a write, so the file system's refusal is simulated
+    where meigm meets it: the lock file (resume) and eval.json (eval)."""
+    from meigm.experiments.cli import main
+
+    run = _died(finished, tmp_path / "run")
+    real_open = os.open
+
+    def read_only(path, *a, **k):
+        if str(path).startswith(str(run)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(os, "open", read_only)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    line = error_line(capfd)
+    assert line == (f"meigm train: error: cannot lock run directory {run}: Read-only file system "
+                    "(training or resuming writes into it; copy it somewhere writable)")
+    monkeypatch.setattr(os, "open", real_open)
+
+    from pathlib import Path as P
+
+    real_write = P.write_text
+
+    def no_write(self, *a, **k):
+        if str(self).startswith(str(finished[0])):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_write(self, *a, **k)
+
+    monkeypatch.setattr(P, "write_text", no_write)
+    assert main(["eval", str(finished[0]), "--episodes", "2"]) == 2
+    assert error_line(capfd) == (f"meigm eval: error: cannot write {finished[0] / 'eval.json'}: "
+                                 "Read-only file system")
+
+
+def test_plot_skips_a_killed_runs_torn_last_line_with_a_warning(finished, tmp_path, capfd):
+    from meigm.experiments.cli import main
+
+    run = _died(finished, tmp_path / "sweep" / "matrix_table1" / "me_qmix")
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"seed": 0, "t_env": 4')  # killed mid-write
+    assert main(["plot", str(tmp_path / "sweep"), "--out", str(tmp_path / "plots")]) == 0
+    err = capfd.readouterr().err
+    assert "warning:" in err and "line 21 is not valid JSON (torn by a killed process?); skipped" in err
+    # in a finished run, or anywhere but the last line, it is still an error naming the line
+    (run / "results.json").write_text("{}")
+    assert main(["plot", str(run), "--out", str(tmp_path / "plots2")]) == 2
+    assert "line 21 is not valid JSON" in error_line(capfd)

@@ -69,7 +69,7 @@ def _matrix(scenario: str, args: dict[str, Any]) -> Env:
         # 5000 one-step episodes: with the paper's batch of 128 episodes and 4 parallel
         # envs that is ~1200 updates. Measured on table1 (10 seeds, me_qmix): which joint
         # action a seed settles on is decided in the first ~200 steps and did not change
-        # between 1k and 20k steps (benchmarks/README.md), so 20k only costs time.
+        # between 1k and 20k steps (benchmarks/notes/table1.md), so 20k only costs time.
         default_t_max=5_000 * steps,
     )
     env.payoff = payoff  # for the Table 1 view: the true payoff beside the learned Q_tot

@@ -24,6 +24,7 @@ scenario, so ablations (``me_qmix transform=none``) get their own lines and colu
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,20 +105,31 @@ def report_run_dirs(sweep_dir: Path, archive: Path) -> list[tuple[Path, Path]]:
 
 
 def load_run(d: Path) -> Run:
-    """One run directory (config.yaml + metrics.jsonl; a torn or foreign line is an error
-    naming it), labelled by its label.txt if it has one."""
+    """One run directory (config.yaml + metrics.jsonl), labelled by its label.txt if it
+    has one. A torn or foreign line is an error naming it, except the last line of a run
+    still training or killed (no ``results.json``): a process killed mid-write leaves
+    that one, so it is skipped with a warning and the run's other rows are read (issue
+    41: one killed run used to stop ``meigm plot`` of a whole half-written sweep)."""
     cfg = load_yaml(d / "config.yaml", what="run config")
     records = []
-    for i, line in enumerate((d / "metrics.jsonl").read_text().splitlines(), start=1):
+    lines = (d / "metrics.jsonl").read_text().splitlines()
+    last = max((i for i, line in enumerate(lines, start=1) if line.strip()), default=0)
+    for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
+            problem = None if isinstance(rec, dict) and "seed" in rec and "t_env" in rec \
+                else "lacks 'seed' or 't_env'"
         except json.JSONDecodeError:
-            raise MeigmError(f"{d / 'metrics.jsonl'} line {i} is not valid JSON") from None
-        if not isinstance(rec, dict) or "seed" not in rec or "t_env" not in rec:
-            raise MeigmError(f"{d / 'metrics.jsonl'} line {i} lacks 'seed' or 't_env'")
-        records.append(rec)
+            problem = "is not valid JSON"
+        if problem is None:
+            records.append(rec)
+        elif i == last and not (d / "results.json").exists():
+            warnings.warn(f"{d / 'metrics.jsonl'} line {i} {problem} (torn by a killed "
+                          "process?); skipped", stacklevel=2)
+        else:
+            raise MeigmError(f"{d / 'metrics.jsonl'} line {i} {problem}")
     if not records:
         raise MeigmError(f"{d / 'metrics.jsonl'} holds no evaluation yet")
     label = (d / "label.txt").read_text().strip() if (d / "label.txt").is_file() else ""

@@ -179,6 +179,8 @@ def save_checkpoint(
     """
     from safetensors.numpy import save_file
 
+    from meigm.experiments.run import byte_size
+
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +192,7 @@ def save_checkpoint(
     if size + (1 << 20) > free:
         raise CheckpointWriteError(
             f"not enough disk space for checkpoint {path.name} in {path.parent}: it needs "
-            f"{size / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free")
+            f"{byte_size(size)}, {byte_size(free)} free")
     metadata = {
         "format": FORMAT,
         "meigm_version": meigm.__version__,

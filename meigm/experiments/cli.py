@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -41,13 +42,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "ippo": ("ippo", []),
     "hasac": ("hasac", []),
 }
-DEFAULT_COMPARE = ("me_qmix", "qmix", "vdn", "me_vdn", "+entropy")
+DEFAULT_COMPARE = ("me_qmix", "qmix", "vdn", "me_vdn", "+entropy", "soft_qmix")
 
 EPILOG = """Every config field can be set with key=value after the options (documented in
 meigm/config.py); a --preset YAML file sets several at once, key=value wins over it.
 
 examples:
-  meigm compare                                   # Table 1: five algorithms x 10 seeds
+  meigm compare                                   # Table 1: six algorithms x 10 seeds
   meigm train --alg me_qmix --env matrix:table1 --seeds 10
   meigm train --alg qmix --env matrix:climbing lr=5e-4 batch_size=64
   meigm train --alg me_qmix --env matrix:custom 'env_args.payoff=[[1,0],[0,2]]'
@@ -520,6 +521,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"train": cmd_train, "compare": cmd_compare, "config": cmd_config,
                 "sweep": cmd_sweep, "plot": cmd_plot,
                 "table": cmd_table, "eval": cmd_eval, "export": cmd_export, "envs": cmd_envs}
+    # a library warning (a skipped torn line, a skipped checkpoint) is one line, not a
+    # source location and a code excerpt
+    shown = warnings.showwarning
+    warnings.showwarning = lambda message, *_a, **_k: print(
+        f"meigm {args.command}: warning: {message}", file=sys.stderr)
     try:
         return commands[args.command](args)
     except BrokenPipeError:  # `meigm envs | head`: the reader left; say nothing more
@@ -529,9 +535,19 @@ def main(argv: list[str] | None = None) -> int:
     except MeigmError as exc:
         print(f"meigm {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.filename is None:  # not a file of the user's: a bug, with its traceback
+            raise
+        # a read-only run directory, a full disk, a path that is not there: the user's
+        # file system, one line (what was already written stays)
+        print(f"meigm {args.command}: error: cannot use {exc.filename}: "
+              f"{exc.strerror or type(exc).__name__}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"meigm {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

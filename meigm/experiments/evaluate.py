@@ -18,6 +18,7 @@ numbers reproduce the log (``reproduces_log``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -198,8 +199,11 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     try:
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, path)
+    except OSError as exc:  # a read-only run directory, a full disk: one line naming the file
+        raise MeigmError(f"cannot write {path}: {exc.strerror}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def check_render(run: LoadedRun, out: str | Path, seed_index: int) -> Renderer:

@@ -94,7 +94,7 @@ from meigm.program import (
     select_seeds,
 )
 from meigm.provenance import provenance
-from meigm.schemes import DataScheme
+from meigm.rollout.buffer import buffer_bytes
 
 #: Enumerate joint actions for the Table 1 view only up to this many.
 MAX_VIEW_JOINTS = 4096
@@ -181,8 +181,9 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise MeigmError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    except OSError as exc:  # a read-only directory or file system: nothing is touched
+        raise MeigmError(f"cannot lock run directory {run_dir}: {exc.strerror} (training or "
+                         "resuming writes into it; copy it somewhere writable)") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -231,28 +232,91 @@ def _to_python(x: Any) -> Any:
     return x.item() if x.ndim == 0 else x.tolist()
 
 
-def memory_check(cfg: Config, scheme: DataScheme, available: int | None = None) -> None:
-    """Refuse, before anything is allocated, a run whose replay buffers do not fit.
+def memory_parts(program: Program) -> dict[str, int]:
+    """Bytes a run will hold at once, by part, over all its seeds, computed from abstract
+    shapes before anything is allocated or compiled.
 
-    The buffers (the data scheme's state: ``seeds × buffer_size`` padded episodes for
-    the replay learners, nothing for on-policy ones) are the one large allocation of a
-    run; they must fit in 80% of the memory available now (host RAM on the CPU, the
-    device's limit on an accelerator) next to the networks and the compiled program.
-    """
-    need = scheme.memory_bytes() * cfg.seeds
+    * ``training state``: each seed's learner parameters, optimiser state, target
+      networks, replay buffer and counters (``jax.eval_shape`` of the trainer's init);
+    * ``replay buffers``: the part of that which ``buffer_size`` sets (for the hint);
+    * ``roll-out``: one collection, ``n_envs`` whole episodes per seed, with each
+      environment's state and one step of the agent network's activations;
+    * ``evaluation``: the same for ``test_episodes`` episodes run side by side (counted
+      as whole episodes: an upper bound where XLA keeps less of a roll-out nobody reads);
+    * ``update batch``: ``batch_size`` sampled episodes per seed (for on-policy learners
+      the ``n_envs`` collected ones) and the network's activations over every step of
+      them, kept for the backward pass.
+
+    The activations are an estimate (inputs, a GRU's gates, Q-values: ``N · (input + 6H +
+    2A)`` floats per environment step), and the whole a lower bound of a run's peak: on
+    ``matrix:table1`` with 10^8 test episodes it gives 307 GiB where XLA asked for 413 GB
+    (385 GiB); for ten seeds of ``smax:protoss_5_vs_5`` 16.4 GiB where the process peaked
+    at 18.6 GB (17.3 GiB, benchmarks/README.md's seed-cost measurement)."""
+    cfg, env = program.cfg, program.env
+    spec = env.spec
+
+    def size(tree: Any) -> int:
+        return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+    one = jax.eval_shape(program.trainer.init, jax.random.PRNGKey(0))
+    env_state = 0 if isinstance(env, HostEnv) else size(jax.eval_shape(env.reset, jax.random.PRNGKey(0)))
+    hidden = getattr(program.learner, "hidden_dim", cfg.hidden_dim)
+    step = 4 * spec.n_agents * (spec.obs_dim + spec.n_actions + spec.n_agents + 6 * hidden
+                                + 2 * spec.n_actions)  # one env step of the agent network
+    per_env = buffer_bytes(spec, 1) + env_state + step
+    replay = program.trainer.scheme.memory_bytes()
+    return {
+        "training state": cfg.seeds * size(one),
+        "replay buffers": cfg.seeds * replay,
+        "roll-out": cfg.seeds * cfg.n_envs * per_env,
+        "evaluation": cfg.seeds * cfg.test_episodes * per_env,
+        # a replay learner's sampled batch; an on-policy learner's update runs over the
+        # whole collection
+        "update batch": cfg.seeds * (cfg.batch_size if replay else cfg.n_envs) * (
+            buffer_bytes(spec, 1) * bool(replay) + spec.episode_limit * step),
+    }
+
+
+def memory_check(program: Program, available: int | None = None) -> None:
+    """Refuse, before anything is allocated or compiled, a run that cannot fit.
+
+    Everything :func:`memory_parts` counts must fit in 80% of the memory available now
+    (host RAM on the CPU, the device's limit on an accelerator), next to the compiled
+    program and its temporaries. Issue 41: a ``hidden_dim``, ``n_envs``,
+    ``test_episodes`` or seed count far too large used to hang in allocation or die in an
+    XLA ``RESOURCE_EXHAUSTED`` traceback after minutes of compiling; now one line names
+    the largest part, its size and the setting to change."""
+    cfg = program.cfg
+    parts = memory_parts(program)
+    need = sum(v for k, v in parts.items() if k != "replay buffers")
     if available is None:
         available = available_memory()
     if available is None or need <= 0.8 * available:
         return
-    per_episode = need / (cfg.seeds * cfg.buffer_size)
-    fit_size = int(0.8 * available / (cfg.seeds * per_episode))
-    fit_seeds = int(0.8 * available / (cfg.buffer_size * per_episode))
-    hint = f"buffer_size={fit_size}" if fit_size >= cfg.batch_size else "a smaller scenario"
+    budget = 0.8 * available
+    other = need - parts["replay buffers"]
+    largest = max((k for k in parts if k != "training state"), key=parts.__getitem__)
+    if parts["replay buffers"] >= max(parts[largest], other):
+        per_episode = parts["replay buffers"] / (cfg.seeds * cfg.buffer_size)
+        fit_size = int(max(budget - other, 0) / (cfg.seeds * per_episode))
+        fit_seeds = int(budget / (need / cfg.seeds))
+        hint = f"buffer_size={fit_size}" if fit_size >= cfg.batch_size else "a smaller scenario"
+        raise MeigmError(
+            f"the replay buffers need {parts['replay buffers'] / 2**30:.1f} GiB ({cfg.seeds} seeds x "
+            f"{cfg.buffer_size} episodes x {byte_size(per_episode)}) and the rest of the run "
+            f"{byte_size(other)}, but only {available / 2**30:.1f} GiB of memory is available; "
+            f"use {hint}" + (f" or seeds={fit_seeds}" if fit_seeds >= 1 else "")
+            + " (nothing was allocated)")
+    knobs = {"training state": "a smaller hidden_dim/mixing_embed or fewer seeds",
+             "roll-out": "a smaller n_envs", "evaluation": "fewer test_episodes",
+             "update batch": "a smaller batch_size"}
+    if parts["training state"] - parts["replay buffers"] > parts[largest]:
+        largest = "training state"
+    shown = ", ".join(f"{k} {byte_size(v)}" for k, v in parts.items() if v and k != "replay buffers")
     raise MeigmError(
-        f"the replay buffers need {need / 2**30:.1f} GiB ({cfg.seeds} seeds x {cfg.buffer_size} "
-        f"episodes x {byte_size(per_episode)}) but only {available / 2**30:.1f} GiB of memory "
-        f"is available; use {hint}" + (f" or seeds={fit_seeds}" if fit_seeds >= 1 else "")
-        + " (nothing was allocated)")
+        f"this run needs about {byte_size(need)} ({shown}; {cfg.seeds} seed(s)) but only "
+        f"{byte_size(available)} of memory is available; the {largest} is the largest part: use "
+        f"{knobs[largest]} (nothing was allocated or compiled)")
 
 
 def byte_size(n: float) -> str:
@@ -374,6 +438,8 @@ class RunLoop:
     # run; None for a checkpoint written before it was recorded), and when this one started.
     wall_before: float | None = 0.0
     started: float = field(default_factory=time.perf_counter)
+    # why final.safetensors could not be written (full disk), or None
+    final_missing: str | None = None
 
     def wall_so_far(self) -> float | None:
         """Training wall time of the whole run so far, over every process that resumed it."""
@@ -533,9 +599,14 @@ def save_checkpoints(loop: RunLoop, finished: bool) -> None:
         return
     cfg, run_dir, done = loop.cfg, loop.run_dir, loop.done_steps
     t_env = np.asarray(loop.state.t_env)
-    if finished:
-        save_checkpoint(checkpoint_path(run_dir, None), loop.state, cfg, t_env, loop.evaluation,
-                        with_buffer=False, run_meta={"diverged": loop.diverged})
+    if finished:  # training is done: a checkpoint that cannot be written must not cost the results
+        try:
+            save_checkpoint(checkpoint_path(run_dir, None), loop.state, cfg, t_env,
+                            loop.evaluation, with_buffer=False, run_meta={"diverged": loop.diverged})
+        except CheckpointWriteError as exc:
+            loop.final_missing = str(exc)
+            loop.echo(f"warning: {exc}; the run's results are written without "
+                      f"{FINAL} (eval and export use its newest interval checkpoint)")
         return
     if loop.next_checkpoint is None or done < loop.next_checkpoint:
         return
@@ -583,7 +654,7 @@ def train_run(
     if cfg.wandb:
         require_wandb()  # before the run directory exists: a failed start leaves nothing
     program = make_program(cfg, env)  # cheap: nothing is allocated or started yet
-    memory_check(program.cfg, program.trainer.scheme)
+    memory_check(program)
     if out is None:
         return _train_program(program, out, progress, echo, resume)
     # refusals that need no lock come first: the lock creates the directory and its lock file
@@ -677,6 +748,8 @@ def finish(loop: RunLoop, wall: float, compile_s: float, steps_before: int = 0) 
         results["resumed_from"] = str(loop.restored_from)
     if loop.diverged:
         results["diverged"] = {str(cfg.seed + i): w for i, w in sorted(loop.diverged.items())}
+    if loop.final_missing is not None:
+        results["final_checkpoint_missing"] = loop.final_missing
     if (not isinstance(env, HostEnv) and getattr(env, "payoff", None) is not None
             and math.prod([spec.n_actions] * spec.n_agents) <= MAX_VIEW_JOINTS):
         # the Table 1 view: games with a payoff table only (for a sequential task one
