@@ -160,7 +160,8 @@ class Config:
     None: the scenario's setting — the paper's 0.32 for terran and 0.24 on SMAC-v2/SMAX and
     elsewhere; 1.4 on Overcooked, where 0.24 ran α down to ~0 on still-flat values and
     stopped exploration and 0.8 explored too little on asymmetric advantages
-    (``meigm/envs/overcooked.py``; benchmarks/notes/overcooked.md, "Overcooked's target entropy: 1.4 per agent")."""
+    (``meigm/envs/overcooked.py``; benchmarks/notes/overcooked.md, "Overcooked's target
+    entropy: 1.4 per agent")."""
     alpha_loss: str = "exact"
     """Eq. (11) expectation: exact (−Σπ log π of each policy) or sampled (batch actions)."""
     entropy_agents: str = "all"

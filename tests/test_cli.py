@@ -282,3 +282,13 @@ def test_compare_takes_the_qplex_family(tmp_path, capfd):
     summary = json.loads((out / "comparison.json").read_text())
     assert {k: v["alg"] for k, v in summary["variants"].items()} == \
         {"qplex": "qplex", "me_qplex": "me_qplex"}
+
+
+def test_importing_the_environments_keeps_the_callers_stdout_and_prints_nothing():
+    """JaxMARL's import chain rebinds ``sys.stdout`` and prints a banner: a capture set up
+    before ``import meigm.envs`` (pytest's capsys when a test is the first to import it)
+    used to lose everything printed after."""
+    code = ("import io, sys; f = io.StringIO(); sys.stdout = f; import meigm.envs; "
+            "kept = sys.stdout is f; sys.stdout = sys.__stdout__; print(kept, repr(f.getvalue()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True ''"

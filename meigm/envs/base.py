@@ -29,7 +29,10 @@ def _import_jaxmarl_quietly() -> type:
 
     The banner is printed after something in JaxMARL's import chain rebinds
     ``sys.stdout``, so a ``redirect_stdout`` cannot catch it; silence the descriptor.
+    The rebinding is undone too: whatever ``sys.stdout`` and ``sys.stderr`` were (a
+    caller's capture, pytest's ``capsys``) they are again after the import.
     """
+    streams = sys.stdout, sys.stderr
     sys.stdout.flush()
     saved = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -42,6 +45,7 @@ def _import_jaxmarl_quietly() -> type:
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
+        sys.stdout, sys.stderr = streams
     return MultiAgentEnv
 
 
