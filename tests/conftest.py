@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 # Tests run on the CPU even where a GPU build of jaxlib is installed.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Compiled programs go to the session's cache (pytest_configure), never the user's; the
+# CLI subprocesses tests start inherit it.
+os.environ["MEIGM_COMPILATION_CACHE"] = os.environ.get("MEIGM_TEST_JAX_CACHE") or os.path.join(
+    tempfile.gettempdir(), "meigm-test-jax-cache")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -65,14 +70,9 @@ def smax_run(tmp_path_factory) -> Path:
 def pytest_configure(config):
     """Share compiled programs between tests (and xdist workers) of one session: identical
     configs (e.g. a reproducibility re-run) then skip XLA compilation."""
-    import tempfile
-
     import jax
 
-    cache = os.environ.get("MEIGM_TEST_JAX_CACHE") or os.path.join(
-        tempfile.gettempdir(), "meigm-test-jax-cache"
-    )
-    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_compilation_cache_dir", os.environ["MEIGM_COMPILATION_CACHE"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
