@@ -209,6 +209,9 @@ def _mean_ci(x: np.ndarray, scale: float = 100.0, digits: int = 1) -> str:
 
 
 def _diff(d: float, lo: float, hi: float, scale: float = 100.0) -> str:
+    """A difference and its interval; a side with one seed has no spread, so no interval."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{scale * d:+.1f} (no interval: one seed a side)"
     return f"{scale * d:+.1f} [{scale * lo:+.1f}, {scale * hi:+.1f}]"
 
 
@@ -643,6 +646,32 @@ def released(lines: list[str]) -> dict:
     return out
 
 
+def entropy_agents(lines: list[str]) -> dict:
+    """Which agents ME-QMIX's temperature target counts (issue 41; not a claim of the paper,
+    whose App. E counts every agent and whose released code fixes α)."""
+    lines += ["## Which agents the temperature's target counts (meigm's open choice)", "",
+              "App. E sets H̄ = target_entropy · n over every agent; a dead SMAX unit can only "
+              "no-op (entropy 0), so the living agents carry its share and α rises late in a "
+              "fight. `entropy_agents=alive` counts the agents with a choice "
+              "(`benchmarks/presets/entropy_agents.yaml`). ME-QMIX on protoss 5v5 at 1M, "
+              "protocol score, win rate %.", "",
+              "| target over | protocol score | alive − all, points [95% Welch] | verdict |",
+              "|---|---|---|---|"]
+    every = race_cell("protoss_5_vs_5", "me_qmix")
+    alive = race_cell("protoss_5_vs_5", "me_qmix_alive")
+    lines.append(f"| all agents (default) | {_mean_ci(every.scores)} ({len(every.seeds)}) | – | – |"
+                 if every is not None else "| all agents (default) | not run | – | – |")
+    if alive is None or every is None:
+        lines += [f"| living agents | {projected('protoss_5_vs_5', 'me_qmix', seeds=5)} (5 seeds, "
+                  "queued) | – | not run |", ""]
+        return {"verdict": "not run"}
+    d, lo, hi = diff_ci(alive.scores, every.scores)
+    v = "alive ahead" if lo > 0 else "all ahead" if hi < 0 else "not separated"
+    lines += [f"| living agents | {_mean_ci(alive.scores)} ({len(alive.seeds)}) | {_diff(d, lo, hi)} | "
+              f"{v} |", ""]
+    return {"difference": d, "ci95": [lo, hi], "verdict": v}
+
+
 def figure5_6(lines: list[str]) -> dict:
     """Figure 5 (long ε annealing) and Figure 6 (α's learning rate, the target entropy)."""
     out = {}
@@ -727,6 +756,7 @@ def generate(figures: Path = DOCS / "reproduction", draw: bool = True) -> str:
     summary["table2"] = table2(body)
     summary["ablations"] = table3_4(body, summary["central"])
     summary["released"] = released(body)
+    summary["entropy_agents"] = entropy_agents(body)
     summary["figure5_6"] = figure5_6(body)
     lines += _overview(summary) + body
     return "\n".join(lines) + "\n"
