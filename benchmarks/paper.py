@@ -451,6 +451,13 @@ def table1(lines: list[str]) -> dict:
                   f"(C,C) the successes move to other seeds ({int(sum(cc['observed_success']))}/30; "
                   f"accuracy of the same rule on π_i(C) {cc['table']['accuracy']:.0%}). A strong "
                   "predictor, not an exact one; benchmarks/README.md states the mechanism.", ""]
+        if "streams" in thr:
+            st = thr["streams"]
+            lines += [f"Trained again from the same initial parameters on new key streams, "
+                      f"{st['same_outcome_as_me_qmix']} of {len(st['greedy'])} seeds end with the "
+                      f"same outcome ((A,A) or not; {int(sum(st['observed_success']))}/"
+                      f"{len(st['greedy'])} succeed): a seed's fate is mostly set by its "
+                      "initialisation, before it acts.", ""]
     released_path = RESULTS / "table1_comparison_released.json"
     if released_path.is_file():
         rel = json.loads(released_path.read_text())

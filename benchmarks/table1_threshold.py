@@ -211,7 +211,7 @@ def markdown(record: dict[str, Any]) -> str:
     thr = record["threshold"]
     lines = [f"# Table 1: untrained policy vs outcome ({record['seeds']} seeds, {record['machine']})", ""]
     for part, e in record["parts"].items():
-        if "table" not in e:
+        if "table" not in e or part == "streams":  # the streams part has its own section
             continue
         t, act = e["table"], "A" if part == "me_qmix" else "C"
         lines += [f"## {part} on {e['env']} {' '.join(e['overrides'])}".rstrip(), "",
@@ -270,7 +270,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=30)
     p.add_argument("--threshold", type=float, default=0.355)
-    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated from: {', '.join(PARTS)}")
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help=f"comma-separated from: {', '.join(PARTS)} ('' rewrites threshold.md from the JSON)")
     p.add_argument("--out", type=Path, default=OUT, help="directory for threshold.{json,md}")
     a = p.parse_args()
     record: dict[str, Any] = {
@@ -282,7 +283,7 @@ def main() -> None:
         old = json.loads(saved.read_text())
         if (old["seeds"], old["threshold"]) == (a.seeds, a.threshold):
             record["parts"] = old["parts"]
-    for part in a.parts.split(","):
+    for part in filter(None, a.parts.split(",")):  # --parts '' rewrites the tables only
         if part == "streams":
             run_streams(a.seeds, record, a.out)
         else:
