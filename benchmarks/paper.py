@@ -203,7 +203,7 @@ def _mean_ci(x: np.ndarray, scale: float = 100.0, digits: int = 1) -> str:
     """mean [95% t interval] of the seeds' scores, in points."""
     m = float(np.mean(x))
     if len(x) < 2:
-        return f"{scale * m:.{digits}f} (1 seed)"
+        return f"{scale * m:.{digits}f}, no interval"  # callers give the seed count
     half = float(stats.t.ppf(0.975, len(x) - 1) * np.std(x, ddof=1) / np.sqrt(len(x)))
     return f"{scale * m:.{digits}f} [{scale * (m - half):.{digits}f}, {scale * (m + half):.{digits}f}]"
 
@@ -211,7 +211,7 @@ def _mean_ci(x: np.ndarray, scale: float = 100.0, digits: int = 1) -> str:
 def _diff(d: float, lo: float, hi: float, scale: float = 100.0) -> str:
     """A difference and its interval; a side with one seed has no spread, so no interval."""
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        return f"{scale * d:+.1f} (no interval: one seed a side)"
+        return f"{scale * d:+.1f} (no interval: a side has one seed)"
     return f"{scale * d:+.1f} [{scale * lo:+.1f}, {scale * hi:+.1f}]"
 
 
