@@ -36,7 +36,7 @@ from meigm.learners import Learner
 from meigm.learners.common import apply_gradients
 from meigm.rollout import EpisodeBuffer, buffer_add, buffer_bytes, buffer_init, buffer_sample
 from meigm.rollout.buffer import empty_episodes, longest_episode, trim_episodes
-from meigm.types import Episodes, LearnerState, Params, seed_max
+from meigm.types import Episodes, LearnerState, Params, per_seed, seed_max
 
 
 class DataScheme(Protocol):
@@ -98,14 +98,18 @@ class EpisodeReplay:
         buf = buffer_add(data.buffer, episodes, active)  # gated slot by slot: cheap
         can_learn = buf.size >= cfg.batch_size  # [] this seed's buffer holds a batch
 
-        def learn(ls: LearnerState):
+        @per_seed  # each seed unrolls its own batches to its own buckets
+        def updates(ls: LearnerState, buf: EpisodeBuffer, key: jax.Array):
             def one(ls, k):
                 k_sample, k_update = jax.random.split(k)
                 batch = buffer_sample(buf, k_sample, cfg.batch_size)
                 return bucketed_update(self.learner, self.buckets, ls, batch, k_update,
                                        cfg.length_groups)
 
-            new, metrics = jax.lax.scan(one, ls, jax.random.split(key, cfg.updates_per_collect))
+            return jax.lax.scan(one, ls, jax.random.split(key, cfg.updates_per_collect))
+
+        def learn(ls: LearnerState):
+            new, metrics = updates(ls, buf, key)
             metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
             # A seed whose buffer is still short of a batch keeps its state (seeds fill in
             # step, so this only matters when they are out of step): a select of params.
@@ -196,8 +200,10 @@ def bucketed_update(learner: Learner, buckets: tuple[int, ...], ls: LearnerState
     Why: one timed-out episode keeps a whole batch at the episode limit — on the SMAX
     races 82-100% of batches of 128 hold one — while sorted, only its group pays for it.
 
-    Each bucket index is the largest any seed needs, so that under the seed vmap the
-    switch stays a switch and only one bucket is computed.
+    Each bucket index is the largest any seed needs (:func:`meigm.types.seed_max`), so
+    that under the seed vmap the switch stays a switch and only one bucket is computed;
+    the replay scheme calls it inside :func:`meigm.types.per_seed`, where that is each
+    seed's own.
     """
     if groups == 1:
         if len(buckets) == 1:

@@ -6,9 +6,12 @@ O observation size, S state size, E parallel environments.
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import struct
 
 Params = dict[str, Any]
@@ -53,12 +56,46 @@ class LearnerState:
 SEEDS = "seeds"
 
 
+#: True while tracing one seed's lane of :func:`per_seed` (the seed axis is then explicit).
+_ONE_LANE = contextvars.ContextVar("meigm_one_lane", default=False)
+
+
 def seed_max(x: jax.Array) -> jax.Array:
     """Max of ``x`` over the vmapped seeds (:data:`SEEDS`); ``x`` itself when called
-    outside a seed vmap (one seed, e.g. ``jax.jit(trainer.run)``). The result is
-    unbatched: code that branches or loops on it keeps a real branch or loop under the
-    vmap instead of a select between the seeds' states."""
+    outside a seed vmap (one seed, e.g. ``jax.jit(trainer.run)``) or inside one seed's
+    lane of :func:`per_seed`. The result is unbatched: code that branches or loops on it
+    keeps a real branch or loop under the vmap instead of a select between the seeds'
+    states."""
+    if _ONE_LANE.get():
+        return x
     try:
         return jax.lax.pmax(x, SEEDS)
     except NameError:  # the axis is not bound: a single seed
         return x
+
+
+def per_seed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a pure function of one seed's arrays) that, under the seed vmap, runs the
+    seeds one after another (``lax.map``) instead of as one batched computation.
+
+    Why: a ``lax.switch`` or loop on a per-seed value must be unbatched under ``vmap``, so
+    :func:`seed_max` makes every seed take the branch the most demanding seed needs; an
+    update's length bucket is such a branch, and on the CPU three protoss seeds in one
+    program cost 1.32x what three programs cost with buckets and 0.98x without
+    (benchmarks/README.md, "What makes packed seeds dearer"). Inside the lanes
+    :func:`seed_max` is the identity, so each seed takes its own branch and computes
+    exactly what it computes alone. Outside a vmap ``fn`` runs as it is."""
+    wrapped = jax.custom_batching.custom_vmap(fn)
+
+    @wrapped.def_vmap
+    def lanes(axis_size: int, in_batched: Any, *args: Any) -> tuple[Any, Any]:
+        args = jax.tree.map(lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x))),
+                            args, tuple(in_batched))
+        token = _ONE_LANE.set(True)
+        try:
+            out = jax.lax.map(lambda a: fn(*a), args)
+        finally:
+            _ONE_LANE.reset(token)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return wrapped

@@ -243,15 +243,16 @@ def memory_parts(program: Program) -> dict[str, int]:
       environment's state and one step of the agent network's activations;
     * ``evaluation``: the same for ``test_episodes`` episodes run side by side (counted
       as whole episodes: an upper bound where XLA keeps less of a roll-out nobody reads);
-    * ``update batch``: ``batch_size`` sampled episodes per seed (for on-policy learners
-      the ``n_envs`` collected ones) and the network's activations over every step of
-      them, kept for the backward pass.
+    * ``update batch``: ``batch_size`` sampled episodes of one seed (the seeds' updates run
+      one after another; for on-policy learners every seed's ``n_envs`` collected ones)
+      and the network's activations over every step of them, kept for the backward pass.
 
     The activations are an estimate (inputs, a GRU's gates, Q-values: ``N · (input + 6H +
     2A)`` floats per environment step), and the whole a lower bound of a run's peak: on
     ``matrix:table1`` with 10^8 test episodes it gives 307 GiB where XLA asked for 413 GB
-    (385 GiB); for ten seeds of ``smax:protoss_5_vs_5`` 16.4 GiB where the process peaked
-    at 18.6 GB (17.3 GiB, benchmarks/README.md's seed-cost measurement)."""
+    (385 GiB); for ten seeds of ``smax:protoss_5_vs_5`` 14.9 GiB, where the process
+    peaked at 18.6 GB (17.3 GiB, benchmarks/README.md's seed-cost measurement) when every
+    seed's update still ran at once."""
     cfg, env = program.cfg, program.env
     spec = env.spec
 
@@ -270,10 +271,11 @@ def memory_parts(program: Program) -> dict[str, int]:
         "replay buffers": cfg.seeds * replay,
         "roll-out": cfg.seeds * cfg.n_envs * per_env,
         "evaluation": cfg.seeds * cfg.test_episodes * per_env,
-        # a replay learner's sampled batch; an on-policy learner's update runs over the
-        # whole collection
-        "update batch": cfg.seeds * (cfg.batch_size if replay else cfg.n_envs) * (
-            buffer_bytes(spec, 1) * bool(replay) + spec.episode_limit * step),
+        # a replay learner's sampled batch, one seed at a time (its updates run seed after
+        # seed: meigm.types.per_seed); an on-policy learner's update runs over the whole
+        # collection of every seed at once
+        "update batch": (cfg.batch_size * (buffer_bytes(spec, 1) + spec.episode_limit * step)
+                         if replay else cfg.seeds * cfg.n_envs * spec.episode_limit * step),
     }
 
 
