@@ -326,7 +326,9 @@ def test_a_buffer_that_does_not_fit_is_refused_before_allocation():
         memory_check(program, available=4 * 2**30)
     msg = str(info.value)
     assert "need 4.4 GiB (3 seeds x 5000 episodes x 0.30 MiB) and the rest of the run" in msg
-    assert "only 4.0 GiB" in msg and "seeds=1" in msg
+    assert "only 4.0 GiB" in msg and "seeds=2" in msg
+    memory_check(make_program(Config(env="smax:protoss_5_vs_5", seeds=2, buffer_size=5000)),
+                 available=4 * 2**30)  # the suggested seed count fits
     # the suggested buffer fits beside the rest of the run
     fit = int(re.search(r"buffer_size=(\d+)", msg).group(1))
     memory_check(make_program(Config(env="smax:protoss_5_vs_5", seeds=3, buffer_size=fit)),

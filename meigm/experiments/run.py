@@ -301,7 +301,8 @@ def memory_check(program: Program, available: int | None = None) -> None:
     if parts["replay buffers"] >= max(parts[largest], other):
         per_episode = parts["replay buffers"] / (cfg.seeds * cfg.buffer_size)
         fit_size = int(max(budget - other, 0) / (cfg.seeds * per_episode))
-        fit_seeds = int(budget / (need / cfg.seeds))
+        shared = parts["update batch"] if program.trainer.scheme.memory_bytes() else 0
+        fit_seeds = int((budget - shared) / ((need - shared) / cfg.seeds))
         hint = f"buffer_size={fit_size}" if fit_size >= cfg.batch_size else "a smaller scenario"
         raise MeigmError(
             f"the replay buffers need {parts['replay buffers'] / 2**30:.1f} GiB ({cfg.seeds} seeds x "
