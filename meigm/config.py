@@ -450,12 +450,13 @@ def _check_choices(cfg: Config) -> None:
     for key in ("entropy_coef", "value_loss_coef"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(cfg, key)!r}")
-    if cfg.n_envs is not None and cfg.n_envs % cfg.ppo_minibatches:
+    if cfg.n_envs is not None and cfg.n_envs % cfg.ppo_minibatches and cfg.on_policy:
         raise ConfigError(f"ppo_minibatches ({cfg.ppo_minibatches}) must divide n_envs "
                           f"({cfg.n_envs}): each minibatch holds whole episodes")
-    if cfg.n_envs is not None and cfg.n_envs > cfg.buffer_size:
+    # the replay buffer's sizes bind replay learners only; the PPO family has no buffer
+    if cfg.n_envs is not None and cfg.n_envs > cfg.buffer_size and not cfg.on_policy:
         raise ConfigError(f"n_envs ({cfg.n_envs}) cannot exceed buffer_size ({cfg.buffer_size})")
-    if cfg.batch_size > cfg.buffer_size:
+    if cfg.batch_size > cfg.buffer_size and not cfg.on_policy:
         raise ConfigError(
             f"batch_size ({cfg.batch_size}) cannot exceed buffer_size ({cfg.buffer_size})"
         )

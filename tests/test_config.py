@@ -221,6 +221,16 @@ def test_n_envs_cannot_exceed_buffer():
         build(None, ["n_envs=64", "buffer_size=32", "batch_size=8"])
 
 
+def test_the_buffer_and_minibatch_limits_bind_only_the_learners_that_use_them():
+    """The PPO family has no replay buffer and the replay learners no PPO minibatches: a
+    limit of one must not refuse the other's config."""
+    cfg = build(None, ["n_envs=64", "buffer_size=32", "batch_size=128"], alg="mappo")
+    assert cfg.n_envs == 64
+    assert build(None, ["n_envs=6", "ppo_minibatches=4"], alg="qmix").n_envs == 6
+    with pytest.raises(ConfigError, match=r"ppo_minibatches \(4\) must divide n_envs \(6\)"):
+        build(None, ["n_envs=6", "ppo_minibatches=4"], alg="mappo")
+
+
 def test_preset_then_fields_then_overrides(tmp_path):
     preset = tmp_path / "preset.yaml"
     preset.write_text(
