@@ -43,7 +43,7 @@ and never uses a fixed key, so vmapped seeds are independent (tested).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,8 @@ from flax import struct
 from meigm.config import Config, check_counters
 from meigm.envs import Env, make_env
 from meigm.envs.host import HostEnv, HostVecEnv
+from meigm.errors import ConfigError
+from meigm.lanes import Hyper, bind, check_variants, hyper_of, stack_hyper
 from meigm.learners import Learner, make_learner
 from meigm.rollout import greedy_act, rollout
 from meigm.rollout.buffer import empty_episodes, length_buckets
@@ -74,6 +76,10 @@ class TrainState:
     t_env: jax.Array  # [] env steps collected (real steps only)
     episodes: jax.Array  # [] episodes collected
     updates: jax.Array  # [] gradient updates done
+    #: this lane's hyper-parameters, {lane field: []} (:mod:`meigm.lanes`): config, not
+    #: state — never checkpointed, set from the run's config when a state is built or
+    #: restored (:func:`with_hyper`)
+    hyper: dict[str, jax.Array] = struct.field(default_factory=dict)
 
 
 def eval_target(cfg: Config, index: int) -> int:
@@ -107,12 +113,37 @@ class Trainer:
 @dataclass(frozen=True)
 class Program:
     """What one config runs: the config resolved against its scenario, the environment,
-    the learner and the trainer built from them (:func:`make_program`)."""
+    the learner and the trainer built from them (:func:`make_program`).
+
+    A packed program (``make_program(cfg, variants=...)``) trains several variants that
+    differ only in lane fields (:mod:`meigm.lanes`): its lanes are variant ``l``'s seeds
+    ``cfg.seeds · l .. cfg.seeds · (l + 1) - 1``, each with the variant's hyper-parameters
+    and keys (:meth:`lane_hyper`, :meth:`lane_keys`)."""
 
     cfg: Config
     env: Env | HostEnv
     learner: Learner
     trainer: Trainer
+    #: the resolved variants, one per group of ``cfg.seeds`` lanes; ``cfg`` is the first
+    variants: tuple[Config, ...] = ()
+
+    @property
+    def members(self) -> tuple[Config, ...]:
+        """The variants trained, in lane order (the program's own config when unpacked)."""
+        return self.variants or (self.cfg,)
+
+    @property
+    def lanes(self) -> int:
+        """Lanes of the compiled program: variants × seeds."""
+        return len(self.members) * self.cfg.seeds
+
+    def lane_keys(self) -> jax.Array:
+        """[lanes, 2]: variant ``v``'s seed ``i`` uses ``PRNGKey(v.seed + i)``, as alone."""
+        return jnp.concatenate([seed_keys(v) for v in self.members])
+
+    def lane_hyper(self) -> dict[str, np.ndarray]:
+        """{lane field: [lanes]}: each lane's hyper-parameters (:mod:`meigm.lanes`)."""
+        return stack_hyper(self.members, self.cfg.seeds)
 
 
 def resolve_config(cfg: Config, env: Env | HostEnv | None = None) -> tuple[Config, Env | HostEnv]:
@@ -124,13 +155,26 @@ def resolve_config(cfg: Config, env: Env | HostEnv | None = None) -> tuple[Confi
     return cfg, env
 
 
-def make_program(cfg: Config, env: Env | HostEnv | None = None) -> Program:
+def make_program(cfg: Config, env: Env | HostEnv | None = None,
+                 variants: Sequence[Config] = ()) -> Program:
     """The one way from a config to a runnable program: environment, resolved config,
     learner, trainer. ``env`` replaces the registry's scenario (a custom environment);
-    the config's ``env`` name is then only a label."""
+    the config's ``env`` name is then only a label.
+
+    ``variants``: configs to train as lanes of this one program beside ``cfg`` (which is
+    the first of them); they may differ from it only in lane fields and ``seed``
+    (:func:`meigm.lanes.check_variants` refuses anything else in one line)."""
     cfg, env = resolve_config(cfg, env)
+    packed: tuple[Config, ...] = ()
+    if variants:
+        packed = (cfg, *(resolve_config(v, env)[0] for v in variants))
+        check_variants(packed)
+        if isinstance(env, HostEnv):
+            raise ConfigError(f"{cfg.env} steps on the host: its programs cannot pack variants "
+                              "(train each variant as its own run)")
     learner = make_learner(cfg, env.spec)
-    return Program(cfg=cfg, env=env, learner=learner, trainer=make_train(cfg, env, learner))
+    return Program(cfg=cfg, env=env, learner=learner, trainer=make_train(cfg, env, learner),
+                   variants=packed)
 
 
 def shaping_coef(t_env: jax.Array, horizon: int | None) -> jax.Array:
@@ -163,18 +207,24 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
     buckets = length_buckets(spec.episode_limit, cfg.length_buckets)
     scheme = make_scheme(cfg, spec, learner, buckets)
 
-    def init(key: jax.Array) -> TrainState:
+    def lane(hyper: Hyper) -> tuple[Learner, DataScheme]:
+        """The learner and data scheme of one lane, built (inside the trace) from the config
+        bound to the lane's hyper-parameters :mod:`meigm.lanes`; ``learner`` and ``scheme``
+        above serve what no lane changes (shapes, the agent network, evaluation)."""
+        bound_learner = make_learner(bind(cfg, hyper), spec)
+        return bound_learner, make_scheme(bind(cfg, hyper), spec, bound_learner, buckets)
+
+    def init(key: jax.Array, hyper: Hyper | None = None) -> TrainState:
+        """One lane's state; ``hyper`` None: the config's own values."""
+        hyper = hyper_of(cfg) if hyper is None else hyper
         k_learner, k_run = jax.random.split(key)
         zero = jnp.zeros((), jnp.int32)
-        return TrainState(learner=learner.init(k_learner), data=scheme.init(), key=k_run,
-                          t_env=zero, episodes=zero, updates=zero)
+        lane_learner, lane_scheme = lane(hyper)
+        return TrainState(learner=lane_learner.init(k_learner), data=lane_scheme.init(), key=k_run,
+                          t_env=zero, episodes=zero, updates=zero, hyper=hyper)
 
-    # Optional learner hook: time-dependent values kept in the learner state (FOP's α),
-    # set from the env-step count before each round of updates.
-    schedule = getattr(learner, "schedule", None)
-
-    def explore_fn(t_env: jax.Array):
-        return lambda params, q, state, avail, key: learner.explore(params, q, state, avail, key, t_env)
+    def explore_fn(t_env: jax.Array, lrn: Learner = learner):
+        return lambda params, q, state, avail, key: lrn.explore(params, q, state, avail, key, t_env)
 
     @functools.cache
     def collection_shapes() -> Episodes:
@@ -209,15 +259,20 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
         both cheap)."""
         if not cfg.bootstrap_truncated:  # a cut episode's last real step becomes terminal
             episodes = episodes.replace(terminated=episodes.terminated | last_step(episodes.mask))
-        if cfg.reward_scale != 1.0:  # the learning reward only; stats keep the scenario's units
-            episodes = episodes.replace(reward=episodes.reward * cfg.reward_scale)
+        # the learning reward only (stats keep the scenario's units); a lane field, so
+        # always applied (× 1.0 is exact)
+        episodes = episodes.replace(reward=episodes.reward * ts.hyper["reward_scale"])
         t_env = ts.t_env + jnp.sum(stats.lengths)
         n_episodes = ts.episodes + cfg.n_envs
+        lane_learner, lane_scheme = lane(ts.hyper)
+        # Optional learner hook: time-dependent values kept in the learner state (FOP's α),
+        # set from the env-step count before each round of updates.
+        schedule = getattr(lane_learner, "schedule", None)
         ls = ts.learner if schedule is None else schedule(ts.learner, t_env)
-        data, ls, metrics, n_updates = scheme.absorb(ts.data, ls, episodes, k_learn, n_episodes,
-                                                     active)
+        data, ls, metrics, n_updates = lane_scheme.absorb(ts.data, ls, episodes, k_learn,
+                                                          n_episodes, active)
         new = TrainState(learner=ls, data=ts.data, key=key, t_env=t_env, episodes=n_episodes,
-                         updates=ts.updates + n_updates)
+                         updates=ts.updates + n_updates, hyper=ts.hyper)
         new = keep_where(active, new, ts).replace(data=data)
         out = {
             "learned": n_updates > 0,
@@ -238,7 +293,7 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
         params = ts.learner.params
         coef = shaping_coef(ts.t_env, cfg.reward_shaping_horizon)
         episodes, stats = rollout(
-            env, learner.agent.apply, params["agent"], explore_fn(ts.t_env), params,
+            env, learner.agent.apply, params["agent"], explore_fn(ts.t_env, lane(ts.hyper)[0]), params,
             learner.hidden_dim, k_collect, cfg.n_envs, shaping_coef=coef,
         )
         return absorb(ts, key, k_learn, coef, episodes, stats, active)
@@ -438,7 +493,7 @@ def _broadcast_target(run: Callable) -> Callable:
     return run_to
 
 
-def init_seeds(init: Callable[[jax.Array], object], keys: jax.Array):
+def init_seeds(init: Callable[..., object], keys: jax.Array, hyper: dict[str, Any] | None = None):
     """Initialise every seed and stack the results along a leading seed axis.
 
     Deliberately *not* ``vmap(init)``: Flax's orthogonal GRU initialiser is a QR
@@ -453,13 +508,15 @@ def init_seeds(init: Callable[[jax.Array], object], keys: jax.Array):
     the stacked state (its replay buffers most of all) is written once, not built
     per seed and copied: the start of a run needs its buffers' memory once, not twice.
 
-    keys [seeds, 2] -> pytree with leaves [seeds, ...].
+    keys [lanes, 2], hyper {lane field: [lanes]} or None (the program's own config in
+    every lane) -> pytree with leaves [lanes, ...].
     """
-    def init_all(keys):
-        states = [init(keys[i]) for i in range(keys.shape[0])]
+    def init_all(keys, hyper):
+        states = [init(keys[i]) if hyper is None else init(keys[i], {k: v[i] for k, v in hyper.items()})
+                  for i in range(keys.shape[0])]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
-    return jax.jit(init_all)(keys)
+    return jax.jit(init_all)(keys, hyper)
 
 
 def seed_keys(cfg: Config) -> jax.Array:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from flax import struct
 
 Params = dict[str, Any]
@@ -84,18 +83,41 @@ def per_seed(fn: Callable[..., Any]) -> Callable[..., Any]:
     program cost 1.32x what three programs cost with buckets and 0.98x without
     (benchmarks/README.md, "What makes packed seeds dearer"). Inside the lanes
     :func:`seed_max` is the identity, so each seed takes its own branch and computes
-    exactly what it computes alone. Outside a vmap ``fn`` runs as it is."""
-    wrapped = jax.custom_batching.custom_vmap(fn)
+    exactly what it computes alone. Outside a vmap ``fn`` runs as it is.
 
-    @wrapped.def_vmap
-    def lanes(axis_size: int, in_batched: Any, *args: Any) -> tuple[Any, Any]:
-        args = jax.tree.map(lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x))),
-                            args, tuple(in_batched))
+    ``fn`` may close over per-seed values (a lane's learning rate, :mod:`meigm.lanes`):
+    it is traced once to a jaxpr (as one lane: :func:`seed_max` the identity) whose
+    captured values become explicit arguments of the custom-vmapped call, since
+    ``custom_vmap`` takes no batched closures."""
+    def call(*args: Any) -> Any:
         token = _ONE_LANE.set(True)
         try:
-            out = jax.lax.map(lambda a: fn(*a), args)
+            closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
         finally:
             _ONE_LANE.reset(token)
-        return out, jax.tree.map(lambda _: True, out)
+        out_tree = jax.tree.structure(out_shape)
 
-    return wrapped
+        def converted(consts: list, *args: Any) -> Any:
+            flat = jax.core.eval_jaxpr(closed.jaxpr, consts, *jax.tree.leaves(args))
+            return jax.tree.unflatten(out_tree, flat)
+
+        wrapped = jax.custom_batching.custom_vmap(converted)
+
+        @wrapped.def_vmap
+        def lanes(axis_size: int, in_batched: Any, *args: Any) -> tuple[Any, Any]:
+            del axis_size
+            flags = jax.tree.leaves(tuple(in_batched))
+            leaves, tree = jax.tree.flatten(args)
+            mapped = [x for x, b in zip(leaves, flags, strict=True) if b]
+
+            def one(xs: list) -> Any:  # one lane: the batched leaves sliced, the rest shared
+                it = iter(xs)
+                lane = [next(it) if b else x for x, b in zip(leaves, flags, strict=True)]
+                return converted(*jax.tree.unflatten(tree, lane))
+
+            out = jax.lax.map(one, mapped)
+            return out, jax.tree.map(lambda _: True, out)
+
+        return wrapped(list(closed.consts), *args)
+
+    return call

@@ -90,7 +90,6 @@ from meigm.program import (
     init_seeds,
     is_update_metric,
     make_program,
-    seed_keys,
     select_seeds,
 )
 from meigm.provenance import provenance
@@ -254,7 +253,7 @@ def memory_parts(program: Program) -> dict[str, int]:
     peaked at 18.6 GB (17.3 GiB, benchmarks/README.md's seed-cost measurement) when every
     seed's update still ran at once."""
     cfg, env = program.cfg, program.env
-    spec = env.spec
+    spec, lanes = env.spec, program.lanes  # every seed of every packed variant
 
     def size(tree: Any) -> int:
         return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
@@ -267,15 +266,15 @@ def memory_parts(program: Program) -> dict[str, int]:
     per_env = buffer_bytes(spec, 1) + env_state + step
     replay = program.trainer.scheme.memory_bytes()
     return {
-        "training state": cfg.seeds * size(one),
-        "replay buffers": cfg.seeds * replay,
-        "roll-out": cfg.seeds * cfg.n_envs * per_env,
-        "evaluation": cfg.seeds * cfg.test_episodes * per_env,
+        "training state": lanes * size(one),
+        "replay buffers": lanes * replay,
+        "roll-out": lanes * cfg.n_envs * per_env,
+        "evaluation": lanes * cfg.test_episodes * per_env,
         # a replay learner's sampled batch, one seed at a time (its updates run seed after
         # seed: meigm.types.per_seed); an on-policy learner's update runs over the whole
         # collection of every seed at once
         "update batch": (cfg.batch_size * (buffer_bytes(spec, 1) + spec.episode_limit * step)
-                         if replay else cfg.seeds * cfg.n_envs * spec.episode_limit * step),
+                         if replay else lanes * cfg.n_envs * spec.episode_limit * step),
     }
 
 
@@ -288,7 +287,7 @@ def memory_check(program: Program, available: int | None = None) -> None:
     ``test_episodes`` or seed count far too large used to hang in allocation or die in an
     XLA ``RESOURCE_EXHAUSTED`` traceback after minutes of compiling; now one line names
     the largest part, its size and the setting to change."""
-    cfg = program.cfg
+    cfg, lanes = program.cfg, program.lanes
     parts = memory_parts(program)
     need = sum(v for k, v in parts.items() if k != "replay buffers")
     if available is None:
@@ -299,13 +298,13 @@ def memory_check(program: Program, available: int | None = None) -> None:
     other = need - parts["replay buffers"]
     largest = max((k for k in parts if k != "training state"), key=parts.__getitem__)
     if parts["replay buffers"] >= max(parts[largest], other):
-        per_episode = parts["replay buffers"] / (cfg.seeds * cfg.buffer_size)
-        fit_size = int(max(budget - other, 0) / (cfg.seeds * per_episode))
+        per_episode = parts["replay buffers"] / (lanes * cfg.buffer_size)
+        fit_size = int(max(budget - other, 0) / (lanes * per_episode))
         shared = parts["update batch"] if program.trainer.scheme.memory_bytes() else 0
-        fit_seeds = int((budget - shared) / ((need - shared) / cfg.seeds))
+        fit_seeds = int((budget - shared) / ((need - shared) / lanes))
         hint = f"buffer_size={fit_size}" if fit_size >= cfg.batch_size else "a smaller scenario"
         raise MeigmError(
-            f"the replay buffers need {parts['replay buffers'] / 2**30:.1f} GiB ({cfg.seeds} seeds x "
+            f"the replay buffers need {parts['replay buffers'] / 2**30:.1f} GiB ({lanes} seeds x "
             f"{cfg.buffer_size} episodes x {byte_size(per_episode)}) and the rest of the run "
             f"{byte_size(other)}, but only {available / 2**30:.1f} GiB of memory is available; "
             f"use {hint}" + (f" or seeds={fit_seeds}" if fit_seeds >= 1 else "")
@@ -317,7 +316,7 @@ def memory_check(program: Program, available: int | None = None) -> None:
         largest = "training state"
     shown = ", ".join(f"{k} {byte_size(v)}" for k, v in parts.items() if v and k != "replay buffers")
     raise MeigmError(
-        f"this run needs about {byte_size(need)} ({shown}; {cfg.seeds} seed(s)) but only "
+        f"this run needs about {byte_size(need)} ({shown}; {lanes} seed(s)) but only "
         f"{byte_size(available)} of memory is available; the {largest} is the largest part: use "
         f"{knobs[largest]} (nothing was allocated or compiled)")
 
@@ -463,7 +462,8 @@ def start_loop(program: Program, out: str | Path | None, resume: bool,
     """A fresh run (its directory and ``config.yaml`` written) or the state, counters
     and history of a resumed one (``metrics.jsonl`` cut back to its checkpoint)."""
     cfg = program.cfg
-    keys = seed_keys(cfg)
+    keys = program.lane_keys()
+    hyper = program.lane_hyper()  # config, not state: set, never restored
     interval = cfg.checkpoint_interval or 0
     first_checkpoint = interval if interval > 0 else None
     if not resume:
@@ -471,7 +471,7 @@ def start_loop(program: Program, out: str | Path | None, resume: bool,
         if out is not None:
             run_dir = prepare_run_dir(Path(out), echo)
             (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        return RunLoop(cfg, program, run_dir, echo, keys, init_seeds(program.trainer.init, keys),
+        return RunLoop(cfg, program, run_dir, echo, keys, init_seeds(program.trainer.init, keys, hyper),
                        next_checkpoint=first_checkpoint)
     run_dir = Path(out)
     check_resumable(run_dir)
@@ -479,7 +479,7 @@ def start_loop(program: Program, out: str | Path | None, resume: bool,
     def warn(message: str) -> None:
         echo(f"warning: {message}")
 
-    template = jax.eval_shape(jax.vmap(program.trainer.init), keys)
+    template = jax.eval_shape(jax.vmap(program.trainer.init), keys).replace(hyper=hyper)
     try:  # a checkpoint of another config or meigm version is never skipped over
         restored = newest_resumable(run_dir, template, warn=warn, cfg=cfg)
     except MeigmError as exc:
@@ -495,7 +495,7 @@ def start_loop(program: Program, out: str | Path | None, resume: bool,
         echo(f"no complete checkpoint in {run_dir}; starting it from the beginning")
         _truncate_metrics(run_dir / "metrics.jsonl", 0, cfg, warn)
         shutil.rmtree(run_dir / "tb", ignore_errors=True)
-        return RunLoop(cfg, program, run_dir, echo, keys, init_seeds(program.trainer.init, keys),
+        return RunLoop(cfg, program, run_dir, echo, keys, init_seeds(program.trainer.init, keys, hyper),
                        next_checkpoint=first_checkpoint)
     state, meta, path = restored
     evaluation = int(meta["eval_index"]) + 1

@@ -209,7 +209,7 @@ class FOP:
         self.mixer = FOPMixer(n_agents=spec.n_agents, heads=cfg.qplex_heads,
                               embed_dim=cfg.mixing_embed)
         clip = optax.clip_by_global_norm(cfg.grad_clip)
-        actor = optax.chain(clip, optax.adam(cfg.actor_lr or cfg.lr))
+        actor = optax.chain(clip, optax.adam(cfg.lr if cfg.actor_lr is None else cfg.actor_lr))
         critic = optax.chain(clip, optax.adam(cfg.lr))
         self.optimizer = labelled_optimizer(
             {"actor": actor, "critic": critic, "schedule": optax.set_to_zero()},

@@ -209,7 +209,7 @@ class HASAC:
         self.target_entropy = cfg.target_entropy  # per agent, H̄_i
         clip = optax.clip_by_global_norm(cfg.grad_clip)
         self.critic_opt = optax.chain(clip, optax.adam(cfg.lr))
-        self.actor_opt = optax.chain(clip, optax.adam(cfg.actor_lr or cfg.lr))
+        self.actor_opt = optax.chain(clip, optax.adam(cfg.lr if cfg.actor_lr is None else cfg.actor_lr))
         self.alpha_opt = (optax.adam(cfg.hasac_alpha_lr) if cfg.learn_alpha
                           else optax.set_to_zero())
 

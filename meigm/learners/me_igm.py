@@ -82,7 +82,7 @@ class MEIGM:
         self.target_entropy = cfg.target_entropy * spec.n_agents
         critic = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.lr))
         transform = optax.chain(
-            optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.opt_lr or cfg.lr)
+            optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.lr if cfg.opt_lr is None else cfg.opt_lr)
         )
         alpha = optax.adam(cfg.alpha_lr) if cfg.learn_alpha else optax.set_to_zero()
         self.optimizer = labelled_optimizer(

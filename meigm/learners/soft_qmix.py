@@ -182,8 +182,8 @@ class SoftQMIX:
     def __init__(self, cfg: Config, spec: EnvSpec) -> None:
         self.cfg, self.spec = cfg, spec
         self.hidden_dim = cfg.hidden_dim
-        self.alpha = float(cfg.alpha_init if cfg.alpha_init is not None
-                           else self.config_defaults["alpha_init"])
+        self.alpha = (cfg.alpha_init if cfg.alpha_init is not None  # a lane's scalar in the program
+                      else self.config_defaults["alpha_init"])
         self.agent = RNNAgent(n_actions=spec.n_actions, hidden_dim=cfg.hidden_dim)
         self.mixer = AdditiveUtilityMixer(  # g, the critic's transform (nmix.py:31-46, 83-102)
             n_agents=spec.n_agents, hidden=max(1, cfg.mixing_embed // 2),

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 def linear_epsilon(t_env: jax.Array, start: float, finish: float, anneal_steps: int) -> jax.Array:
     """pymarl's linear ε schedule: start -> finish over ``anneal_steps`` env steps."""
-    frac = jnp.clip(t_env / max(anneal_steps, 1), 0.0, 1.0)
+    frac = jnp.clip(t_env / jnp.maximum(anneal_steps, 1), 0.0, 1.0)  # a lane's scalar in the program
     return start + frac * (finish - start)
 
 

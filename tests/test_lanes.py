@@ -1,0 +1,150 @@
+"""Lanes (issue 43 item 2): variants that differ only in numeric hyper-parameters train as
+lanes of one compiled program, each exactly as it trains alone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from meigm import config
+from meigm.config import Config
+from meigm.errors import ConfigError
+from meigm.lanes import FREE_FIELDS, LANE_FIELDS, check_variants, lane_values, stack_hyper
+from meigm.program import compiled, init_seeds, jit_run, make_program
+from tests.conftest import TINY
+
+SHORT = [*TINY, "t_max=600", "test_interval=300", "batch_size=8", "buffer_size=32"]
+
+#: Per family, a variant that moves several lane fields its learner reads.
+MOVED = {
+    "qmix": ["lr=0.003", "epsilon_anneal_steps=200", "gamma=0.9", "td_lambda=0.8", "grad_clip=1.0"],
+    "me_qmix": ["lr=0.003", "alpha_lr=0.03", "alpha_init=0.3", "target_entropy=0.5", "opt_lr=0.01"],
+    "mappo": ["ppo_lr=0.002", "ppo_clip=0.1", "entropy_coef=0.05", "gae_lambda=0.8"],
+}
+
+
+def _cfg(alg: str, extra: list[str] = ()) -> Config:
+    base = [*SHORT, "n_envs=8"] if alg == "mappo" else SHORT
+    return config.build(None, [*base, *extra], alg=alg, env="matrix:table1", seeds=2)
+
+
+def _train(program, points: int = 2):
+    """Every lane of ``program`` trained over ``points`` evaluation intervals -> host state."""
+    state = init_seeds(program.trainer.init, program.lane_keys(), program.lane_hyper())
+    run, _ = compiled(program.trainer)
+    for k in range(1, points + 1):
+        state, _ = run(state, k * program.cfg.test_interval)
+    return jax.device_get(state)
+
+
+def _lanes(state, lanes: slice) -> list[np.ndarray]:
+    """The learner state, replay data and counters of ``lanes``, leaf by leaf."""
+    return [np.asarray(x)[lanes] for x in jax.tree.leaves((state.learner, state.data, state.t_env,
+                                                           state.key))]
+
+
+@pytest.mark.parametrize("alg", ["qmix", "mappo"])
+def test_a_lane_trains_bit_for_bit_as_its_variant_alone(alg):
+    """Variant B packed after variant A (2 seeds each) computes exactly what B computes in
+    its own 2-seed program, and A what A does: the hyper-parameters are the lane's, and
+    nothing of the other lanes leaks in. (Against a 1-seed program the numbers agree only
+    to float reassociation: XLA inlines the one-iteration loop of a single lane's update
+    and fuses its multiply-adds differently, the same as for seeds before lanes.)"""
+    base, moved = _cfg(alg), _cfg(alg, MOVED[alg])
+    packed = _train(make_program(moved, variants=[base]))
+    alone_moved, alone_base = _train(make_program(moved)), _train(make_program(base))
+    for lane, alone in ((slice(0, 2), alone_moved), (slice(2, 4), alone_base)):
+        for x, y in zip(_lanes(packed, lane), _lanes(alone, slice(0, 2)), strict=True):
+            np.testing.assert_array_equal(x, y)
+    # and the moved fields did change the training (the comparison above is not vacuous)
+    assert any(not np.array_equal(x, y) for x, y in
+               zip(_lanes(alone_moved, slice(0, 2)), _lanes(alone_base, slice(0, 2)), strict=True)
+               if x.dtype.kind == "f")
+
+
+def test_me_qmix_lanes_read_their_own_temperature_settings():
+    """ME-QMIX's temperature fields reach its lanes: α starts at each lane's alpha_init and
+    the lanes train as their variants alone."""
+    base, moved = _cfg("me_qmix"), _cfg("me_qmix", MOVED["me_qmix"])
+    program = make_program(base, variants=[moved])
+    state = init_seeds(program.trainer.init, program.lane_keys(), program.lane_hyper())
+    alpha = np.exp(np.asarray(state.learner.params["log_alpha"]))
+    np.testing.assert_allclose(alpha, [1.0, 1.0, 0.3, 0.3], rtol=1e-6)
+    packed, alone = _train(program, 1), _train(make_program(moved), 1)
+    for x, y in zip(_lanes(packed, slice(2, 4)), _lanes(alone, slice(0, 2)), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def _other_value(value):
+    """A value unequal to ``value`` of the same kind (what another variant might set)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value * 2 + 1
+    if isinstance(value, str):
+        return value + "_other"
+    if isinstance(value, dict):
+        return {**value, "other": 1}
+    return 7  # None
+
+
+@pytest.mark.parametrize("field", sorted(f.name for f in dataclasses.fields(Config)
+                                         if f.name not in LANE_FIELDS and f.name not in FREE_FIELDS))
+def test_every_non_lane_field_is_refused_in_one_line(field):
+    cfg = _cfg("me_qmix").resolve(1000)
+    other = dataclasses.replace(cfg, **{field: _other_value(getattr(cfg, field))})
+    with pytest.raises(ConfigError) as info:
+        check_variants([cfg, other])
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{field} differs between variants")
+    assert "lr" in message  # it says which fields may differ
+
+
+def test_lane_and_free_fields_may_differ():
+    cfg = _cfg("me_qmix").resolve(1000)
+    changes = {name: _other_value(lane_values(cfg)[name]) for name in LANE_FIELDS}
+    check_variants([cfg, dataclasses.replace(cfg, seed=5, **changes)])  # no error
+
+
+def test_lane_fields_are_config_fields_with_their_types():
+    fields = {f.name for f in dataclasses.fields(Config)}
+    assert set(LANE_FIELDS) <= fields and FREE_FIELDS <= fields
+    cfg = _cfg("me_qmix").resolve(1000)
+    stacked = stack_hyper([cfg, dataclasses.replace(cfg, lr=0.5)], seeds=3)
+    assert stacked["lr"].tolist() == pytest.approx([1e-3] * 3 + [0.5] * 3)
+    assert stacked["epsilon_anneal_steps"].dtype == np.int32
+    assert stacked["opt_lr"].tolist() == pytest.approx([1e-3] * 3 + [1e-3] * 3)  # resolved
+
+
+def test_a_program_with_other_hyper_parameters_is_the_same_program():
+    """Lane fields are data, not constants: two configs that differ only in them lower to
+    the same program text, so the persistent cache compiles a grid once."""
+    texts = []
+    for extra in ([], MOVED["qmix"]):
+        program = make_program(_cfg("qmix", extra))
+        state = jax.eval_shape(lambda k, h, p=program: init_seeds(p.trainer.init, k, h),
+                               program.lane_keys(), program.lane_hyper())
+        t = jax.ShapeDtypeStruct((program.lanes,), np.int32)
+        texts.append(jit_run(program.trainer).lower(state, t).as_text())
+    assert texts[0] == texts[1]
+
+
+def test_packing_refuses_a_host_environment():
+    pytest.importorskip("mpe2")
+    cfg = config.build(None, [*SHORT], alg="qmix", env="pettingzoo:mpe2.simple_spread_v3", seeds=1)
+    with pytest.raises(ConfigError, match="cannot pack variants"):
+        make_program(cfg, variants=[cfg])
+
+
+def test_memory_check_counts_every_lane():
+    from meigm.experiments.run import memory_parts
+
+    cfg = _cfg("qmix")
+    one, three = make_program(cfg), make_program(cfg, variants=[cfg, cfg])
+    assert three.lanes == 3 * one.lanes
+    a, b = memory_parts(one), memory_parts(three)
+    for part in ("training state", "replay buffers", "roll-out", "evaluation"):
+        assert b[part] == 3 * a[part]
