@@ -5,6 +5,8 @@ evaluation time, measured, and the wall time they project for the whole run.
     python benchmarks/sweep_cost.py fig4 --budget paper --leg 8000
     python benchmarks/sweep_cost.py skill --only 'smax_protoss_5_vs_5/me_qmix' --seeds 1,3,10
     python benchmarks/sweep_cost.py skill --budget smoke --leg 300 --only 'smax_3m/qmix'
+    python benchmarks/sweep_cost.py skill --only 'smax_protoss_5_vs_5/me_qmix' --seeds 3 \
+        --vary alpha_lr=3e-4,3e-3,3e-2,0.3     # 4 variants x 3 seeds as lanes of one program
 
 Why: the sweeps issue 14 and 17 ask for on a GPU (the skill benchmark, Figure 4 at the
 paper's batch of 512) take hours there too, and a lent machine is lent for minutes. What
@@ -20,6 +22,9 @@ fits is the cost of each run, taken apart into the pieces its wall time is made 
   the median of ``--repeats`` legs, run one after the other from where the last stopped.
 * **eval s** — one greedy evaluation of ``test_episodes`` episodes per seed, median of
   ``--repeats``.
+* **lanes** (``--vary FIELD=V1,V2,...``, repeatable): the grid's variants, which may differ
+  only in lane fields (:mod:`meigm.lanes`), train as lanes of one program beside the
+  run's own config, each with the run's seeds; env steps/s then count every lane.
 * **projected wall** = compile + ``t_max`` · seeds / (train env steps/s) + evaluations ·
   eval s, with ``ceil(t_max / test_interval)`` evaluations.
 
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -52,7 +58,8 @@ import numpy as np
 from meigm import config
 from meigm.errors import MeigmError
 from meigm.experiments.sweep import RunSpec, load_sweep, select_runs
-from meigm.program import Program, init_seeds, jit_run, make_program, seed_keys
+from meigm.lanes import LANE_FIELDS
+from meigm.program import Program, init_seeds, jit_run, make_program
 from meigm.types import SEEDS
 
 
@@ -67,23 +74,32 @@ class Compiled:
     compile_s: float
 
 
-def programs(runs: list[RunSpec], seeds: list[int] | None, overrides: dict) -> list[tuple[str, Program]]:
-    """Each selected run at each seed count, as the program it would train."""
+def programs(runs: list[RunSpec], seeds: list[int] | None, overrides: dict,
+             vary: dict[str, list] | None = None) -> list[tuple[str, Program]]:
+    """Each selected run at each seed count, as the program it would train; with ``vary``
+    ({lane field: values}) the program packs one variant per point of their grid."""
     out = []
+    points = itertools.product(*vary.values()) if vary else ()
+    grid = [dict(zip(vary, point, strict=True)) for point in points]
     for run in runs:
         for s in seeds or [run.values["seeds"]]:
             spec = RunSpec(run.run_id, run.label, {**run.values, **overrides, "seeds": s})
-            out.append((f"{run.run_id} seeds={s}", make_program(spec.config())))
+            if not grid:
+                out.append((f"{run.run_id} seeds={s}", make_program(spec.config())))
+                continue
+            variants = [RunSpec(run.run_id, run.label, {**spec.values, **point}).config() for point in grid]
+            out.append((f"{run.run_id} seeds={s} variants={len(variants)}",
+                        make_program(variants[0], variants=variants[1:])))
     return out
 
 
 def lower(key: str, program: Program) -> tuple[str, Program, jax.stages.Lowered, jax.stages.Lowered]:
     """Trace the chunk and the evaluation on abstract shapes (needs the GIL: done in turn)."""
-    trainer, cfg = program.trainer, program.cfg
-    state = jax.eval_shape(lambda k: init_seeds(trainer.init, k), seed_keys(cfg))
-    chunk = jit_run(trainer, donate=True).lower(state, jax.ShapeDtypeStruct((cfg.seeds,), jnp.int32))
+    trainer, keys = program.trainer, program.lane_keys()
+    state = jax.eval_shape(lambda k, h: init_seeds(trainer.init, k, h), keys, program.lane_hyper())
+    chunk = jit_run(trainer, donate=True).lower(state, jax.ShapeDtypeStruct((program.lanes,), jnp.int32))
     evaluate = jax.jit(jax.vmap(trainer.evaluate, axis_name=SEEDS)).lower(
-        state.learner.params, jax.ShapeDtypeStruct(seed_keys(cfg).shape, seed_keys(cfg).dtype))
+        state.learner.params, jax.ShapeDtypeStruct(keys.shape, keys.dtype))
     return key, program, chunk, evaluate
 
 
@@ -111,7 +127,7 @@ def measure(c: Compiled, leg: int, repeats: int) -> dict[str, float]:
     """Train env steps/s over ``repeats`` legs of ``leg`` env steps per seed, after the
     buffer holds a batch, and one evaluation's seconds (medians)."""
     cfg, trainer = c.program.cfg, c.program.trainer
-    ts = init_seeds(trainer.init, seed_keys(cfg))
+    ts = init_seeds(trainer.init, c.program.lane_keys(), c.program.lane_hyper())
     buffer = getattr(ts.data, "buffer", None)
     t0 = time.perf_counter()
     # Fill to one batch (replay learners) with the same compiled chunk, a collection at a time.
@@ -126,7 +142,7 @@ def measure(c: Compiled, leg: int, repeats: int) -> dict[str, float]:
         ts, metrics = c.chunk(ts, jnp.asarray(before + leg, jnp.int32))
         jax.block_until_ready(metrics)
         rates.append(float(np.sum(np.asarray(ts.t_env) - before)) / (time.perf_counter() - t0))
-    keys = seed_keys(cfg)
+    keys = c.program.lane_keys()
     jax.block_until_ready(c.evaluate(ts.learner.params, keys))  # the first call may still set up
     evals = []
     for _ in range(repeats):
@@ -134,11 +150,12 @@ def measure(c: Compiled, leg: int, repeats: int) -> dict[str, float]:
         jax.block_until_ready(c.evaluate(ts.learner.params, keys))
         evals.append(time.perf_counter() - t0)
     rate, eval_s = statistics.median(rates), statistics.median(evals)
-    return {"alg": cfg.alg, "env": cfg.env, "seeds": cfg.seeds, "t_max": cfg.t_max,
+    return {"alg": cfg.alg, "env": cfg.env, "seeds": cfg.seeds, "lanes": c.program.lanes,
+            "t_max": cfg.t_max,
             "batch_size": cfg.batch_size, "n_envs": cfg.n_envs, "test_episodes": cfg.test_episodes,
             "compile_s": c.compile_s, "fill_env_steps": fill_steps, "fill_s": fill_s,
             "train_env_steps_per_s": rate, "eval_s": eval_s,
-            **projection(c.compile_s, rate, eval_s, cfg.t_max, cfg.seeds, cfg.test_interval)}
+            **projection(c.compile_s, rate, eval_s, cfg.t_max, c.program.lanes, cfg.test_interval)}
 
 
 def projection(compile_s: float, rate: float, eval_s: float, t_max: int, seeds: int,
@@ -161,6 +178,8 @@ def parser() -> argparse.ArgumentParser:
                    help="only the runs whose id <scenario>/<label> matches (as meigm sweep --only)")
     p.add_argument("--seeds", default=None,
                    help="comma-separated seed counts, each a separate program (default: the preset's)")
+    p.add_argument("--vary", action="append", default=[], metavar="FIELD=V1,V2,...",
+                   help="pack the grid of these lane fields' values as lanes of one program")
     p.add_argument("--leg", type=int, default=10000, help="timed env steps per seed per repeat")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--compile-workers", type=int, default=1,
@@ -176,7 +195,15 @@ def main() -> None:
     try:
         sweep = select_runs(load_sweep(a.preset, a.budget), a.only)
         seeds = None if a.seeds is None else [int(s) for s in a.seeds.split(",")]
-        todo = programs(list(sweep.runs), seeds, config.parse_overrides(a.overrides))
+        vary = {}
+        for item in a.vary:
+            field_name, _, values = item.partition("=")
+            if field_name not in LANE_FIELDS or not values:
+                raise MeigmError(f"--vary takes FIELD=V1,V2,... with a lane field, one of "
+                                 f"{', '.join(sorted(LANE_FIELDS))}; got {item!r}")
+            vary[field_name] = [config.parse_overrides([f"{field_name}={v}"])[field_name]
+                                for v in values.split(",")]
+        todo = programs(list(sweep.runs), seeds, config.parse_overrides(a.overrides), vary)
     except MeigmError as exc:
         p.exit(2, f"error: {exc}\n")
     except ValueError:
@@ -185,14 +212,15 @@ def main() -> None:
     print(f"# sweep {sweep.name}, budget {sweep.budget}; leg {a.leg} env steps per seed, median of "
           f"{a.repeats}; {platform.machine()} {os.cpu_count()} cores, {device.platform} "
           f"({device.device_kind}), jax {jax.__version__}; {a.compile_workers} compile worker(s)")
-    print("| run | seeds | compile s | train env steps/s (all seeds) | eval s (episodes) "
-          "| evaluations | projected wall min |\n|---|---|---|---|---|---|---|", flush=True)
+    print("| run | seeds | lanes | compile s | train env steps/s (all lanes) | eval s (episodes) "
+          "| evaluations | projected wall min |\n|---|---|---|---|---|---|---|---|", flush=True)
     rows: dict[str, dict] = {}
     t_start = time.perf_counter()
     for c in compiled_in_turn(todo, a.compile_workers):
-        r = rows[c.key] = {"run": c.key.rsplit(" ", 1)[0], **measure(c, a.leg, a.repeats)}
+        r = rows[c.key] = {"run": c.key.split(" seeds=")[0], **measure(c, a.leg, a.repeats)}
         del c  # its executables: the next run's memory
-        print(f"| {r['run']} | {r['seeds']} | {r['compile_s']:.0f} | {r['train_env_steps_per_s']:.0f} | "
+        print(f"| {r['run']} | {r['seeds']} | {r['lanes']} | {r['compile_s']:.0f} | "
+              f"{r['train_env_steps_per_s']:.0f} | "
               f"{r['eval_s']:.2f} ({r['test_episodes']}) | {r['evaluations']} | "
               f"{r['projected_wall_s'] / 60:.1f} |", flush=True)
         if a.json:

@@ -12,10 +12,11 @@ import meigm
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def readme_example() -> str:
+def readme_example(index: int = 0) -> str:
+    """The ``index``-th Python block of the README's "From Python" section."""
     text = README.read_text()
     section = text[text.index("## From Python"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.findall(r"```python\n(.*?)```", section, re.S)[index]
 
 
 def test_readme_python_example_runs(tmp_path, monkeypatch):
@@ -27,6 +28,16 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert all(t >= 2000 for t in results["t_env"])
     assert (tmp_path / "runs/api_example/results.json").is_file()
     assert namespace["again"]["reproduces_log"] is True
+
+
+def test_readme_lanes_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"meigm": meigm}
+    exec(compile(readme_example(1), "README.md", "exec"), namespace)
+    program, metrics = namespace["program"], namespace["metrics"]
+    assert program.lanes == 6 and metrics["t_env"].shape == (6,)
+    alpha = metrics["train/alpha"]  # the faster α learning rate moved α further from 1
+    assert abs(1 - alpha[3:]).min() > abs(1 - alpha[:3]).max()
 
 
 def test_train_takes_a_dict_and_resume_checks_the_config(tmp_path):

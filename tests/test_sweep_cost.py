@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -58,3 +59,29 @@ def test_overrides_may_follow_the_options():
         ["skill", "--only", "smax_3m/qmix", "--leg", "5000", "t_max=30000", "checkpoint_interval=0"])
     assert a.preset == "skill" and a.leg == 5000 and a.only == ["smax_3m/qmix"]
     assert a.overrides == ["t_max=30000", "checkpoint_interval=0"]
+
+
+def test_vary_packs_the_grid_as_lanes_and_counts_every_lane():
+    runs = select_runs(load_sweep("skill", "smoke"), ["smax_3m/qmix"]).runs
+    (key, program), = sweep_cost.programs(list(runs), [3], {"t_max": 450},
+                                          {"lr": [5e-4, 1e-3], "epsilon_anneal_steps": [100, 200]})
+    assert key == "smax_3m/qmix seeds=3 variants=4" and program.lanes == 12
+    hyper = program.lane_hyper()
+    assert hyper["lr"].tolist() == pytest.approx([5e-4] * 6 + [1e-3] * 6)
+    assert hyper["epsilon_anneal_steps"].tolist() == ([100] * 3 + [200] * 3) * 2
+    cfg = config.build(None, [*TINY, "t_max=2000", "test_interval=500", "env_args.steps=4"],
+                       alg="qmix", env="matrix:table1", seeds=2)
+    packed = make_program(cfg, variants=[dataclasses.replace(cfg, lr=0.003)])
+    r = sweep_cost.measure(sweep_cost.compile_both(*sweep_cost.lower("tiny", packed)), leg=40, repeats=1)
+    assert r["lanes"] == 4 and r["seeds"] == 2
+    assert r["projected_train_s"] == pytest.approx(2000 * 4 / r["train_env_steps_per_s"])
+
+
+def test_vary_refuses_a_field_that_is_not_a_lane(capsys):
+    with pytest.raises(SystemExit) as info:
+        sys.argv = ["sweep_cost.py", "skill", "--budget", "smoke", "--only", "smax_3m/qmix",
+                    "--vary", "hidden_dim=8,16"]
+        sweep_cost.main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "hidden_dim=8,16" in err and "a lane field" in err
