@@ -93,6 +93,7 @@ compilation_cache()
 #: public name -> the module that defines it
 _EXPORTS = {
     "train": "meigm.api",
+    "train_grid": "meigm.api",
     "evaluate": "meigm.api",
     "Config": "meigm.config",
     "make_env": "meigm.envs",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,73 @@ def train(
         raise MeigmError(f"the config differs from {Path(run_dir) / 'config.yaml'}; a resumed "
                          "run keeps its own (pass config=None)")
     return train_run(cfg, run_dir, progress=progress, echo=echo, resume=resume, env=env)
+
+
+def train_grid(
+    config: Config | Mapping[str, Any] | str | Path | None,
+    vary: Mapping[str, Sequence[Any]] | None,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    echo: Callable[[str], None] = print,
+) -> dict[str, dict[str, Any]]:
+    """Train a grid over lane fields (:mod:`meigm.lanes`: learning rates, temperatures,
+    ε's schedule, γ, ...) as lanes of *one* compiled program: every point of the grid
+    with ``config``'s seeds, each point bit for bit what it computes in its own program of
+    the same seed count, compiled once.
+
+    ``vary``: {lane field: values}, e.g. ``{"alpha_lr": [3e-4, 0.3], "target_entropy":
+    [0.1, 0.5]}`` (4 points). ``run_dir``: the grid's directory; each point is a run
+    directory inside it, named by its values (``alpha_lr=0.0003,target_entropy=0.1``),
+    with everything a run directory holds (``meigm plot``/``table``/``eval`` read them as
+    any run), and ``grid.json`` lists them. ``resume=True`` continues an unfinished grid
+    from ``run_dir`` (``config`` and ``vary`` None). Returns {point name: results}.
+
+    ::
+
+        grid = meigm.train_grid(cfg, {"alpha_lr": [3e-4, 0.3]}, "runs/alpha_lr")
+        {name: r["final"] for name, r in grid.items()}
+    """
+    import json
+
+    from meigm.experiments.evaluate import load_config
+    from meigm.experiments.run import check_new_run_dir, train_runs
+    from meigm.lanes import GRID_FILE, grid_variants
+
+    _check_args("train_grid", run_dir=(run_dir, (*_PATH, type(None)), "a path or None"),
+                resume=(resume, (bool,), "True or False"),
+                progress=(progress, (bool,), "True or False"))
+    if resume:
+        if run_dir is None or config is not None or vary is not None:
+            raise MeigmError("meigm.train_grid(resume=True) takes only the grid's run_dir "
+                             "(config and vary None: the grid keeps its own)")
+        listing = Path(run_dir) / GRID_FILE
+        if not listing.is_file():
+            raise MeigmError(f"{run_dir} is not a grid's directory (no {GRID_FILE})")
+        names = json.loads(listing.read_text())["runs"]
+        outs = [Path(run_dir) / name for name in names]
+        results = train_runs([load_config(out) for out in outs], outs, progress, echo, resume=True)
+        return dict(zip(names, results, strict=True))
+    if config is None or not isinstance(vary, Mapping):
+        raise ConfigError("meigm.train_grid() needs a config and vary, {lane field: [values]}")
+    points = grid_variants(as_config(config), dict(vary))
+    names = [name for name, _ in points]
+    outs: list[Path | None] = [None] * len(points)
+    if run_dir is not None:
+        root = Path(run_dir)
+        listed = root / GRID_FILE
+        if listed.is_file() and json.loads(listed.read_text()).get("runs") != names:
+            raise MeigmError(f"{root} already holds another grid; choose another directory "
+                             "(nothing was changed)")
+        outs = [root / name for name in names]  # each refused if it holds a run (not a failed start)
+        for out in outs:  # every refusal before anything is written
+            check_new_run_dir(out)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / GRID_FILE).write_text(json.dumps({"vary": {k: list(v) for k, v in vary.items()},
+                                                  "runs": names}, indent=1))
+    results = train_runs([cfg for _, cfg in points], outs, progress, echo)
+    return dict(zip(names, results, strict=True))
 
 
 def evaluate(run_dir: str | Path, checkpoint: str | Path | None = None,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -118,3 +119,31 @@ def check_variants(variants: Sequence[Config]) -> None:
                     f"{f.name} differs between variants ({a!r} vs {b!r}) and cannot be a lane: "
                     f"it changes the program's shapes or code; lanes may differ only in "
                     f"{', '.join(sorted(LANE_FIELDS))} (and seed)")
+
+
+#: The file a grid's directory holds: which variant directories its packed program trains.
+GRID_FILE = "grid.json"
+
+
+def grid_variants(cfg: Config, vary: dict[str, Sequence[Any]]) -> list[tuple[str, Config]]:
+    """The grid of ``vary`` ({lane field: values}) over ``cfg``, as (name, config) per point
+    in row-major order; the name (``alpha_lr=0.0003,target_entropy=0.1``) is its run
+    directory inside the grid's. Every value is checked as a config value is."""
+    from meigm.config import from_dict
+
+    if not vary:
+        raise ConfigError("a grid needs at least one lane field to vary")
+    for name, values in vary.items():
+        if name not in LANE_FIELDS:
+            raise ConfigError(f"{name} cannot be varied within one program: it changes the "
+                              f"program's shapes or code; lane fields are {', '.join(sorted(LANE_FIELDS))}")
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
+            raise ConfigError(f"{name}: the grid takes a non-empty list of values, got {values!r}")
+        if len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"{name}: a value is repeated in {list(values)!r}")
+    out = []
+    for point in itertools.product(*vary.values()):
+        values = dict(zip(vary, point, strict=True))
+        name = ",".join(f"{k}={v}" for k, v in values.items())
+        out.append((name, from_dict({**cfg.to_dict(), **values})))
+    return out

@@ -30,14 +30,19 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert namespace["again"]["reproduces_log"] is True
 
 
-def test_readme_lanes_example_runs(tmp_path, monkeypatch):
+def test_readme_grid_example_runs(tmp_path, monkeypatch):
+    """The README's grid example, after its first example (whose ``cfg`` it reuses)."""
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"meigm": meigm}
+    namespace: dict = {}
+    exec(compile(readme_example(0), "README.md", "exec"), namespace)
     exec(compile(readme_example(1), "README.md", "exec"), namespace)
-    program, metrics = namespace["program"], namespace["metrics"]
-    assert program.lanes == 6 and metrics["t_env"].shape == (6,)
-    alpha = metrics["train/alpha"]  # the faster α learning rate moved α further from 1
-    assert abs(1 - alpha[3:]).min() > abs(1 - alpha[:3]).max()
+    grid = namespace["grid"]
+    assert list(grid) == ["alpha_lr=0.003", "alpha_lr=0.3"]
+    for name, res in grid.items():
+        assert (tmp_path / "runs/api_grid" / name / "results.json").is_file()
+        assert res["packed"] == {"variants": 2, "lanes": 4}
+    alpha = [res["history"][-1]["train/alpha"] for res in grid.values()]
+    assert abs(1 - alpha[1]) > abs(1 - alpha[0])  # the faster α learning rate moved α further
 
 
 def test_train_takes_a_dict_and_resume_checks_the_config(tmp_path):

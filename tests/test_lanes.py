@@ -4,14 +4,18 @@ lanes of one compiled program, each exactly as it trains alone."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+import meigm
 from meigm import config
 from meigm.config import Config
 from meigm.errors import ConfigError
+from meigm.experiments.logging import without_clock
 from meigm.lanes import FREE_FIELDS, LANE_FIELDS, check_variants, lane_values, stack_hyper
 from meigm.program import compiled, init_seeds, jit_run, make_program
 from tests.conftest import TINY
@@ -148,3 +152,82 @@ def test_memory_check_counts_every_lane():
     a, b = memory_parts(one), memory_parts(three)
     for part in ("training state", "replay buffers", "roll-out", "evaluation"):
         assert b[part] == 3 * a[part]
+
+
+# ------------------------------------------------------------------ grids on disk
+
+GRID_ARGS = ["--alg", "me_qmix", "--env", "matrix:table1", "--seeds", "2", "--no-progress",
+             *SHORT, "t_max=3000", "test_interval=100", "checkpoint_interval=100",
+             "keep_checkpoints=1", "--vary", "alpha_lr=0.003,0.3", "--vary", "lr=0.001,0.003"]
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [without_clock(json.loads(line)) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_grid_writes_each_point_as_the_run_it_trains_alone(tmp_path):
+    """``meigm.train_grid``: one program, one run directory per point, each holding the
+    rows, results and checkpoints of that point trained alone (same seeds, same seed count)."""
+    base = _cfg("me_qmix", ["t_max=400", "test_interval=200"])
+    grid = meigm.train_grid(base, {"alpha_init": [1.0, 0.3], "gamma": [0.99]}, tmp_path / "grid",
+                            echo=lambda _: None)
+    assert list(grid) == ["alpha_init=1.0,gamma=0.99", "alpha_init=0.3,gamma=0.99"]
+    listing = json.loads((tmp_path / "grid" / "grid.json").read_text())
+    assert listing["runs"] == list(grid)
+    for name, results in grid.items():
+        alone_cfg = config.build(None, [*SHORT, "t_max=400", "test_interval=200",
+                                        f"alpha_init={name.split(',')[0].split('=')[1]}"],
+                                 alg="me_qmix", env="matrix:table1", seeds=2)
+        alone = meigm.train(alone_cfg, tmp_path / f"alone_{name}", echo=lambda _: None)
+        assert _rows(tmp_path / "grid" / name) == _rows(tmp_path / f"alone_{name}")
+        assert results["packed"] == {"variants": 2, "lanes": 4}
+        assert results["first_step"]["per_seed"] == alone["first_step"]["per_seed"]
+        on_disk = json.loads((tmp_path / "grid" / name / "results.json").read_text())
+        assert on_disk["final"] == alone["final"]
+        assert (tmp_path / "grid" / name / "checkpoints" / "final.safetensors").is_file()
+
+
+def test_a_grid_refuses_what_cannot_be_a_lane(tmp_path, capfd):
+    from meigm.experiments.cli import main
+
+    assert main(["train", "--alg", "qmix", "--vary", "hidden_dim=8,16", "--out",
+                 str(tmp_path / "g")]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "hidden_dim cannot be varied" in err[0] and "lr" in err[0]
+    assert not (tmp_path / "g").exists()
+    with pytest.raises(ConfigError, match="a value is repeated"):
+        meigm.train_grid(_cfg("qmix"), {"lr": [0.001, 0.001]})
+    with pytest.raises(ConfigError, match="non-empty list"):
+        meigm.train_grid(_cfg("qmix"), {"lr": 0.001})
+
+
+@pytest.mark.slow
+def test_a_killed_grid_resumes_exactly(tmp_path):
+    """SIGKILL a packed grid once every point has a checkpoint, resume it with
+    ``meigm train --resume``: every point ends with the rows of the uninterrupted grid."""
+    from tests.test_resume import _kill_when, _meigm
+
+    ref = tmp_path / "ref"
+    assert _meigm("train", *GRID_ARGS, "--out", str(ref)).wait() == 0
+    run = tmp_path / "run"
+    names = json.loads((ref / "grid.json").read_text())["runs"]
+
+    def all_checkpointed() -> bool:
+        return all(len(list((run / n / "checkpoints").glob("step_*.safetensors"))) >= 1
+                   and _n_rows(run / n) >= 6 for n in names)
+
+    assert _kill_when(_meigm("train", *GRID_ARGS, "--out", str(run)), all_checkpointed, 600)
+    assert not (run / names[0] / "results.json").exists()
+    resumed = _meigm("train", "--resume", str(run), "--no-progress")
+    out = resumed.communicate()[0]
+    assert resumed.returncode == 0, out
+    assert "resuming" in out
+    for n in names:
+        assert _rows(run / n) == _rows(ref / n)
+
+
+def _n_rows(run_dir: Path) -> int:
+    try:
+        return len((run_dir / "metrics.jsonl").read_text().splitlines())
+    except OSError:
+        return 0

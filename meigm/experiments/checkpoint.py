@@ -55,7 +55,6 @@ import json
 import os
 import re
 import shutil
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -401,33 +400,6 @@ def config_differences(recorded: dict[str, Any], cfg: Config) -> list[str]:
     then = {**RECORDED_BEFORE, **json.loads(json.dumps(recorded))}
     return [f"{k} ({now[k]!r} now, {then[k]!r} in the checkpoint)"
             for k in sorted(then) if k in now and now[k] != then[k]]
-
-
-def newest_resumable(run_dir: str | Path, template: TrainState, warn: Any = None,
-                     cfg: Config | None = None) -> tuple[TrainState, dict[str, Any], Path] | None:
-    """The newest interval checkpoint that loads and passes its checksums, or None.
-
-    A truncated, bit-flipped or otherwise unreadable file (:class:`CheckpointCorrupt`) is
-    skipped with a warning naming it (``warn(message)``, default :func:`warnings.warn`), and
-    the one before it is tried. Anything else is an error, never a reason to skip: a
-    checkpoint of another meigm version or format, one whose tensors do not fit this
-    config, and (given ``cfg``) one whose recorded config differs from ``cfg`` — resuming
-    past those would train another program under the run's name, or start it afresh and
-    overwrite its history."""
-    warn = warn or (lambda m: warnings.warn(m, stacklevel=3))
-    for path in reversed([p for p in list_checkpoints(run_dir) if p.name != FINAL]):
-        try:
-            meta = read_metadata(path)
-            differ = config_differences(meta["config"], cfg) if cfg is not None else []
-            if differ:
-                raise MeigmError(f"its config.yaml no longer matches checkpoint {path.name}: "
-                                 f"{'; '.join(differ)}; put those values back to resume it")
-            state, meta = load_train_state(path, template)
-        except CheckpointCorrupt as exc:
-            warn(f"skipping checkpoint {path}: {exc}")
-            continue
-        return state, meta, path
-    return None
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:

@@ -110,8 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="RUN_DIR",
                    help="run directory (default runs/<alg>_<env>_<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue an interrupted run from its newest complete checkpoint "
-                        "(its config.yaml is the config; no other options)")
+                   help="continue an interrupted run (or grid) from its newest complete "
+                        "checkpoint (its config.yaml is the config; no other options)")
+    p.add_argument("--vary", action="append", default=None, metavar="FIELD=V1,V2,...",
+                   help="train a grid over a lane field (a learning rate, alpha_init, "
+                        "target_entropy, epsilon_anneal_steps, gamma, ...; repeat for a product) "
+                        "as lanes of one compiled program, one run directory per point inside --out")
     _add_run_args(p)
 
     p = sub.add_parser("compare", help="the paper's Table 1: several algorithms on one game")
@@ -265,22 +269,50 @@ def _summary_line(label: str, results: dict[str, Any]) -> str:
     return line + f" | {results['wall_seconds']:.0f} s"
 
 
+def _parse_vary(items: list[str]) -> dict[str, list[Any]]:
+    """``--vary FIELD=V1,V2,...`` options -> {field: [values]}, each value parsed as a
+    ``key=value`` override is."""
+    from meigm.config import parse_overrides
+
+    vary: dict[str, list[Any]] = {}
+    for item in items:
+        name, _, values = item.partition("=")
+        if not name or not values or name in vary:
+            raise MeigmError(f"--vary takes FIELD=V1,V2,... once per field, got {item!r}")
+        vary[name] = [parse_overrides([f"{name}={v}"])[name] for v in values.split(",")]
+    return vary
+
+
+def _print_grid(grid: dict[str, dict[str, Any]], out: Path) -> int:
+    for name, results in grid.items():
+        print(_summary_line(name, results))
+    print(f"grid directory: {out} ({len(grid)} runs, trained as lanes of one program)")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from meigm.api import train
+    from meigm.api import train, train_grid
     from meigm.experiments.run import default_run_dir
+    from meigm.lanes import GRID_FILE
 
     if args.resume is not None:
-        given = [f"--{k}" for k in ("alg", "env", "out", "seeds", "seed", "preset")
+        given = [f"--{k}" for k in ("alg", "env", "out", "seeds", "seed", "preset", "vary")
                  if getattr(args, k) is not None] + list(args.overrides)
         if given:
             raise MeigmError(f"--resume takes no other options (got {' '.join(given)}): a resumed "
                              "run keeps its own config.yaml")
+        if (Path(args.resume) / GRID_FILE).is_file():
+            return _print_grid(train_grid(None, None, args.resume, resume=True,
+                                          progress=not args.no_progress), Path(args.resume))
         results = train(None, args.resume, progress=not args.no_progress, resume=True)
         print(_summary_line(results["config"].alg, results))
         print(f"run directory: {results['run_dir']}")
         return 0
     cfg = _config(args.alg, args.env, args)
     out = Path(args.out) if args.out else default_run_dir(cfg)
+    if args.vary is not None:
+        vary = _parse_vary(args.vary)
+        return _print_grid(train_grid(cfg, vary, out, progress=not args.no_progress), out)
     results = train(cfg, out, progress=not args.no_progress)
     _print_view(cfg.alg, results)
     print(_summary_line(cfg.alg, results))

@@ -106,16 +106,21 @@ def first_step_view(learner: Learner, env: Env, params: Params, key: jax.Array) 
     }
 
 
-def initial_params(trainer: Trainer, keys: jax.Array) -> Params:
+def initial_params(trainer: Trainer, keys: jax.Array, hyper: dict | None = None) -> Params:
     """Each seed's untrained learner parameters, as its run starts from them.
 
-    keys [seeds, 2] (``meigm.program.seed_keys``) -> params, leaves [seeds, ...]. Seed by
+    keys [seeds, 2] (``meigm.program.seed_keys``), hyper {lane field: [seeds]} (None: the
+    program's config) -> params, leaves [seeds, ...]. Seed by
     seed, as :func:`meigm.program.init_seeds` initialises (and for the reason it gives),
     but one compiled initialisation called once per seed rather than every seed unrolled
     into one program: only the small parameters are kept, so nothing is gained by writing
     them at once, and the unrolled program of 30 seeds took minutes to compile."""
-    init = jax.jit(lambda key: trainer.init(key).learner.params)
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *[init(key) for key in keys])
+    if hyper is None:
+        init = jax.jit(lambda key: trainer.init(key).learner.params)
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *[init(key) for key in keys])
+    init = jax.jit(lambda key, h: trainer.init(key, h).learner.params)  # each lane's own α_init
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *[init(key, {k: v[i] for k, v in hyper.items()})
+                                                     for i, key in enumerate(keys)])
 
 
 def success_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:

@@ -53,7 +53,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -69,11 +69,14 @@ from meigm.envs.host import HostEnv
 from meigm.errors import MeigmError
 from meigm.experiments.checkpoint import (
     FINAL,
+    CheckpointCorrupt,
     CheckpointWriteError,
     checkpoint_path,
+    config_differences,
     list_checkpoints,
-    newest_resumable,
+    load_train_state,
     prune_checkpoints,
+    read_metadata,
     save_checkpoint,
 )
 from meigm.experiments.diagnostics import (
@@ -430,7 +433,11 @@ class RunLoop:
     run_dir: Path | None
     echo: Callable[[str], None]
     keys: jax.Array  # [seeds, 2]
-    state: Any  # TrainState, leaves [seeds, ...]
+    #: TrainState, leaves [seeds, ...]: this run's lanes of the program's state (without
+    #: the replay data between checkpoints when the program packs several variants)
+    state: Any
+    #: this run's hyper-parameters, {lane field: [seeds]} (meigm.lanes)
+    hyper: dict[str, np.ndarray] | None = None
     evaluation: int = 0  # index of the next evaluation point
     next_checkpoint: int | None = None  # env steps of the next interval checkpoint
     diverged: dict[int, str] = field(default_factory=dict)  # frozen seed index -> where
@@ -457,57 +464,120 @@ class RunLoop:
         return int(np.asarray(self.state.t_env)[self.healthy].min())
 
 
-def start_loop(program: Program, out: str | Path | None, resume: bool,
-               echo: Callable[[str], None]) -> RunLoop:
-    """A fresh run (its directory and ``config.yaml`` written) or the state, counters
-    and history of a resumed one (``metrics.jsonl`` cut back to its checkpoint)."""
-    cfg = program.cfg
-    keys = program.lane_keys()
-    hyper = program.lane_hyper()  # config, not state: set, never restored
-    interval = cfg.checkpoint_interval or 0
+def _lanes_of(tree: Any, member: int, seeds: int) -> Any:
+    """Member ``member``'s lanes ``[member·S, (member + 1)·S)`` of a pytree with leaves [lanes, ...]."""
+    return jax.tree.map(lambda x: x[member * seeds:(member + 1) * seeds], tree)
+
+
+def start_loops(program: Program, outs: Sequence[str | Path | None], resume: bool,
+                echo: Callable[[str], None]) -> tuple[list[RunLoop], Any]:
+    """One :class:`RunLoop` per variant of the program (its run directory prepared and
+    ``config.yaml`` written, or its history and counters restored) and the program's
+    state, leaves [lanes, ...] (fresh, or every variant's checkpoint at the newest
+    evaluation point that all of them have: :func:`_restore`)."""
+    keys, hyper = program.lane_keys(), program.lane_hyper()
+    seeds = program.cfg.seeds
+    interval = program.cfg.checkpoint_interval or 0
     first_checkpoint = interval if interval > 0 else None
+
+    def fresh(run_dirs: list[Path | None]) -> tuple[list[RunLoop], Any]:
+        loops = [RunLoop(v, program, d, echo, _lanes_of(keys, m, seeds), None,
+                         hyper=_lanes_of(hyper, m, seeds), next_checkpoint=first_checkpoint)
+                 for m, (v, d) in enumerate(zip(program.members, run_dirs, strict=True))]
+        return loops, init_seeds(program.trainer.init, keys, hyper)
+
     if not resume:
-        run_dir = None
-        if out is not None:
-            run_dir = prepare_run_dir(Path(out), echo)
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        return RunLoop(cfg, program, run_dir, echo, keys, init_seeds(program.trainer.init, keys, hyper),
-                       next_checkpoint=first_checkpoint)
-    run_dir = Path(out)
-    check_resumable(run_dir)
+        run_dirs: list[Path | None] = []
+        for v, out in zip(program.members, outs, strict=True):
+            run_dir = None
+            if out is not None:
+                run_dir = prepare_run_dir(Path(out), echo)
+                (run_dir / "config.yaml").write_text(yaml.safe_dump(v.to_dict(), sort_keys=False))
+            run_dirs.append(run_dir)
+        return fresh(run_dirs)
+
+    run_dirs = [Path(out) for out in outs]
+    for run_dir in run_dirs:
+        check_resumable(run_dir)
 
     def warn(message: str) -> None:
         echo(f"warning: {message}")
 
-    template = jax.eval_shape(jax.vmap(program.trainer.init), keys).replace(hyper=hyper)
-    try:  # a checkpoint of another config or meigm version is never skipped over
-        restored = newest_resumable(run_dir, template, warn=warn, cfg=cfg)
-    except MeigmError as exc:
-        raise MeigmError(f"cannot resume {run_dir}: {exc} (nothing was changed)") from None
-    steps = [p for p in list_checkpoints(run_dir) if p.name != FINAL]
-    if restored is None and steps:
-        raise MeigmError(f"cannot resume {run_dir}: none of its {len(steps)} checkpoints can be "
-                         "read (see the warnings above); to train it again from the beginning, "
-                         "move its checkpoints/ away (nothing was changed)")
-    for stray in (run_dir / "checkpoints").glob(".*.tmp"):  # a killed writer's leftovers
-        stray.unlink(missing_ok=True)
-    if restored is None:  # killed before its first checkpoint: start again from the beginning
-        echo(f"no complete checkpoint in {run_dir}; starting it from the beginning")
-        _truncate_metrics(run_dir / "metrics.jsonl", 0, cfg, warn)
-        shutil.rmtree(run_dir / "tb", ignore_errors=True)
-        return RunLoop(cfg, program, run_dir, echo, keys, init_seeds(program.trainer.init, keys, hyper),
-                       next_checkpoint=first_checkpoint)
-    state, meta, path = restored
-    evaluation = int(meta["eval_index"]) + 1
-    history = _truncate_metrics(run_dir / "metrics.jsonl", evaluation, cfg, warn)
-    echo(f"resuming {run_dir} from {path.name} (env steps {min(meta['t_env'])}, "
-         f"evaluation {evaluation})")
-    return RunLoop(cfg, program, run_dir, echo, keys, jax.tree.map(jax.numpy.asarray, state),
-                   evaluation=evaluation,
-                   next_checkpoint=meta["run"].get("next_checkpoint", first_checkpoint),
-                   diverged={int(k): v for k, v in meta["run"].get("diverged", {}).items()},
-                   history=history, restored_from=path,
-                   wall_before=meta["run"].get("wall_seconds"))
+    templates = [jax.eval_shape(jax.vmap(program.trainer.init), _lanes_of(keys, m, seeds))
+                 .replace(hyper=_lanes_of(hyper, m, seeds)) for m in range(len(run_dirs))]
+    restored = _restore(program.members, run_dirs, templates, warn)
+    for run_dir in run_dirs:
+        for stray in (run_dir / "checkpoints").glob(".*.tmp"):  # a killed writer's leftovers
+            stray.unlink(missing_ok=True)
+    if restored is None:  # killed before a checkpoint every variant has: from the beginning
+        for v, run_dir in zip(program.members, run_dirs, strict=True):
+            echo(f"no complete checkpoint in {run_dir}; starting it from the beginning")
+            _truncate_metrics(run_dir / "metrics.jsonl", 0, v, warn)
+            shutil.rmtree(run_dir / "tb", ignore_errors=True)
+        return fresh(list(run_dirs))
+    loops, states = [], []
+    for m, (v, run_dir, (state, meta, path)) in enumerate(zip(program.members, run_dirs, restored,
+                                                              strict=True)):
+        evaluation = int(meta["eval_index"]) + 1
+        history = _truncate_metrics(run_dir / "metrics.jsonl", evaluation, v, warn)
+        echo(f"resuming {run_dir} from {path.name} (env steps {min(meta['t_env'])}, "
+             f"evaluation {evaluation})")
+        loops.append(RunLoop(v, program, run_dir, echo, _lanes_of(keys, m, seeds), None,
+                             hyper=_lanes_of(hyper, m, seeds), evaluation=evaluation,
+                             next_checkpoint=meta["run"].get("next_checkpoint", first_checkpoint),
+                             diverged={int(k): w for k, w in meta["run"].get("diverged", {}).items()},
+                             history=history, restored_from=path,
+                             wall_before=meta["run"].get("wall_seconds")))
+        states.append(state)
+    state = states[0] if len(states) == 1 else jax.tree.map(lambda *xs: np.concatenate(xs), *states)
+    return loops, jax.tree.map(jax.numpy.asarray, state)
+
+
+def _restore(members: Sequence[Config], run_dirs: list[Path], templates: list[Any],
+             warn: Callable[[str], None]) -> list[tuple[Any, dict[str, Any], Path]] | None:
+    """Every run directory's interval checkpoint at the newest evaluation point they all
+    checkpointed and can load, or None when none has a checkpoint (or, packed, when they
+    share none: the variants then start again together). A checkpoint that cannot be
+    read (:class:`CheckpointCorrupt`) is skipped with a warning and an older point tried;
+    one of another config or meigm version is an error, never skipped over."""
+    points: list[dict[int, Path]] = []
+    for v, run_dir in zip(members, run_dirs, strict=True):
+        found: dict[int, Path] = {}
+        for path in reversed([p for p in list_checkpoints(run_dir) if p.name != FINAL]):
+            try:
+                meta = read_metadata(path)
+            except CheckpointCorrupt as exc:
+                warn(f"skipping checkpoint {path}: {exc}")
+                continue
+            except MeigmError as exc:
+                raise MeigmError(f"cannot resume {run_dir}: {exc} (nothing was changed)") from None
+            differ = config_differences(meta["config"], v)
+            if differ:
+                raise MeigmError(f"cannot resume {run_dir}: its config.yaml no longer matches "
+                                 f"checkpoint {path.name}: {'; '.join(differ)}; put those values "
+                                 "back to resume it (nothing was changed)")
+            found[int(meta["eval_index"])] = path
+        points.append(found)
+    common = sorted(set.intersection(*(set(f) for f in points)), reverse=True)
+    for index in common:
+        loaded = []
+        for run_dir, found, template in zip(run_dirs, points, templates, strict=True):
+            try:
+                loaded.append((*load_train_state(found[index], template), found[index]))
+            except CheckpointCorrupt as exc:
+                warn(f"skipping checkpoint {found[index]}: {exc}")
+                break
+            except MeigmError as exc:
+                raise MeigmError(f"cannot resume {run_dir}: {exc} (nothing was changed)") from None
+        else:
+            return loaded
+    steps = [p for d in run_dirs for p in list_checkpoints(d) if p.name != FINAL]
+    if not steps or (len(run_dirs) > 1 and not common):
+        return None
+    where = run_dirs[0] if len(run_dirs) == 1 else ", ".join(map(str, run_dirs))
+    raise MeigmError(f"cannot resume {where}: none of its {len(steps)} checkpoints can be "
+                     "read (see the warnings above); to train it again from the beginning, "
+                     "move its checkpoints/ away (nothing was changed)")
 
 
 def record_provenance(loop: RunLoop) -> None:
@@ -532,16 +602,16 @@ def record_provenance(loop: RunLoop) -> None:
     os.replace(tmp, path)
 
 
-def restore_point(loop: RunLoop) -> Any:
+def restore_point(cfg: Config, state: Any) -> Any:
     """What :func:`guard_divergence` needs to freeze a seed at its state before the
     next chunk: a copy of everything but the data scheme's state under
     ``on_divergence=mask`` (the chunk's input is donated, so it must be a copy; the
     replay buffers, the one large part, need none: a frozen seed's learner and
     counters are put back each chunk, so what it collects is never learned from),
     nothing under ``stop``."""
-    if loop.cfg.on_divergence != "mask":
+    if cfg.on_divergence != "mask":
         return None
-    return jax.tree.map(jax.numpy.copy, replace(loop.state, data=None))
+    return jax.tree.map(jax.numpy.copy, replace(state, data=None))
 
 
 def guard_divergence(loop: RunLoop, train_metrics: dict[str, np.ndarray],
@@ -594,13 +664,18 @@ def evaluation_records(loop: RunLoop, train_metrics: dict[str, np.ndarray],
     return records
 
 
-def save_checkpoints(loop: RunLoop, finished: bool) -> None:
+def save_checkpoints(loop: RunLoop, finished: bool, done: int | None = None,
+                     prune: bool = True) -> bool:
     """The interval checkpoint once the slowest healthy seed has passed the next multiple
     of ``checkpoint_interval`` (a failed write is a warning: the previous one stands),
-    and ``final.safetensors`` (no buffer) at the end."""
+    and ``final.safetensors`` (no buffer) at the end. ``done``: the slowest healthy seed
+    of the whole program (a packed program checkpoints every variant at the same point);
+    ``prune`` False leaves the older checkpoints for the caller to prune once every
+    variant has written its own. True when an interval checkpoint was written."""
     if loop.run_dir is None:
-        return
-    cfg, run_dir, done = loop.cfg, loop.run_dir, loop.done_steps
+        return False
+    cfg, run_dir = loop.cfg, loop.run_dir
+    done = loop.done_steps if done is None else done
     t_env = np.asarray(loop.state.t_env)
     if finished:  # training is done: a checkpoint that cannot be written must not cost the results
         try:
@@ -610,19 +685,23 @@ def save_checkpoints(loop: RunLoop, finished: bool) -> None:
             loop.final_missing = str(exc)
             loop.echo(f"warning: {exc}; the run's results are written without "
                       f"{FINAL} (eval and export use its newest interval checkpoint)")
-        return
+        return False
     if loop.next_checkpoint is None or done < loop.next_checkpoint:
-        return
+        return False
     interval = cfg.checkpoint_interval
     upcoming = (done // interval + 1) * interval
+    loop.next_checkpoint = upcoming
     try:
-        save_checkpoint(checkpoint_path(run_dir, done), loop.state, cfg, t_env, loop.evaluation,
-                        run_meta={"next_checkpoint": upcoming, "diverged": loop.diverged,
-                                  "wall_seconds": loop.wall_so_far()})
-        prune_checkpoints(run_dir, cfg.keep_checkpoints)
+        save_checkpoint(checkpoint_path(run_dir, loop.done_steps), loop.state, cfg, t_env,
+                        loop.evaluation, run_meta={"next_checkpoint": upcoming,
+                                                   "diverged": loop.diverged,
+                                                   "wall_seconds": loop.wall_so_far()})
     except CheckpointWriteError as exc:
         loop.echo(f"warning: {exc}; training goes on, the previous checkpoint stands")
-    loop.next_checkpoint = upcoming
+        return False
+    if prune:
+        prune_checkpoints(run_dir, cfg.keep_checkpoints)
+    return True
 
 
 def train_run(
@@ -654,58 +733,133 @@ def train_run(
     ``env`` trains a custom environment in place of the registry's ``cfg.env`` (which is
     then only a label; ``meigm eval`` cannot rebuild such a run from its directory).
     """
-    if cfg.wandb:
+    return train_runs([cfg], [out], progress, echo, resume, env)[0]
+
+
+def train_runs(
+    variants: Sequence[Config],
+    outs: Sequence[str | Path | None],
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    resume: bool = False,
+    env: Env | HostEnv | None = None,
+) -> list[dict[str, Any]]:
+    """Train configs that differ only in lane fields (:mod:`meigm.lanes`) and ``seed`` as
+    lanes of one compiled program, each into its own run directory (``outs``, one per
+    variant, all None to write nothing), exactly as :func:`train_run` writes a run: the
+    directories, metrics, checkpoints and results are those each variant would have alone,
+    and each lane's numbers are bit for bit those of its variant in its own program of
+    the same seed count. With ``resume`` every variant continues from the newest
+    evaluation point all of them checkpointed (their checkpoints are written at the same
+    points, the older ones pruned only once every variant has its new one). Returns one
+    results dict per variant, in order."""
+    variants = list(variants)
+    if not variants or len(outs) != len(variants):
+        raise MeigmError(f"train_runs needs one run directory (or None) per variant; got "
+                         f"{len(variants)} variant(s) and {len(outs)} run directories")
+    dirs = [Path(o) for o in outs if o is not None]
+    if dirs and len(dirs) != len(outs):
+        raise MeigmError("either every variant of a packed program has a run directory or none does")
+    if len({os.path.realpath(d) for d in dirs}) != len(dirs):
+        raise MeigmError("two variants of a packed program share a run directory; give each its own")
+    if any(v.wandb for v in variants):
         require_wandb()  # before the run directory exists: a failed start leaves nothing
-    program = make_program(cfg, env)  # cheap: nothing is allocated or started yet
+    program = make_program(variants[0], env, variants=variants[1:])  # cheap: nothing allocated yet
     memory_check(program)
-    if out is None:
-        return _train_program(program, out, progress, echo, resume)
     # refusals that need no lock come first: the lock creates the directory and its lock file
-    check_resumable(Path(out)) if resume else check_new_run_dir(Path(out))
-    with run_dir_lock(Path(out)):
-        return _train_program(program, out, progress, echo, resume)
+    for d in dirs:
+        check_resumable(d) if resume else check_new_run_dir(d)
+    with contextlib.ExitStack() as locks:
+        for d in dirs:
+            locks.enter_context(run_dir_lock(d))
+        return _train_program(program, outs, progress, echo, resume)
 
 
-def _train_program(program: Program, out: str | Path | None, progress: bool,
-                   echo: Callable[[str], None], resume: bool) -> dict[str, Any]:
-    """:func:`train_run`'s loop, in a run directory this process holds (or none)."""
-    cfg = program.cfg
+def _views(loops: list[RunLoop], state: Any, with_data: bool) -> None:
+    """Give each run its lanes of the program's state: the state itself for one run; for a
+    packed program a copy of its lanes without the replay data, or with it (host views,
+    no copy) for a checkpoint."""
+    if len(loops) == 1:
+        loops[0].state = state
+        return
+    seeds = loops[0].cfg.seeds
+    for m, loop in enumerate(loops):
+        small = _lanes_of(replace(state, data=None), m, seeds)
+        data = (jax.tree.map(lambda x, m=m: np.asarray(x)[m * seeds:(m + 1) * seeds], state.data)
+                if with_data else None)
+        loop.state = replace(small, data=data)
+
+
+def _gathered(loops: list[RunLoop], state: Any) -> Any:
+    """The program's state with each run's (possibly changed: frozen seeds) lanes put back."""
+    if len(loops) == 1:
+        return loops[0].state
+    rest = jax.tree.map(lambda *xs: jax.numpy.concatenate(xs),
+                        *[replace(loop.state, data=None) for loop in loops])
+    return replace(rest, data=state.data)
+
+
+def _train_program(program: Program, outs: Sequence[str | Path | None], progress: bool,
+                   echo: Callable[[str], None], resume: bool) -> list[dict[str, Any]]:
+    """:func:`train_runs`'s loop, in run directories this process holds (or none)."""
+    cfg, seeds = program.cfg, program.cfg.seeds
     t_start = time.perf_counter()
-    loop = start_loop(program, out, resume, echo)
-    loop.started = t_start
-    record_provenance(loop)
-    steps_before = int(np.sum(np.asarray(loop.state.t_env)))  # a resumed run's earlier steps
+    loops, state = start_loops(program, outs, resume, echo)
+    _views(loops, state, with_data=False)
+    for loop in loops:
+        loop.started = t_start
+        record_provenance(loop)
+    # a resumed run's earlier env steps, per run
+    steps_before = [int(np.sum(np.asarray(loop.state.t_env))) for loop in loops]
     run, evaluate = compiled(program.trainer, donate=True)  # buffers held once, not twice
+    keys = program.lane_keys()
+    evaluation = loops[0].evaluation  # the variants of a packed program move in step
 
     # Progress counts the slowest seed's env steps, so its rate is env steps/s per seed
-    # (x seeds for the whole program) and its ETA is the time to t_max.
+    # (x lanes for the whole program) and its ETA is the time to t_max.
     bar = tqdm(total=cfg.t_max, unit="step", unit_scale=True, disable=not progress,
-               desc=f"{cfg.alg} {cfg.env} x{cfg.seeds}", dynamic_ncols=True)
+               desc=f"{cfg.alg} {cfg.env} x{program.lanes}", dynamic_ncols=True)
     compile_s = None
-    purge = int(np.asarray(loop.state.t_env).min()) + 1 if loop.restored_from else None
-    with MetricsLogger(cfg, loop.run_dir, purge_step=purge) as logger:
+    with contextlib.ExitStack() as stack:
+        loggers = [stack.enter_context(MetricsLogger(
+            loop.cfg, loop.run_dir,
+            purge_step=int(np.asarray(loop.state.t_env).min()) + 1 if loop.restored_from else None))
+            for loop in loops]
         try:
             while True:
                 t0 = time.perf_counter()
-                previous = restore_point(loop)
-                loop.state, train_metrics = run(loop.state, eval_target(cfg, loop.evaluation))
+                previous = restore_point(cfg, state)
+                state, train_metrics = run(state, eval_target(cfg, evaluation))
                 jax.block_until_ready(train_metrics)
                 if compile_s is None:
                     compile_s = time.perf_counter() - t0
                 train_metrics = jax.device_get(train_metrics)
-                guard_divergence(loop, train_metrics, train_metrics.pop("finite_params"), previous)
+                finite = train_metrics.pop("finite_params")
+                _views(loops, state, with_data=False)
+                for m, loop in enumerate(loops):
+                    guard_divergence(loop, _lanes_of(train_metrics, m, seeds),
+                                     _lanes_of(finite, m, seeds),
+                                     None if previous is None else _lanes_of(previous, m, seeds))
+                if any(loop.diverged for loop in loops):
+                    state = _gathered(loops, state)
                 test_metrics = jax.device_get(
-                    evaluate(loop.state.learner.params, evaluation_keys(loop.keys, loop.evaluation)))
-                records = evaluation_records(loop, train_metrics, test_metrics)
-                loop.history.extend(records)
-                logger.log(records)
-                if not loop.healthy:
-                    raise MeigmError("training diverged in every seed: "
-                                     + "; ".join(loop.diverged.values()))
-                finished = loop.done_steps >= cfg.t_max
-                save_checkpoints(loop, finished)
-                loop.evaluation += 1
-                bar.update(min(loop.done_steps, cfg.t_max) - bar.n)
+                    evaluate(state.learner.params, evaluation_keys(keys, evaluation)))
+                for m, loop in enumerate(loops):
+                    records = evaluation_records(loop, _lanes_of(train_metrics, m, seeds),
+                                                 _lanes_of(test_metrics, m, seeds))
+                    loop.history.extend(records)
+                    loggers[m].log(records)
+                    if not loop.healthy:
+                        raise MeigmError("training diverged in every seed"
+                                         + (f" of {loop.run_dir}" if len(loops) > 1 else "") + ": "
+                                         + "; ".join(loop.diverged.values()))
+                done = min(loop.done_steps for loop in loops)
+                finished = done >= cfg.t_max
+                _save_all(loops, state, finished, done)
+                evaluation += 1
+                for loop in loops:
+                    loop.evaluation = evaluation
+                bar.update(min(done, cfg.t_max) - bar.n)
                 label, value = headline_metric(test_metrics)
                 bar.set_postfix({label: value})
                 if finished:
@@ -713,7 +867,28 @@ def _train_program(program: Program, out: str | Path | None, progress: bool,
         finally:
             bar.close()
             program.trainer.close()
-    return finish(loop, time.perf_counter() - t_start, compile_s or 0.0, steps_before)
+    wall = time.perf_counter() - t_start
+    _views(loops, state, with_data=False)
+    return [finish(loop, wall, compile_s or 0.0, before)
+            for loop, before in zip(loops, steps_before, strict=True)]
+
+
+def _save_all(loops: list[RunLoop], state: Any, finished: bool, done: int) -> None:
+    """Every run's checkpoints at this evaluation point (:func:`save_checkpoints`); a
+    packed program's older interval checkpoints are pruned only once every variant has
+    written its new one, so a kill between two variants' writes leaves a point they all
+    have."""
+    if all(loop.run_dir is None for loop in loops):
+        return
+    if len(loops) == 1:
+        save_checkpoints(loops[0], finished, done)
+        return
+    _views(loops, state, with_data=True)  # host views of the lanes' data, no copy
+    written = [save_checkpoints(loop, finished, done, prune=False) for loop in loops]
+    _views(loops, state, with_data=False)  # no host views of the buffers held past here
+    if all(written):
+        for loop in loops:
+            prune_checkpoints(loop.run_dir, loop.cfg.keep_checkpoints)
 
 
 def finish(loop: RunLoop, wall: float, compile_s: float, steps_before: int = 0) -> dict[str, Any]:
@@ -753,6 +928,8 @@ def finish(loop: RunLoop, wall: float, compile_s: float, steps_before: int = 0) 
         results["diverged"] = {str(cfg.seed + i): w for i, w in sorted(loop.diverged.items())}
     if loop.final_missing is not None:
         results["final_checkpoint_missing"] = loop.final_missing
+    if len(loop.program.members) > 1:  # trained as lanes of one program with other variants
+        results["packed"] = {"variants": len(loop.program.members), "lanes": loop.program.lanes}
     if (not isinstance(env, HostEnv) and getattr(env, "payoff", None) is not None
             and math.prod([spec.n_actions] * spec.n_agents) <= MAX_VIEW_JOINTS):
         # the Table 1 view: games with a payoff table only (for a sequential task one
@@ -760,7 +937,7 @@ def finish(loop: RunLoop, wall: float, compile_s: float, steps_before: int = 0) 
         view_fn = jax.jit(jax.vmap(lambda p: first_step_view(learner, env, p, jax.random.PRNGKey(0))))
         views = jax.device_get(view_fn(state.learner.params))
         # and of each seed's untrained parameters: the policy it started from
-        initial = jax.device_get(view_fn(initial_params(loop.program.trainer, loop.keys)))
+        initial = jax.device_get(view_fn(initial_params(loop.program.trainer, loop.keys, loop.hyper)))
         results["first_step"] = summarise_views(views, env, action_names(spec.n_actions), initial)
         results["first_step"]["has_policy"] = bool(learner.has_policy)
         # Q_tot, its argmax and misalignment exist only for learners with joint values
