@@ -575,8 +575,8 @@ def test_a_run_directory_is_locked_for_the_life_of_its_run(finished, tmp_path, c
     assert main(["train", "--resume", str(resumable), "--no-progress"]) == 2
     assert "is in use by another meigm process (pid 777)" in error_line(capfd)
     with pytest.raises(MeigmError, match=r"in use by another meigm process \(pid 777\)"):
-        train_task(dict(_cfg().to_dict(), hidden_dim=8), str(resumable), "x",  # would clear it
-                   str(tmp_path / "pids" / "x.pid"))
+        train_task([dict(_cfg().to_dict(), hidden_dim=8)], [str(resumable)], ["x"],  # would clear it
+                   [str(tmp_path / "pids" / "x.pid")])
     assert _files(resumable) == before
     os.close(fd)
 

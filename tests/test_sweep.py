@@ -368,7 +368,7 @@ def test_an_unfinished_run_resumes_under_its_recorded_config_unless_the_sweep_ch
     values = {**TINY_OVERRIDES, "alg": "qmix", "env": "matrix:table1", "seeds": 2, "t_max": 240,
               "test_interval": 40, "checkpoint_interval": 80, "keep_checkpoints": 3}
     run, pids = tmp_path / "run", tmp_path / "pids" / "run.pid"
-    train_task(values, str(run), "qmix", str(pids))
+    train_task([values], [str(run)], ["qmix"], [str(pids)])
     full = metrics_rows(run)
 
     def stop_part_way(value: float = 0.123, edit_checkpoints: bool = True) -> None:
@@ -387,7 +387,7 @@ def test_an_unfinished_run_resumes_under_its_recorded_config_unless_the_sweep_ch
             save_file(load_file(str(path)), str(path), metadata=meta)
 
     stop_part_way()
-    train_task(values, str(run), "qmix", str(pids))
+    train_task([values], [str(run)], ["qmix"], [str(pids)])
     record = yaml.safe_load((run / "config.yaml").read_text())
     assert record["hasac_alpha_lr"] == 0.123  # resumed under its record, not cleared
     assert metrics_rows(run) == full  # exact continuation (the wall clock aside)
@@ -398,9 +398,49 @@ def test_an_unfinished_run_resumes_under_its_recorded_config_unless_the_sweep_ch
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
     with pytest.raises(MeigmError, match=r"no longer matches checkpoint step_160\.safetensors: "
                                          r"hasac_alpha_lr \(0\.5 now, 0\.123 in the checkpoint\)"):
-        train_task(values, str(run), "qmix", str(pids))
+        train_task([values], [str(run)], ["qmix"], [str(pids)])
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
 
-    train_task({**values, "lr": 0.002}, str(run), "qmix", str(pids))  # the preset was edited
+    train_task([{**values, "lr": 0.002}], [str(run)], ["qmix"], [str(pids)])  # the preset was edited
     record = yaml.safe_load((run / "config.yaml").read_text())
     assert record["lr"] == 0.002 and record["hasac_alpha_lr"] != 0.123  # started afresh
+
+
+# ------------------------------------------------------------- packing (lanes)
+def test_runs_pack_only_with_runs_that_differ_in_lane_fields(tmp_path):
+    from meigm.experiments.sweep import packs
+
+    path = _preset(tmp_path, grid={"lr": [0.001, 0.003], "seed": [0, 5], "hidden_dim": [16, 8]})
+    runs = list(load_sweep(path, "laptop").runs)  # 2 algorithms x 8 points, 2 seeds each
+    groups = packs(runs, lanes=8)
+    for group in groups:
+        cfgs = [r.config() for r in group]
+        assert len({(c.alg, c.hidden_dim) for c in cfgs}) == 1  # only lane fields and seed differ
+        assert len(group) * cfgs[0].seeds <= 8
+    assert sorted(r.run_id for g in groups for r in g) == sorted(r.run_id for r in runs)
+    assert [len(g) for g in groups] == [4, 4, 4, 4]
+    assert [len(g) for g in packs(runs, lanes=1)] == [1] * 16
+    assert [len(g) for g in packs(runs, lanes=3)] == [1] * 16  # two 2-seed runs need 4 lanes
+
+
+def test_a_packed_sweep_writes_the_run_directories_of_an_unpacked_one(tmp_path, monkeypatch):
+    """Four runs (lr x seed) trained as one packed program write, run by run, the rows,
+    results and checkpoints the same runs write as four programs."""
+    from meigm.experiments.sweep import run_sweep
+
+    for k, v in FAST_COMPILE.items():
+        monkeypatch.setenv(k, v)
+    path = _preset(tmp_path, algorithms={"qmix": "qmix"}, grid={"lr": [0.001, 0.003], "seed": [0, 7]})
+    sweep = load_sweep(path, "smoke")
+    quiet = {"max_retries": 0, "num_cpus": 1, "echo": lambda _: None}
+    packed = run_sweep(sweep, tmp_path / "packed", lanes=8, **quiet)
+    single = run_sweep(sweep, tmp_path / "single", lanes=1, **quiet)
+    assert {v["status"] for v in packed["runs"].values()} == {"finished"}
+    assert {v["status"] for v in single["runs"].values()} == {"finished"}
+    for run in sweep.runs:
+        a, b = tmp_path / "packed" / run.run_id, tmp_path / "single" / run.run_id
+        assert metrics_rows(a) == metrics_rows(b)
+        assert (a / "config.yaml").read_text() == (b / "config.yaml").read_text()
+        assert (a / "label.txt").read_text() == (b / "label.txt").read_text()
+        assert json.loads((a / "results.json").read_text())["packed"] == {"variants": 4, "lanes": 8}
+        assert (a / "checkpoints" / "final.safetensors").is_file()

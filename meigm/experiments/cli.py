@@ -196,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=None, metavar="PATTERN",
                    help="run only the runs whose id <scenario>/<label> matches this shell pattern, "
                         "e.g. 'smax_protoss_5_vs_5/hasac' or '*/me_*' (repeatable)")
+    p.add_argument("--lanes", type=int, default=None, metavar="N",
+                   help="pack runs that differ only in lane fields (learning rates, temperatures, "
+                        "epsilon's schedule, seed, ...) into programs of at most N lanes "
+                        "(variants x seeds), each still writing its own run directory; 1: every "
+                        "run its own program (default: 1 on the CPU, 16 on an accelerator)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--list", action="store_true", help="list the built-in presets and exit")
 
@@ -473,7 +478,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"sweep_{sweep.name}_{sweep.budget}"
     sweep = select_runs(sweep, args.only)
     status = run_sweep(sweep, out, address=args.address, max_retries=args.max_retries,
-                       num_cpus=args.num_cpus, cpus_per_run=args.cpus_per_run, dry_run=args.dry_run)
+                       num_cpus=args.num_cpus, cpus_per_run=args.cpus_per_run, dry_run=args.dry_run,
+                       lanes=args.lanes)
     return 1 if any(r.get("status") == "failed" for r in status["runs"].values()) else 0
 
 

@@ -46,6 +46,7 @@ an error rather than a reason to replace it). User errors (a bad config) are not
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fnmatch
 import itertools
@@ -258,52 +259,87 @@ def is_finished(run_dir: Path) -> bool:
 
 
 # ----------------------------------------------------------------- the Ray task
-def train_task(values: dict[str, Any], run_dir: str, label: str, pid_file: str) -> dict[str, Any]:
-    """Body of one Ray task: train one run to the end, resuming an earlier attempt.
+def train_task(values: list[dict[str, Any]], run_dirs: list[str], labels: list[str],
+               pid_files: list[str]) -> list[dict[str, Any]]:
+    """One Ray task: a pack of runs that differ only in lane fields (:mod:`meigm.lanes`),
+    trained as lanes of one program (:func:`~meigm.experiments.run.train_runs`), each
+    into its own run directory exactly as alone; a pack of one is a plain run.
 
-    A directory an earlier attempt left (killed, pre-empted, stopped at the end of a
-    session) is resumed from its newest complete checkpoint when its ``config.yaml``
-    agrees with every value the sweep sets; training then continues from that recorded
-    config, as ``meigm train --resume`` does, so a default changed in meigm since the run
-    started neither throws its progress away nor changes the program under it. A
-    directory that disagrees on a value the sweep sets (the preset was edited), or has no
-    readable config or no checkpoint, is cleared and the run starts from scratch. One whose
-    checkpoints cannot be resumed from (written by another meigm version, all damaged, or
-    under a config.yaml edited since) fails with a one-line error and is left as it is.
-    The directory is locked (:func:`~meigm.experiments.run.run_dir_lock`) from the decision
-    to the end, so a run another process is training is neither cleared nor run twice."""
+    A run directory left unfinished by an earlier attempt is resumed when every run of
+    the pack recorded the same config and has checkpoints, else cleared (all but its
+    lock) and trained again from the start."""
     from meigm.experiments.evaluate import load_config
-    from meigm.experiments.run import LOCK_FILE, run_dir_lock, train_run
+    from meigm.experiments.run import LOCK_FILE, run_dir_lock, train_runs
 
-    Path(pid_file).parent.mkdir(parents=True, exist_ok=True)
-    Path(pid_file).write_text(str(os.getpid()))  # lets tests and users kill a run's worker
-    out = Path(run_dir)
-    cfg = config.from_dict(values)
-    resume = False
-    existed = out.exists()
-    # Held from the decision to the end of training (train_run takes it again, re-entrantly):
-    # a directory another process is training in is neither cleared nor trained in twice.
-    with run_dir_lock(out):
-        if existed and not is_finished(out):
+    for pid_file in pid_files:
+        Path(pid_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(pid_file).write_text(str(os.getpid()))  # lets tests and users kill a run's worker
+    outs = [Path(d) for d in run_dirs]
+    existed = [out.exists() and not is_finished(out) for out in outs]  # a finished one is refused
+    cfgs = [config.from_dict(v) for v in values]
+    with contextlib.ExitStack() as locks:
+        # Held from the decision to the end of training (train_runs takes them again,
+        # re-entrantly): a directory another process trains in is neither cleared nor
+        # trained in twice.
+        for out in outs:
+            locks.enter_context(run_dir_lock(out))
+        stored = []
+        for out, cfg, v in zip(outs, cfgs, values, strict=True):
             try:
-                stored = load_config(out)
+                old = load_config(out)
             except Exception:  # no or unreadable config.yaml: nothing worth keeping
-                stored = None
-            same = stored is not None and all(getattr(stored, k) == getattr(cfg, k) for k in values)
-            resume = same and (out / "checkpoints").is_dir()
-            if resume:
-                cfg = stored
-            else:  # cleared, all but the lock this task holds
-                for item in out.iterdir():
+                old = None
+            same = old is not None and all(getattr(old, k) == getattr(cfg, k) for k in v)
+            stored.append(old if same and (out / "checkpoints").is_dir() else None)
+        resume = all(old is not None for old in stored)
+        if resume:
+            cfgs = stored
+        else:
+            for out in [o for o, e in zip(outs, existed, strict=True) if e]:
+                for item in out.iterdir():  # cleared, all but the lock this task holds
                     if item.name == LOCK_FILE:
                         continue
                     if item.is_dir() and not item.is_symlink():
                         shutil.rmtree(item)
                     else:
                         item.unlink()
-        results = train_run(cfg, out, progress=False, echo=lambda _: None, resume=resume)
-        (out / "label.txt").write_text(label + "\n")
-    return {"wall_seconds": results["wall_seconds"], "final": results["final"]}
+        results = train_runs(cfgs, outs, progress=False, echo=lambda _: None, resume=resume)
+        for out, label in zip(outs, labels, strict=True):
+            (out / "label.txt").write_text(label + "\n")
+    return [{"wall_seconds": r["wall_seconds"], "final": r["final"]} for r in results]
+
+
+def packs(runs: list[RunSpec], lanes: int) -> list[list[RunSpec]]:
+    """The runs grouped into packs of at most ``lanes`` lanes (variants × seeds) whose
+    configs differ only in lane fields and ``seed``, in the sweep's order; ``lanes`` 1
+    (or any run whose seeds alone reach it) leaves every run on its own."""
+    from meigm.lanes import FREE_FIELDS, LANE_FIELDS
+
+    groups: dict[tuple, list[list[RunSpec]]] = {}
+    order: list[list[RunSpec]] = []
+    for run in runs:
+        cfg = run.config()
+        key = tuple((f.name, repr(getattr(cfg, f.name))) for f in dataclasses.fields(cfg)
+                    if f.name not in LANE_FIELDS and f.name not in FREE_FIELDS)
+        open_packs = groups.setdefault(key, [])
+        if open_packs and (len(open_packs[-1]) + 1) * cfg.seeds <= lanes:
+            open_packs[-1].append(run)
+            continue
+        pack = [run]
+        open_packs.append(pack)
+        order.append(pack)
+    return order
+
+
+def default_lanes() -> int:
+    """Lanes per program a sweep packs by default on this machine's JAX backend: 1 on the
+    CPU, where measured a lane costs more than a one-seed program (3 protoss seeds in one
+    program 1.18x per seed, 10 seeds 1.57x; benchmarks/README.md, "What makes packed
+    seeds dearer"), so packing saves only compiles; 16 on an accelerator, where the H200
+    ran 3 seeds for 1.4x one seed."""
+    import jax
+
+    return 1 if jax.default_backend() == "cpu" else 16
 
 
 # ----------------------------------------------------------------- the driver
@@ -389,16 +425,22 @@ def run_sweep(
     cpus_per_run: float = 1.0,
     dry_run: bool = False,
     echo: Callable[[str], None] = print,
+    lanes: int | None = None,
 ) -> dict[str, Any]:
     """Run every unfinished run of ``sweep`` under ``out``; returns the status dict.
 
     ``address=None`` starts a local Ray with ``num_cpus`` (default: all cores); otherwise
     it joins that cluster, whose nodes must have meigm installed and see ``out``.
+    ``lanes``: the most lanes (variants × seeds) one task's program trains — runs that
+    differ only in lane fields are packed into one program up to it (:func:`packs`);
+    None: :func:`default_lanes`, 1 for no packing.
     """
     if max_retries < 0:
         raise MeigmError(f"max_retries must be >= 0, got {max_retries}")
     if cpus_per_run <= 0:
         raise MeigmError(f"cpus_per_run must be > 0, got {cpus_per_run}")
+    if lanes is not None and lanes < 1:
+        raise MeigmError(f"lanes must be >= 1 (1: every run its own program), got {lanes}")
     todo = [r for r in sweep.runs if not is_finished(out / r.run_id)]
     echo(f"sweep {sweep.name} ({sweep.budget} budget): {len(sweep.runs)} runs, "
          f"{len(sweep.runs) - len(todo)} finished, {len(todo)} to run -> {out}")
@@ -423,6 +465,10 @@ def run_sweep(
     import ray
 
     memory = {r.run_id: run_memory_bytes(r) for r in todo}
+    groups = packs(todo, default_lanes() if lanes is None else lanes)
+    if any(len(g) > 1 for g in groups):
+        echo(f"  {len(todo)} runs packed into {len(groups)} programs (lanes of one program: "
+             "runs that differ only in lane fields)")
     env_vars = {k: v for k, v in os.environ.items()
                 if k.startswith(("JAX_", "XLA_", "MEIGM_")) or k in ("CUDA_VISIBLE_DEVICES",)}
     own_ray = not ray.is_initialized()  # a caller (a test, a notebook) may hold one already
@@ -437,48 +483,57 @@ def run_sweep(
                      runtime_env={"env_vars": env_vars} if env_vars else None)
     try:
         task = ray.remote(train_task)
-        by_id = {r.run_id: r for r in todo}
+        by_id = {g[0].run_id: g for g in groups}  # a pack by its first run
         pending: dict[Any, str] = {}
 
         def pid_file(run_id: str) -> Path:
             return _pid_file(out, run_id)
 
-        def submit(run: RunSpec) -> None:
-            # Ray queues what does not fit; the task writes its pid file when it starts,
+        def submit(group: list[RunSpec]) -> None:
+            # Ray queues what does not fit; the task writes its pid files when it starts,
             # which is how sweep.json tells "queued" from "running" (a stale file goes first).
-            pid_file(run.run_id).unlink(missing_ok=True)
-            entry = status.data["runs"][run.run_id]
-            status.set(run.run_id, status="queued", attempts=entry["attempts"] + 1)
-            ref = task.options(num_cpus=cpus_per_run, memory=memory[run.run_id], max_retries=0,
-                               name=f"meigm:{run.run_id}").remote(
-                run.values, str(out / run.run_id), run.label, str(pid_file(run.run_id)))
-            pending[ref] = run.run_id
+            for run in group:
+                pid_file(run.run_id).unlink(missing_ok=True)
+                entry = status.data["runs"][run.run_id]
+                status.set(run.run_id, status="queued", attempts=entry["attempts"] + 1)
+            name = group[0].run_id + (f" +{len(group) - 1}" if len(group) > 1 else "")
+            ref = task.options(num_cpus=cpus_per_run, memory=sum(memory[r.run_id] for r in group),
+                               max_retries=0, name=f"meigm:{name}").remote(
+                [r.values for r in group], [str(out / r.run_id) for r in group],
+                [r.label for r in group], [str(pid_file(r.run_id)) for r in group])
+            pending[ref] = group[0].run_id
 
-        for run in todo:
-            submit(run)
-        retries = {r.run_id: 0 for r in todo}
+        for group in groups:
+            submit(group)
+        retries = {g[0].run_id: 0 for g in groups}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=STATUS_POLL_SECONDS)
-            _mark_started(status, list(pending.values()), out)
+            _mark_started(status, [r.run_id for first in pending.values() for r in by_id[first]], out)
             if not ready:
                 continue
-            run_id = pending.pop(ready[0])
+            first = pending.pop(ready[0])
+            group = by_id[first]
             try:
-                result = ray.get(ready[0])
+                results = ray.get(ready[0])
             except Exception as exc:  # every task failure is recorded, retried or reported
                 line, retryable = _error_line(exc)
-                errors = [*status.data["runs"][run_id]["errors"], line]
-                if retryable and retries[run_id] < max_retries:
-                    retries[run_id] += 1
-                    status.set(run_id, errors=errors)
-                    echo(f"  retry {retries[run_id]}/{max_retries}: {run_id} ({line})")
-                    submit(by_id[run_id])
-                else:
-                    status.set(run_id, status="failed", errors=errors)
-                    echo(f"  FAILED  {run_id}: {line}")
+                retry = retryable and retries[first] < max_retries
+                if retry:
+                    retries[first] += 1
+                for run in group:
+                    errors = [*status.data["runs"][run.run_id]["errors"], line]
+                    if retry:
+                        status.set(run.run_id, errors=errors)
+                        echo(f"  retry {retries[first]}/{max_retries}: {run.run_id} ({line})")
+                    else:
+                        status.set(run.run_id, status="failed", errors=errors)
+                        echo(f"  FAILED  {run.run_id}: {line}")
+                if retry:
+                    submit(group)
                 continue
-            status.set(run_id, status="finished", wall_seconds=result["wall_seconds"])
-            echo(f"  done    {run_id} ({result['wall_seconds']:.0f} s)")
+            for run, result in zip(group, results, strict=True):
+                status.set(run.run_id, status="finished", wall_seconds=result["wall_seconds"])
+                echo(f"  done    {run.run_id} ({result['wall_seconds']:.0f} s)")
     finally:
         if own_ray:
             ray.shutdown()
