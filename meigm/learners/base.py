@@ -31,6 +31,11 @@ Optional, looked up with ``getattr`` (learners without them behave as before):
   learner whose critic is not the agent network (FOP), its local values and ``Q_tot``
   of every joint action at one step, for the Table 1 view.
 
+Numeric hyper-parameters (:data:`meigm.lanes.LANE_FIELDS`) reach a learner through its
+config, built inside the training program from each lane's traced values
+(:func:`meigm.lanes.bind`): a learner uses them as numbers, never in Python control flow,
+so a grid over them is one compiled program.
+
 Greedy execution is the same for every learner — the decentralised argmax over
 available actions of the agent network's output (``Q_i``; FOP's agent network is its
 actor, so there it is the argmax of ``π_i``) — so it lives in the roll-out, not here.
