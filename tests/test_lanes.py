@@ -165,6 +165,7 @@ def _rows(run_dir: Path) -> list[dict]:
     return [without_clock(json.loads(line)) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # three trainings; the README grid example runs in the default suite
 def test_a_grid_writes_each_point_as_the_run_it_trains_alone(tmp_path):
     """``meigm.train_grid``: one program, one run directory per point, each holding the
     rows, results and checkpoints of that point trained alone (same seeds, same seed count)."""

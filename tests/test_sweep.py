@@ -423,6 +423,7 @@ def test_runs_pack_only_with_runs_that_differ_in_lane_fields(tmp_path):
     assert [len(g) for g in packs(runs, lanes=3)] == [1] * 16  # two 2-seed runs need 4 lanes
 
 
+@pytest.mark.slow  # two sweeps, each starting Ray: CI time
 def test_a_packed_sweep_writes_the_run_directories_of_an_unpacked_one(tmp_path, monkeypatch):
     """Four runs (lr x seed) trained as one packed program write, run by run, the rows,
     results and checkpoints the same runs write as four programs."""
