@@ -77,8 +77,8 @@ class TrainState:
     episodes: jax.Array  # [] episodes collected
     updates: jax.Array  # [] gradient updates done
     #: this lane's hyper-parameters, {lane field: []} (:mod:`meigm.lanes`): config, not
-    #: state — never checkpointed, set from the run's config when a state is built or
-    #: restored (:func:`with_hyper`)
+    #: state — never checkpointed, set from the run's config when a state is built
+    #: (:func:`init_seeds`) or restored (``meigm.experiments.run.start_loops``)
     hyper: dict[str, jax.Array] = struct.field(default_factory=dict)
 
 
@@ -161,8 +161,8 @@ def make_program(cfg: Config, env: Env | HostEnv | None = None,
     learner, trainer. ``env`` replaces the registry's scenario (a custom environment);
     the config's ``env`` name is then only a label.
 
-    ``variants``: configs to train as lanes of this one program beside ``cfg`` (which is
-    the first of them); they may differ from it only in lane fields and ``seed``
+    ``variants``: further configs to train as lanes of this one program after ``cfg``
+    (the program's first variant); they may differ from it only in lane fields and ``seed``
     (:func:`meigm.lanes.check_variants` refuses anything else in one line)."""
     cfg, env = resolve_config(cfg, env)
     packed: tuple[Config, ...] = ()
@@ -211,8 +211,9 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
         """The learner and data scheme of one lane, built (inside the trace) from the config
         bound to the lane's hyper-parameters :mod:`meigm.lanes`; ``learner`` and ``scheme``
         above serve what no lane changes (shapes, the agent network, evaluation)."""
-        bound_learner = make_learner(bind(cfg, hyper), spec)
-        return bound_learner, make_scheme(bind(cfg, hyper), spec, bound_learner, buckets)
+        bound = bind(cfg, hyper)
+        bound_learner = make_learner(bound, spec)
+        return bound_learner, make_scheme(bound, spec, bound_learner, buckets)
 
     def init(key: jax.Array, hyper: Hyper | None = None) -> TrainState:
         """One lane's state; ``hyper`` None: the config's own values."""
