@@ -118,8 +118,9 @@ def train_grid(
 ) -> dict[str, dict[str, Any]]:
     """Train a grid over lane fields (:mod:`meigm.lanes`: learning rates, temperatures,
     ε's schedule, γ, ...) as lanes of *one* compiled program: every point of the grid
-    with ``config``'s seeds, each point bit for bit what it computes in its own program of
-    the same seed count, compiled once.
+    with ``config``'s seeds, each point what it computes in its own program of the same
+    seed count (bit for bit, or to float rounding for the PPO family: :mod:`meigm.lanes`),
+    compiled once.
 
     ``vary``: {lane field: values}, e.g. ``{"alpha_lr": [3e-4, 0.3], "target_entropy":
     [0.1, 0.5]}`` (4 points). ``run_dir``: the grid's directory; each point is a run

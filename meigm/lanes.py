@@ -13,8 +13,10 @@ How a learner reads them: nothing in the learners changes. Inside the traced pro
 each lane's learner is built from :func:`bind` — the run's config with its lane fields
 replaced by that lane's traced scalars — so ``cfg.lr`` in a learner *is* the lane's
 learning rate. Every program reads its lane fields this way, one lane or many, so a
-lane of a packed program computes exactly what the same variant computes alone (the
-tests assert bit-equality on the CPU).
+lane of a packed program computes what the same variant computes alone: bit for bit for
+the replay learners, whose updates run lane after lane; for the PPO family, whose update
+is a plain vmap over lanes, to float rounding where the CPU vectorises a wider batch
+differently (tests/test_lanes.py).
 
 A field that changes a shape or a code path (the algorithm, a network width, the batch,
 the buffer, the roll-out width, ``learn_alpha``, ...) cannot vary between lanes;

@@ -487,10 +487,15 @@ def jit_run(trainer: Trainer, donate: bool = False) -> Callable:
 
 
 def _broadcast_target(run: Callable) -> Callable:
-    def run_to(state, t_target):
+    def targets(state, t_target):
         seeds = np.asarray(state.t_env).shape[0]
-        return run(state, jnp.broadcast_to(jnp.asarray(t_target, jnp.int32), (seeds,)))
+        return jnp.broadcast_to(jnp.asarray(t_target, jnp.int32), (seeds,))
 
+    def run_to(state, t_target):
+        return run(state, targets(state, t_target))
+
+    if hasattr(run, "lower"):  # a jitted chunk: compile it ahead of its first call
+        run_to.lower = lambda state, t_target: run.lower(state, targets(state, t_target))
     return run_to
 
 

@@ -275,6 +275,7 @@ def test_config_prints_every_key_with_its_source_and_doc(tmp_path, capfd):
     assert "config key 'lr' must be float" in error_line(capfd)
 
 
+@pytest.mark.slow  # CI time: qplex and me_qplex also train in tests/test_training.py
 def test_compare_takes_the_qplex_family(tmp_path, capfd):
     out = tmp_path / "cmp"
     assert main(["compare", "--algs", "qplex,me_qplex", "--seeds", "1", "--out", str(out),

@@ -37,25 +37,40 @@ def _train(out: Path, cache: Path, *extra: str) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-def test_a_second_identical_run_compiles_nothing_new(tmp_path):
+def test_a_second_identical_run_and_one_with_other_lane_fields_compile_nothing_new(tmp_path):
+    """A second identical run hits the cache for every program, and a hit is the program a
+    miss builds (same numbers). Lane fields (meigm.lanes) are data of the program: a run
+    with another learning rate, ε schedule and discount also reuses every compiled
+    program, and trains differently."""
     cache = tmp_path / "cache"
     first = _train(tmp_path / "a", cache)
     entries = sorted(p.name for p in cache.iterdir())
     assert entries, "the first run wrote no compiled program"
     second = _train(tmp_path / "b", cache)
     assert sorted(p.name for p in cache.iterdir()) == entries  # every program was a hit
-    assert second["final"] == first["final"]  # and a hit is the program a miss builds
-
-
-def test_a_run_with_other_hyper_parameters_compiles_nothing_new(tmp_path):
-    """Lane fields (meigm.lanes) are data of the program: another learning rate, ε schedule
-    and discount reuse every compiled program of the first run."""
-    cache = tmp_path / "cache"
-    first = _train(tmp_path / "a", cache)
-    entries = sorted(p.name for p in cache.iterdir())
-    second = _train(tmp_path / "b", cache, "lr=0.003", "epsilon_anneal_steps=50", "gamma=0.9")
+    assert second["final"] == first["final"]
+    _train(tmp_path / "c", cache, "lr=0.003", "epsilon_anneal_steps=50", "gamma=0.9")
     assert sorted(p.name for p in cache.iterdir()) == entries
-    del first, second
     rows = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-            for run in ("a", "b")]
+            for run in ("a", "c")]
     assert [r.get("train/loss_q") for r in rows[0]] != [r.get("train/loss_q") for r in rows[1]]
+
+
+def test_the_chunk_and_the_evaluation_compile_once_ahead_of_the_first_step(caplog):
+    """``compile_seconds`` is compile alone: the training chunk and the evaluation are
+    compiled before the first chunk runs (it used to time the first call, compile plus an
+    interval of training), and their jitted calls reuse those executables: one compile each
+    for a run of three evaluation points. ``startup_seconds`` (start to the first training
+    step) holds the compile and sits inside the run's wall time."""
+    import logging
+
+    import jax
+    values = {"alg": "qmix", "env": "matrix:table1", "seeds": 2, "t_max": 900,
+              "test_interval": 300, "batch_size": 4, "buffer_size": 8, "hidden_dim": 8,
+              "mixing_embed": 4, "hypernet_embed": 8, "length_buckets": 1}
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        res = meigm.train(values, progress=False)
+    compiles = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling jit(")]
+    assert sum(m.startswith("Compiling jit(run)") for m in compiles) == 1, compiles
+    assert sum(m.startswith("Compiling jit(evaluate)") for m in compiles) == 1, compiles
+    assert 0 < res["compile_seconds"] <= res["startup_seconds"] <= res["wall_seconds"]

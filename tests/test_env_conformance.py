@@ -19,6 +19,11 @@ from meigm.rollout import random_act, rollout
 SCENARIOS = [n for n in registered() if not n.endswith(":custom")]
 #: Bigger SMAX maps cost compile time but exercise nothing the small ones don't.
 SLOW = {"smax:8m", "smax:3s5z", "smax:5m_vs_6m"}
+#: The 10- and 20-unit races: one of each size stays in the default run (compile time;
+#: every race also builds and trains in the slow tests/test_race_smoke.py).
+SLOW |= {f"smax:{race}_{size}" for race in ("protoss", "terran", "zerg")
+         for size in ("10_vs_10", "10_vs_11", "20_vs_20", "20_vs_23")} - {
+    "smax:terran_10_vs_11", "smax:zerg_20_vs_23"}
 
 
 def _dummy_agent(n_actions: int):

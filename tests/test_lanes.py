@@ -50,34 +50,53 @@ def _lanes(state, lanes: slice) -> list[np.ndarray]:
                                                            state.key))]
 
 
+#: How closely a lane matches its variant alone, per family. Replay learners update lane
+#: after lane (meigm.types.per_seed), so their numbers are the alone program's bit for
+#: bit. The PPO family's update is a plain vmap over lanes, and XLA's CPU code for a
+#: 4-lane batch may round differently from a 2-lane one where the vector units are wide:
+#: on an AVX-512 AMD EPYC, 14 of 32 elements of one MAPPO weight differed by at most
+#: 3e-8 after 600 steps (bit-equal on the machines of earlier sessions and of CI).
+LANE_MATCH = {"qmix": {"rtol": 0, "atol": 0}, "mappo": {"rtol": 1e-5, "atol": 1e-6}}
+
+
 @pytest.mark.parametrize("alg", ["qmix", "mappo"])
-def test_a_lane_trains_bit_for_bit_as_its_variant_alone(alg):
-    """Variant B packed after variant A (2 seeds each) computes exactly what B computes in
-    its own 2-seed program, and A what A does: the hyper-parameters are the lane's, and
-    nothing of the other lanes leaks in. (Against a 1-seed program the numbers agree only
-    to float reassociation: XLA inlines the one-iteration loop of a single lane's update
-    and fuses its multiply-adds differently, the same as for seeds before lanes.)"""
+def test_a_lane_trains_as_its_variant_alone(alg):
+    """Variant B packed after variant A (2 seeds each) computes what B computes in its own
+    2-seed program, and A what A does (``LANE_MATCH``: bit for bit for a replay learner,
+    to float reassociation for PPO): the hyper-parameters are the lane's, and nothing of
+    the other lanes leaks in. (Against a 1-seed program the numbers agree only to float
+    reassociation: XLA inlines the one-iteration loop of a single lane's update and fuses
+    its multiply-adds differently, the same as for seeds before lanes.)"""
     base, moved = _cfg(alg), _cfg(alg, MOVED[alg])
     packed = _train(make_program(moved, variants=[base]))
     alone_moved, alone_base = _train(make_program(moved)), _train(make_program(base))
     for lane, alone in ((slice(0, 2), alone_moved), (slice(2, 4), alone_base)):
         for x, y in zip(_lanes(packed, lane), _lanes(alone, slice(0, 2)), strict=True):
-            np.testing.assert_array_equal(x, y)
-    # and the moved fields did change the training (the comparison above is not vacuous)
-    assert any(not np.array_equal(x, y) for x, y in
+            if x.dtype.kind == "f":
+                np.testing.assert_allclose(x, y, **LANE_MATCH[alg])
+            else:  # counters, keys, actions: always exact
+                np.testing.assert_array_equal(x, y)
+    # and the moved fields did change the training, by far more than the tolerance (the
+    # comparison above is not vacuous)
+    assert max(float(np.max(np.abs(x - y))) for x, y in
                zip(_lanes(alone_moved, slice(0, 2)), _lanes(alone_base, slice(0, 2)), strict=True)
-               if x.dtype.kind == "f")
+               if x.dtype.kind == "f" and x.size) > 1e-3
 
 
-def test_me_qmix_lanes_read_their_own_temperature_settings():
-    """ME-QMIX's temperature fields reach its lanes: α starts at each lane's alpha_init and
-    the lanes train as their variants alone."""
+def test_me_qmix_lanes_start_at_their_own_temperature():
+    """ME-QMIX's temperature fields reach its lanes: α starts at each lane's alpha_init."""
     base, moved = _cfg("me_qmix"), _cfg("me_qmix", MOVED["me_qmix"])
     program = make_program(base, variants=[moved])
     state = init_seeds(program.trainer.init, program.lane_keys(), program.lane_hyper())
     alpha = np.exp(np.asarray(state.learner.params["log_alpha"]))
     np.testing.assert_allclose(alpha, [1.0, 1.0, 0.3, 0.3], rtol=1e-6)
-    packed, alone = _train(program, 1), _train(make_program(moved), 1)
+
+
+@pytest.mark.slow  # CI time: the README grid example trains me_qmix lanes in the default run
+def test_me_qmix_lanes_train_as_their_variants_alone():
+    """ME-QMIX's lanes, temperature fields moved, train as their variants alone."""
+    base, moved = _cfg("me_qmix"), _cfg("me_qmix", MOVED["me_qmix"])
+    packed, alone = _train(make_program(base, variants=[moved]), 1), _train(make_program(moved), 1)
     for x, y in zip(_lanes(packed, slice(2, 4)), _lanes(alone, slice(0, 2)), strict=True):
         np.testing.assert_array_equal(x, y)
 

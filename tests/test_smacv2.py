@@ -477,7 +477,9 @@ class ScriptedBattle(FakeSMAC):
         return super().reset()
 
 
-@pytest.mark.parametrize("alg", ["me_qmix", "qmix", "mappo", "ippo", "hasac"])
+# one learner of each scheme in the default run (CI time); qmix and ippo are slow-marked
+@pytest.mark.parametrize("alg", ["me_qmix", pytest.param("qmix", marks=pytest.mark.slow), "mappo",
+                                 pytest.param("ippo", marks=pytest.mark.slow), "hasac"])
 def test_every_learner_family_trains_on_smacv2_through_the_package_api(monkeypatch, tmp_path,
                                                                        alg):
     """The whole program (host roll-out, on-policy or replay scheme, evaluation, the won

@@ -247,7 +247,7 @@ def killed_sweep(tmp_path_factory):
     waits on the sweep's progress, not on the clock, so a slow compile on a loaded
     machine does not fail it."""
     tmp = tmp_path_factory.mktemp("sweep")
-    overrides = {**TINY_OVERRIDES, "t_max": 1200, "test_interval": 40, "checkpoint_interval": 80}
+    overrides = {**TINY_OVERRIDES, "t_max": 480, "test_interval": 40, "checkpoint_interval": 80}
     preset, out, log = _preset(tmp, overrides=overrides), tmp / "out", tmp / "sweep.log"
     # Ray's memory monitor off: on a loaded box it can kill a worker too (seen: a third
     # attempt, OutOfMemoryError, with two training runs beside the suite), and this test

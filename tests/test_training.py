@@ -95,10 +95,18 @@ def _views(variant: str, env: str, seeds: int, params=None):
     e = make_env(cfg.env, cfg.env_args)
     learner = make_learner(cfg, e.spec)
     if params is None:
-        params = init_seeds(learner.init, seed_keys(cfg)).params
+        params = _init_params(learner, seed_keys(cfg))
     return jax.device_get(
-        jax.vmap(lambda p: first_step_view(learner, e, p, jax.random.PRNGKey(0)))(params)
+        jax.jit(jax.vmap(lambda p: first_step_view(learner, e, p, jax.random.PRNGKey(0))))(params)
     )
+
+
+def _init_params(learner, keys):
+    """Each seed's initial parameters, as a run initialises them (seed by seed, no batched
+    QR), from one compiled single-seed init called per key: many seeds cost one compile,
+    where init_seeds unrolls a copy per seed into its program."""
+    init = jax.jit(lambda k: learner.init(k).params)
+    return jax.tree.map(lambda *xs: np.stack(xs), *[init(k) for k in keys])
 
 
 def _misaligned(views) -> np.ndarray:
@@ -146,9 +154,9 @@ def test_misalignment_check_catches_an_unconstrained_transform():
     cfg = _cfg("me_qmix", seeds=32, extra=("transform=mlp",)).resolve(20_000)
     e = make_env(cfg.env)
     learner = make_learner(cfg, e.spec)
-    params = init_seeds(learner.init, seed_keys(cfg)).params
+    params = _init_params(learner, seed_keys(cfg))
     views = jax.device_get(
-        jax.vmap(lambda p: first_step_view(learner, e, p, jax.random.PRNGKey(0)))(params)
+        jax.jit(jax.vmap(lambda p: first_step_view(learner, e, p, jax.random.PRNGKey(0))))(params)
     )
     assert _misaligned(views).any()
 

@@ -748,11 +748,13 @@ def train_runs(
     lanes of one compiled program, each into its own run directory (``outs``, one per
     variant, all None to write nothing), exactly as :func:`train_run` writes a run: the
     directories, metrics, checkpoints and results are those each variant would have alone,
-    and each lane's numbers are bit for bit those of its variant in its own program of
-    the same seed count. With ``resume`` every variant continues from the newest
-    evaluation point all of them checkpointed (their checkpoints are written at the same
-    points, the older ones pruned only once every variant has its new one). Returns one
-    results dict per variant, in order."""
+    and each lane's numbers are those of its variant in its own program of the same seed
+    count (bit for bit, or to float rounding for the PPO family: :mod:`meigm.lanes`).
+    With ``resume`` every variant continues from the newest evaluation point all of them
+    checkpointed (their checkpoints are written at the same points, the older ones pruned
+    only once every variant has its new one). Returns one results dict per variant, in
+    order."""
+    t_start = time.perf_counter()
     variants = list(variants)
     if not variants or len(outs) != len(variants):
         raise MeigmError(f"train_runs needs one run directory (or None) per variant; got "
@@ -772,7 +774,7 @@ def train_runs(
     with contextlib.ExitStack() as locks:
         for d in dirs:
             locks.enter_context(run_dir_lock(d))
-        return _train_program(program, outs, progress, echo, resume)
+        return _train_program(program, outs, progress, echo, resume, t_start)
 
 
 def _views(loops: list[RunLoop], state: Any, with_data: bool) -> None:
@@ -800,10 +802,12 @@ def _gathered(loops: list[RunLoop], state: Any) -> Any:
 
 
 def _train_program(program: Program, outs: Sequence[str | Path | None], progress: bool,
-                   echo: Callable[[str], None], resume: bool) -> list[dict[str, Any]]:
-    """:func:`train_runs`'s loop, in run directories this process holds (or none)."""
+                   echo: Callable[[str], None], resume: bool,
+                   t_start: float | None = None) -> list[dict[str, Any]]:
+    """:func:`train_runs`'s loop, in run directories this process holds (or none);
+    ``t_start`` is when the call that builds the program began (its startup counts)."""
     cfg, seeds = program.cfg, program.cfg.seeds
-    t_start = time.perf_counter()
+    t_start = time.perf_counter() if t_start is None else t_start
     loops, state = start_loops(program, outs, resume, echo)
     _views(loops, state, with_data=False)
     for loop in loops:
@@ -819,7 +823,15 @@ def _train_program(program: Program, outs: Sequence[str | Path | None], progress
     # (x lanes for the whole program) and its ETA is the time to t_max.
     bar = tqdm(total=cfg.t_max, unit="step", unit_scale=True, disable=not progress,
                desc=f"{cfg.alg} {cfg.env} x{program.lanes}", dynamic_ncols=True)
+    # Compiled ahead of the first chunk, so compile_seconds is compile (or a cache hit) and
+    # not compile plus the first interval's training; jit reuses these executables.
     compile_s = None
+    if hasattr(run, "lower"):
+        t0 = time.perf_counter()
+        run.lower(state, eval_target(cfg, evaluation)).compile()
+        evaluate.lower(state.learner.params, evaluation_keys(keys, evaluation)).compile()
+        compile_s = time.perf_counter() - t0
+    startup_s = time.perf_counter() - t_start  # to the first training step
     with contextlib.ExitStack() as stack:
         loggers = [stack.enter_context(MetricsLogger(
             loop.cfg, loop.run_dir,
@@ -869,7 +881,7 @@ def _train_program(program: Program, outs: Sequence[str | Path | None], progress
             program.trainer.close()
     wall = time.perf_counter() - t_start
     _views(loops, state, with_data=False)
-    return [finish(loop, wall, compile_s or 0.0, before)
+    return [finish(loop, wall, compile_s or 0.0, before, startup_s)
             for loop, before in zip(loops, steps_before, strict=True)]
 
 
@@ -891,13 +903,18 @@ def _save_all(loops: list[RunLoop], state: Any, finished: bool, done: int) -> No
             prune_checkpoints(loop.run_dir, loop.cfg.keep_checkpoints)
 
 
-def finish(loop: RunLoop, wall: float, compile_s: float, steps_before: int = 0) -> dict[str, Any]:
+def finish(loop: RunLoop, wall: float, compile_s: float, steps_before: int = 0,
+           startup_s: float | None = None) -> dict[str, Any]:
     """The results of a finished run, written to ``results.json`` when it has a directory.
 
-    ``wall_seconds``, ``compile_seconds`` and ``env_steps_per_second`` describe this process
-    (for a resumed run, the leg since ``resumed_from``: ``steps_before`` env steps, summed
-    over seeds, were trained before it); ``total_wall_seconds`` adds the earlier processes'
-    training time up to the restored checkpoint, when that checkpoint recorded it."""
+    ``wall_seconds``, ``compile_seconds``, ``startup_seconds`` and ``env_steps_per_second``
+    describe this process (for a resumed run, the leg since ``resumed_from``:
+    ``steps_before`` env steps, summed over seeds, were trained before it);
+    ``total_wall_seconds`` adds the earlier processes' training time up to the restored
+    checkpoint, when that checkpoint recorded it. ``compile_seconds`` is the training
+    chunk's and the evaluation's compile (a persistent-cache hit makes it small);
+    ``startup_seconds`` runs from the training call to the first training step: building
+    the program, initialising or restoring the state, and that compile."""
     cfg, state, history = loop.cfg, loop.state, loop.history
     env, learner = loop.program.env, loop.program.learner
     spec = env.spec
@@ -912,6 +929,7 @@ def finish(loop: RunLoop, wall: float, compile_s: float, steps_before: int = 0) 
         "wall_seconds": round(wall, 3),
         "provenance": provenance(),
         "compile_seconds": round(compile_s, 3),
+        **({} if startup_s is None else {"startup_seconds": round(startup_s, 3)}),
         "env_steps_per_second": round((float(np.sum(np.asarray(state.t_env))) - steps_before) / wall, 1),
         "final": [
             {k: v for k, v in rows[-1].items() if k.startswith("test/") or k in ("seed", "t_env")}
