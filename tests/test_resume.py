@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: that a kill can land inside one, and short enough to run five times.
 KILL_ARGS = [
     "--alg", "me_qmix", "--env", "smax:3m", "--seeds", "2", "--no-progress",
-    "t_max=3000", "test_interval=200", "checkpoint_interval=200", "keep_checkpoints=2",
+    "t_max=3000", "test_interval=200", "checkpoint_interval=400", "keep_checkpoints=2",
     "n_envs=2", "batch_size=8", "buffer_size=512", "test_episodes=2", "hidden_dim=16",
     "mixing_embed=8", "hypernet_embed=16", "opt_hidden=8",
 ]
