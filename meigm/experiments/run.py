@@ -803,11 +803,10 @@ def _gathered(loops: list[RunLoop], state: Any) -> Any:
 
 def _train_program(program: Program, outs: Sequence[str | Path | None], progress: bool,
                    echo: Callable[[str], None], resume: bool,
-                   t_start: float | None = None) -> list[dict[str, Any]]:
+                   t_start: float) -> list[dict[str, Any]]:
     """:func:`train_runs`'s loop, in run directories this process holds (or none);
     ``t_start`` is when the call that builds the program began (its startup counts)."""
     cfg, seeds = program.cfg, program.cfg.seeds
-    t_start = time.perf_counter() if t_start is None else t_start
     loops, state = start_loops(program, outs, resume, echo)
     _views(loops, state, with_data=False)
     for loop in loops:
