@@ -13,7 +13,8 @@ paper's batch of 512) take hours there too, and a lent machine is lent for minut
 fits is the cost of each run, taken apart into the pieces its wall time is made of:
 
 * **compile** — the training chunk and the evaluation, compiled ahead of time on abstract
-  shapes (``jit(...).lower(...).compile()``). With ``--compile-workers`` > 1 the runs'
+  shapes (``jit(...).lower(...).compile()``), with the persistent compilation cache off.
+  With ``--compile-workers`` > 1 the runs'
   programs are compiled on a thread pool (XLA compiles without holding the GIL), each run
   measured as soon as its own programs are ready, so a run's compile seconds are taken
   beside the others' compiles: an upper bound of what it costs alone.
@@ -26,7 +27,18 @@ fits is the cost of each run, taken apart into the pieces its wall time is made 
   only in lane fields (:mod:`meigm.lanes`), train as lanes of one program beside the
   run's own config, each with the run's seeds; env steps/s then count every lane.
 * **projected wall** = compile + ``t_max`` · seeds / (train env steps/s) + evaluations ·
-  eval s, with ``ceil(t_max / test_interval)`` evaluations.
+  eval s, with ``ceil(t_max / test_interval)`` evaluations; also at 1M and at the paper's
+  10.05M env steps with the protocol's evaluation every 50k steps (``wall_1M_h``,
+  ``wall_10M_h``), so one table prices a cell at both budgets.
+* **memory** — before compiling, what the run will hold (``meigm.experiments.run.
+  memory_parts``: training state with its replay buffers, roll-out, evaluation, update
+  batch) and whether it passes the check every ``meigm train`` makes; a cell that fails
+  it is a row that says so and why, and nothing is compiled for it. After compiling,
+  XLA's own account of the training chunk (``memory_analysis``: arguments, outputs not
+  aliased to them, temporaries), which is what the program needs at its peak.
+* **resume**: with ``--json``, runs already in that file are kept and not measured again,
+  so a long cost table (Table 2's 120 cells) can be stopped and continued, or filled in
+  parts with different ``--only`` patterns.
 
 The projection is an estimate, not a measurement of the run: it holds the leg's rate
 for the whole budget. The fill (no updates) is charged at the training rate, and on SMAX
@@ -45,6 +57,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Iterator
@@ -57,6 +70,7 @@ import numpy as np
 
 from meigm import config
 from meigm.errors import MeigmError
+from meigm.experiments.run import memory_check, memory_parts
 from meigm.experiments.sweep import RunSpec, load_sweep, select_runs
 from meigm.lanes import LANE_FIELDS
 from meigm.program import Program, init_seeds, jit_run, make_program
@@ -123,6 +137,14 @@ def compiled_in_turn(todo: list[tuple[str, Program]], workers: int) -> Iterator[
             yield fut.result()
 
 
+def xla_bytes(compiled: jax.stages.Compiled) -> int:
+    """What XLA says the program holds at once: its arguments, its outputs where they do
+    not reuse (alias) an argument's buffer, and its temporaries."""
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+               + m.temp_size_in_bytes)
+
+
 def measure(c: Compiled, leg: int, repeats: int) -> dict[str, float]:
     """Train env steps/s over ``repeats`` legs of ``leg`` env steps per seed, after the
     buffer holds a batch, and one evaluation's seconds (medians)."""
@@ -155,7 +177,28 @@ def measure(c: Compiled, leg: int, repeats: int) -> dict[str, float]:
             "batch_size": cfg.batch_size, "n_envs": cfg.n_envs, "test_episodes": cfg.test_episodes,
             "compile_s": c.compile_s, "fill_env_steps": fill_steps, "fill_s": fill_s,
             "train_env_steps_per_s": rate, "eval_s": eval_s,
-            **projection(c.compile_s, rate, eval_s, cfg.t_max, c.program.lanes, cfg.test_interval)}
+            "chunk_xla_gb": xla_bytes(c.chunk) / 1e9, "eval_xla_gb": xla_bytes(c.evaluate) / 1e9,
+            "process_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            **projection(c.compile_s, rate, eval_s, cfg.t_max, c.program.lanes, cfg.test_interval),
+            **{f"wall_{name}_h": projection(c.compile_s, rate, eval_s, t_max, c.program.lanes,
+                                            PROTOCOL_TEST_INTERVAL)["projected_wall_s"] / 3600
+               for name, t_max in BUDGETS.items()}}
+
+
+#: The budgets every cell is priced at, and the protocol's evaluation interval
+#: (docs/reproduction.md: an evaluation every 50k env steps).
+BUDGETS = {"1M": 1_000_000, "10M": 10_050_000}
+PROTOCOL_TEST_INTERVAL = 50_000
+
+
+def refused(program: Program) -> str | None:
+    """Why the run cannot fit in this machine's memory now (the check ``meigm train``
+    makes before compiling), or None."""
+    try:
+        memory_check(program)
+    except MeigmError as exc:
+        return str(exc)
+    return None
 
 
 def projection(compile_s: float, rate: float, eval_s: float, t_max: int, seeds: int,
@@ -190,6 +233,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
+    # compile seconds are a figure here: every program is compiled, never read from
+    # meigm's persistent cache (which importing meigm turns on)
+    jax.config.update("jax_enable_compilation_cache", False)
     p = parser()
     a = p.parse_intermixed_args()  # overrides may come after the options
     try:
@@ -213,24 +259,47 @@ def main() -> None:
           f"{a.repeats}; {platform.machine()} {os.cpu_count()} cores, {device.platform} "
           f"({device.device_kind}), jax {jax.__version__}; {a.compile_workers} compile worker(s)")
     print("| run | seeds | lanes | compile s | train env steps/s (all lanes) | eval s (episodes) "
-          "| evaluations | projected wall min |\n|---|---|---|---|---|---|---|---|", flush=True)
-    rows: dict[str, dict] = {}
+          "| XLA GB (chunk) | 1M h | 10M h |\n|---|---|---|---|---|---|---|---|---|", flush=True)
+    old = json.loads(Path(a.json).read_text()) if a.json and Path(a.json).exists() else {}
+    rows: dict[str, dict] = old.get("rows", {})  # kept, whatever --only selects this time
     t_start = time.perf_counter()
-    for c in compiled_in_turn(todo, a.compile_workers):
-        r = rows[c.key] = {"run": c.key.split(" seeds=")[0], **measure(c, a.leg, a.repeats)}
-        del c  # its executables: the next run's memory
-        print(f"| {r['run']} | {r['seeds']} | {r['lanes']} | {r['compile_s']:.0f} | "
-              f"{r['train_env_steps_per_s']:.0f} | "
-              f"{r['eval_s']:.2f} ({r['test_episodes']}) | {r['evaluations']} | "
-              f"{r['projected_wall_s'] / 60:.1f} |", flush=True)
+
+    def save() -> None:
         if a.json:
+            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
             Path(a.json).write_text(json.dumps(
                 {"preset": sweep.name, "budget": sweep.budget, "leg": a.leg, "repeats": a.repeats,
                  "device": f"{device.platform} ({device.device_kind})", "jax": jax.__version__,
                  "compile_workers": a.compile_workers, "rows": rows}, indent=1))
-    total = sum(r["projected_wall_s"] for r in rows.values())
-    print(f"\n{len(rows)} runs: projected {total / 3600:.2f} h one after another; "
-          f"this measurement took {time.perf_counter() - t_start:.0f} s")
+
+    fits = []
+    for key, program in todo:
+        if key in rows:
+            continue
+        estimate = {k: v / 1e9 for k, v in memory_parts(program).items()}
+        why = refused(program)
+        if why is None:
+            fits.append((key, program))
+            continue
+        rows[key] = {"run": key.split(" seeds=")[0], "alg": program.cfg.alg, "env": program.cfg.env,
+                     "seeds": program.cfg.seeds, "lanes": program.lanes, "refused": why,
+                     "memory_estimate_gb": estimate}
+        print(f"| {rows[key]['run']} | {program.cfg.seeds} | {program.lanes} | does not fit: {why} |",
+              flush=True)
+        save()
+    estimates = {key: {k: v / 1e9 for k, v in memory_parts(program).items()} for key, program in fits}
+    for c in compiled_in_turn(fits, a.compile_workers):
+        r = rows[c.key] = {"run": c.key.split(" seeds=")[0], **measure(c, a.leg, a.repeats),
+                           "memory_estimate_gb": estimates[c.key]}
+        del c  # its executables: the next run's memory
+        print(f"| {r['run']} | {r['seeds']} | {r['lanes']} | {r['compile_s']:.0f} | "
+              f"{r['train_env_steps_per_s']:.0f} | "
+              f"{r['eval_s']:.2f} ({r['test_episodes']}) | {r['chunk_xla_gb']:.2f} | "
+              f"{r['wall_1M_h']:.1f} | {r['wall_10M_h']:.1f} |", flush=True)
+        save()
+    total = sum(r.get("projected_wall_s", 0.0) for r in rows.values())
+    print(f"\n{len(rows)} runs: projected {total / 3600:.2f} h one after another at the budget's "
+          f"t_max; this measurement took {time.perf_counter() - t_start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import importlib.util
 import sys
 from pathlib import Path
@@ -85,3 +86,33 @@ def test_vary_refuses_a_field_that_is_not_a_lane(capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "hidden_dim=8,16" in err and "a lane field" in err
+
+
+def test_a_cell_that_cannot_fit_is_a_row_that_says_why_and_a_table_continues(tmp_path, monkeypatch, capsys):
+    """Table 2's cost table has 120 cells and takes hours: a cell over the memory check
+    is recorded (not compiled), measured cells carry XLA's memory and the 1M/10M
+    projections, and a second invocation with the same --json measures nothing again."""
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(
+        "name: tiny\nseeds: 1\nscenarios: [matrix:table1]\n"
+        "algorithms: {qmix: qmix, huge: {alg: qmix, buffer_size: 2000000000}}\n"
+        "overrides: {hidden_dim: 16, mixing_embed: 8, hypernet_embed: 16, batch_size: 16,\n"
+        "            buffer_size: 64, test_episodes: 8, length_buckets: 1, t_max: 2000,\n"
+        "            test_interval: 500, env_args: {steps: 4}}\n")
+    out = tmp_path / "cost.json"
+    monkeypatch.setattr(sys, "argv", ["sweep_cost.py", str(preset), "--leg", "40", "--repeats", "1",
+                                      "--json", str(out)])
+    sweep_cost.main()
+    rows = json.loads(out.read_text())["rows"]
+    huge, fits = rows["matrix_table1/huge seeds=1"], rows["matrix_table1/qmix seeds=1"]
+    assert "replay buffers" in huge["refused"] and "compile_s" not in huge
+    assert huge["memory_estimate_gb"]["replay buffers"] > 100
+    assert fits["chunk_xla_gb"] > 0 and fits["eval_xla_gb"] > 0
+    # 1M: 20 evaluations; 10.05M: 201; both on the protocol's 50k grid
+    assert fits["wall_10M_h"] * 3600 == pytest.approx(
+        fits["compile_s"] + 10_050_000 / fits["train_env_steps_per_s"] + 201 * fits["eval_s"])
+    assert fits["wall_1M_h"] < fits["wall_10M_h"]
+    capsys.readouterr()
+    sweep_cost.main()  # again: both rows kept, nothing measured
+    assert json.loads(out.read_text())["rows"] == rows
+    assert "2 runs" in capsys.readouterr().out
