@@ -227,22 +227,56 @@ def majority(k: int, n: int) -> tuple[str, float, float]:
     return v, float(ci.low), float(ci.high)
 
 
+#: Table 2's cost table (benchmarks/sweep_cost.py on the table2 preset, one seed per cell):
+#: each cell's measured compile, speed and evaluation, and its projected wall at 1M.
+CELL_COSTS = RESULTS / "cost" / "table2_cells.json"
+
+
+def _cell_cost(scenario: str, alg: str) -> dict | None:
+    """The cost table's row for a cell, if the table has measured it."""
+    if not CELL_COSTS.is_file():
+        return None
+    return json.loads(CELL_COSTS.read_text())["rows"].get(f"smax_{scenario}/{alg} seeds=1")
+
+
 def projected(scenario: str, alg: str, seeds: int, t_max: int = 1_000_000) -> str:
-    """"not run", with the wall time the cell would take here at the speed measured by a
-    committed run of ``alg`` on a race of the same size (its results.json: env steps/s of
-    all its seeds together), if there is one."""
+    """"not run", with what the cell would take here: from the cost table's measurement of
+    that very cell where it has one (one-seed runs one after another: ``seeds`` × its
+    projected wall, compile and evaluations included), else from the speed of a committed
+    run of ``alg`` on a race of the same size (its results.json: env steps/s of all its
+    seeds together, training only); a cell the memory check refuses says so."""
+    def hours_text(hours: float) -> str:
+        return f"not run (≈{hours:.1f} h)" if hours < 10 else f"not run (≈{hours:.0f} h)"
+
+    row = _cell_cost(scenario, alg)
+    if row is not None and "refused" in row:
+        need = sum(v for k, v in row["memory_estimate_gb"].items() if k != "replay buffers")
+        return f"not run (does not fit here: {need:.0f} GB)"
+    if row is not None and t_max == 1_000_000:
+        return hours_text(seeds * row["wall_1M_h"])
     size = scenario.split("_", 1)[1]
     for race in RACES:
         p = RESULTS / "skill" / "runs" / f"smax_{race}_{size}" / alg / "results.json"
         if p.is_file():
             sps = json.loads(p.read_text())["env_steps_per_second"]
-            hours = t_max * seeds / sps / 3600
-            return f"not run (≈{hours:.1f} h)" if hours < 10 else f"not run (≈{hours:.0f} h)"
+            return hours_text(t_max * seeds / sps / 3600)
     return "not run"
 
 
 def speeds_used() -> str:
-    """The committed runs whose measured speeds the projections use."""
+    """Where the projected costs come from."""
+    if CELL_COSTS.is_file():
+        table = json.loads(CELL_COSTS.read_text())
+        rows = table["rows"].values()
+        measured = sum("refused" not in r for r in rows)
+        refused = sum("refused" in r for r in rows)
+        return (f"Projected costs: {measured} cells measured one at a time by "
+                f"`benchmarks/sweep_cost.py table2` ({_rel(CELL_COSTS)}: compile, training env "
+                f"steps/s over {table['leg']}-step legs early in training, evaluation of 128 "
+                f"episodes, on {table['device']}), priced as one-seed runs one after another; "
+                f"{refused} cells refused by the memory check here; cells the table has not "
+                "reached use the speed of the committed protoss 5v5 run of the same algorithm "
+                "where there is one. See benchmarks/README.md for the whole table.")
     rows = []
     for alg in dict(TABLE2_ALGS).values():
         p = RESULTS / "skill" / "runs" / "smax_protoss_5_vs_5" / alg / "results.json"

@@ -63,6 +63,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -145,26 +146,60 @@ def xla_bytes(compiled: jax.stages.Compiled) -> int:
                + m.temp_size_in_bytes)
 
 
-def measure(c: Compiled, leg: int, repeats: int) -> dict[str, float]:
-    """Train env steps/s over ``repeats`` legs of ``leg`` env steps per seed, after the
-    buffer holds a batch, and one evaluation's seconds (medians)."""
-    cfg, trainer = c.program.cfg, c.program.trainer
-    ts = init_seeds(trainer.init, c.program.lane_keys(), c.program.lane_hyper())
+def train_legs(chunk: jax.stages.Compiled, program: Program, keys: jax.Array,
+               hyper: dict[str, np.ndarray], leg: int, repeats: int) -> dict[str, Any]:
+    """From a fresh start (``keys`` [L, 2], ``hyper`` {field: [L]}), fill the replay buffer
+    to one batch (not timed), then ``repeats`` timed legs of ``leg`` env steps per lane:
+    the env steps each leg made (all lanes) and its seconds."""
+    cfg, trainer = program.cfg, program.trainer
+    ts = jax.block_until_ready(init_seeds(trainer.init, keys, hyper))  # its allocation untimed
     buffer = getattr(ts.data, "buffer", None)
     t0 = time.perf_counter()
     # Fill to one batch (replay learners) with the same compiled chunk, a collection at a time.
     while buffer is not None and int(np.min(np.asarray(ts.data.buffer.size))) < cfg.batch_size:
-        ts, _ = c.chunk(ts, jnp.asarray(np.asarray(ts.t_env) + 1, jnp.int32))
+        ts, _ = chunk(ts, jnp.asarray(np.asarray(ts.t_env) + 1, jnp.int32))
     fill_s = time.perf_counter() - t0
+    steps, secs = [], []
     fill_steps = int(np.min(np.asarray(ts.t_env)))
-    rates = []
     for _ in range(repeats):
         before = np.asarray(ts.t_env).astype(np.int64)
         t0 = time.perf_counter()
-        ts, metrics = c.chunk(ts, jnp.asarray(before + leg, jnp.int32))
+        ts, metrics = chunk(ts, jnp.asarray(before + leg, jnp.int32))
         jax.block_until_ready(metrics)
-        rates.append(float(np.sum(np.asarray(ts.t_env) - before)) / (time.perf_counter() - t0))
+        secs.append(time.perf_counter() - t0)
+        steps.append(int(np.sum(np.asarray(ts.t_env) - before)))
+    return {"ts": ts, "fill_env_steps": fill_steps, "fill_s": fill_s, "steps": steps, "secs": secs}
+
+
+def alone(c: Compiled, leg: int, repeats: int) -> dict[str, Any]:
+    """Each lane of ``c``'s program trained alone, as a one-seed program with that lane's
+    seed key and hyper-parameters (one compile: keys and lane fields are data), over the
+    same legs: the work the packed program does, done as separate programs. Returns the
+    one-seed compile and, per leg, the lanes' steps and seconds summed."""
+    program = c.program
+    one = make_program(dataclasses.replace(program.members[0], seeds=1))
+    solo = compile_both(*lower("alone", one))
+    keys, hyper = program.lane_keys(), program.lane_hyper()
+    steps, secs = [0] * repeats, [0.0] * repeats
+    for lane in range(program.lanes):
+        r = train_legs(solo.chunk, one, keys[lane:lane + 1],
+                       {k: v[lane:lane + 1] for k, v in hyper.items()}, leg, repeats)
+        steps = [a + b for a, b in zip(steps, r["steps"], strict=True)]
+        secs = [a + b for a, b in zip(secs, r["secs"], strict=True)]
+    return {"compile_s": solo.compile_s, "steps": steps, "secs": secs}
+
+
+def measure(c: Compiled, leg: int, repeats: int, against_alone: bool = False) -> dict[str, float]:
+    """Train env steps/s over ``repeats`` legs of ``leg`` env steps per seed, after the
+    buffer holds a batch, and one evaluation's seconds (medians). With ``against_alone``
+    the same legs are also trained lane by lane as one-seed programs (:func:`alone`), and
+    ``cost_vs_alone`` is the packed program's seconds per env step over theirs, leg by
+    leg (median): 1.0 when a lane costs what its work costs alone."""
+    cfg = c.program.cfg
     keys = c.program.lane_keys()
+    legs = train_legs(c.chunk, c.program, keys, c.program.lane_hyper(), leg, repeats)
+    ts = legs.pop("ts")
+    rates = [n / t for n, t in zip(legs["steps"], legs["secs"], strict=True)]
     jax.block_until_ready(c.evaluate(ts.learner.params, keys))  # the first call may still set up
     evals = []
     for _ in range(repeats):
@@ -172,11 +207,20 @@ def measure(c: Compiled, leg: int, repeats: int) -> dict[str, float]:
         jax.block_until_ready(c.evaluate(ts.learner.params, keys))
         evals.append(time.perf_counter() - t0)
     rate, eval_s = statistics.median(rates), statistics.median(evals)
+    extra: dict[str, Any] = {}
+    if against_alone:
+        solo = alone(c, leg, repeats)
+        solo_rates = [n / t for n, t in zip(solo["steps"], solo["secs"], strict=True)]
+        extra = {"alone_compile_s": solo["compile_s"],
+                 "alone_env_steps_per_s": statistics.median(solo_rates),
+                 "cost_vs_alone": statistics.median(
+                     a / p for a, p in zip(solo_rates, rates, strict=True))}
     return {"alg": cfg.alg, "env": cfg.env, "seeds": cfg.seeds, "lanes": c.program.lanes,
             "t_max": cfg.t_max,
             "batch_size": cfg.batch_size, "n_envs": cfg.n_envs, "test_episodes": cfg.test_episodes,
-            "compile_s": c.compile_s, "fill_env_steps": fill_steps, "fill_s": fill_s,
-            "train_env_steps_per_s": rate, "eval_s": eval_s,
+            "compile_s": c.compile_s, "fill_env_steps": legs["fill_env_steps"],
+            "fill_s": legs["fill_s"], "leg_env_steps": legs["steps"], "leg_s": legs["secs"],
+            "train_env_steps_per_s": rate, "eval_s": eval_s, **extra,
             "chunk_xla_gb": xla_bytes(c.chunk) / 1e9, "eval_xla_gb": xla_bytes(c.evaluate) / 1e9,
             "process_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
             **projection(c.compile_s, rate, eval_s, cfg.t_max, c.program.lanes, cfg.test_interval),
@@ -227,6 +271,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--compile-workers", type=int, default=1,
                    help="programs compiled at once (a thread pool); >1 on a many-core host")
+    p.add_argument("--against-alone", action="store_true",
+                   help="also train every lane alone as a one-seed program over the same legs, "
+                        "and report what a packed lane costs against that (cost_vs_alone)")
     p.add_argument("--json", default=None, help="also write the figures here (after every run)")
     p.add_argument("overrides", nargs="*", default=[], help="config key=value for every run")
     return p
@@ -289,11 +336,13 @@ def main() -> None:
         save()
     estimates = {key: {k: v / 1e9 for k, v in memory_parts(program).items()} for key, program in fits}
     for c in compiled_in_turn(fits, a.compile_workers):
-        r = rows[c.key] = {"run": c.key.split(" seeds=")[0], **measure(c, a.leg, a.repeats),
+        r = rows[c.key] = {"run": c.key.split(" seeds=")[0],
+                           **measure(c, a.leg, a.repeats, a.against_alone),
                            "memory_estimate_gb": estimates[c.key]}
         del c  # its executables: the next run's memory
+        vs = f" ({r['cost_vs_alone']:.2f}x alone)" if "cost_vs_alone" in r else ""
         print(f"| {r['run']} | {r['seeds']} | {r['lanes']} | {r['compile_s']:.0f} | "
-              f"{r['train_env_steps_per_s']:.0f} | "
+              f"{r['train_env_steps_per_s']:.0f}{vs} | "
               f"{r['eval_s']:.2f} ({r['test_episodes']}) | {r['chunk_xla_gb']:.2f} | "
               f"{r['wall_1M_h']:.1f} | {r['wall_10M_h']:.1f} |", flush=True)
         save()

@@ -99,17 +99,37 @@ class EpisodeReplay:
         can_learn = buf.size >= cfg.batch_size  # [] this seed's buffer holds a batch
 
         @per_seed  # each seed unrolls its own batches to its own buckets
-        def updates(ls: LearnerState, buf: EpisodeBuffer, key: jax.Array):
-            def one(ls, k):
-                k_sample, k_update = jax.random.split(k)
-                batch = buffer_sample(buf, k_sample, cfg.batch_size)
-                return bucketed_update(self.learner, self.buckets, ls, batch, k_update,
-                                       cfg.length_groups)
+        def updates(ls: LearnerState, buf: EpisodeBuffer, key: jax.Array, run: jax.Array):
+            # the batches are drawn before the cond below, so that only they (and not the
+            # seed's whole buffer, gigabytes) are the cond's operands: a lane's buffer is a
+            # slice of the seeds' stacked buffers, and a cond operand is materialised —
+            # passing the buffer copied it on every collection
+            k_sample, k_update = jnp.moveaxis(
+                jax.vmap(jax.random.split)(jax.random.split(key, cfg.updates_per_collect)), 1, 0)
+            batches = jax.vmap(lambda k: buffer_sample(buf, k, cfg.batch_size))(k_sample)  # [U, B, ...]
 
-            return jax.lax.scan(one, ls, jax.random.split(key, cfg.updates_per_collect))
+            def one(ls: LearnerState, xs: tuple[Episodes, jax.Array]):
+                batch, k = xs
+                return bucketed_update(self.learner, self.buckets, ls, batch, k, cfg.length_groups)
+
+            def go(ls: LearnerState):
+                return jax.lax.scan(one, ls, (batches, k_update))
+
+            def stay(ls: LearnerState):
+                shapes = self.metric_shapes(lambda: episodes)
+                return ls, jax.tree.map(
+                    lambda s: jnp.zeros((cfg.updates_per_collect, *s.shape), s.dtype), shapes)
+
+            # ``run`` [] is this seed's own flag: inside per_seed's lanes the cond stays a
+            # cond, so a seed that is frozen (it reached the chunk's target before the
+            # others) or still filling its buffer skips the update's work instead of
+            # computing one to be thrown away. Packed seeds reach a target after different
+            # numbers of collections (their episodes differ in length), so without this a
+            # lane paid for updates of every collection the slowest lane needed (issue 43).
+            return jax.lax.cond(run, go, stay, ls)
 
         def learn(ls: LearnerState):
-            new, metrics = updates(ls, buf, key)
+            new, metrics = updates(ls, buf, key, jnp.logical_and(can_learn, active))
             metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
             # A seed whose buffer is still short of a batch keeps its state (seeds fill in
             # step, so this only matters when they are out of step): a select of params.

@@ -302,8 +302,10 @@ def test_the_seed_vmapped_program_computes_one_bucket_not_all_and_no_update_whil
     collection paid a whole update while the buffer filled (~20 s each at Overcooked's
     paper batch). Every other ``cond`` outside the update has a per-seed predicate and
     becomes a select, so the learn-or-skip branch is the one cond outside it; inside it
-    the seeds' updates run one after another (``meigm.types.per_seed``), each lane with
-    its own switch over the buckets (and the update's own conds, real branches there)."""
+    the seeds' updates run one after another (``meigm.types.per_seed``), each lane behind
+    a cond on its own flag (frozen at the chunk's target or still filling: it skips the
+    update's work) and with its own switch over the buckets (and the update's own conds,
+    real branches there)."""
     cfg = config.build(None, [*TINY, "t_max=400", "test_interval=96", "batch_size=8",
                               "buffer_size=16", "env_args.steps=12", "length_buckets=4",
                               f"length_groups={groups}"],
@@ -312,12 +314,18 @@ def test_the_seed_vmapped_program_computes_one_bucket_not_all_and_no_update_whil
     state = jax.eval_shape(jax.vmap(trainer.init), seed_keys(cfg))
     jaxpr = jax.make_jaxpr(jax.vmap(trainer.run, axis_name=SEEDS))(state, jnp.zeros(2, jnp.int32))
     conds = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == "cond"]
-    learn_or_skip = [e for e in conds if len(e.params["branches"]) == 2
-                     and any(i.primitive.name == "cond" for b in e.params["branches"]
-                             for i in _equations(b.jaxpr))]
+
+    def within(e):
+        return [i for b in e.params["branches"] for i in _equations(b.jaxpr) if i.primitive.name == "cond"]
+
+    # two-way conds around the update (the one with the bucket switch inside)
+    around = [e for e in conds if len(e.params["branches"]) == 2
+              and any(len(i.params["branches"]) == 4 for i in within(e))]
+    assert len(around) == 2  # learn-or-skip for all seeds, and each lane's run-or-stay
+    learn_or_skip = [e for e in around if any(i is not e and i in within(e) for i in around)]
     assert len(learn_or_skip) == 1
-    inner = [e for b in learn_or_skip[0].params["branches"] for e in _equations(b.jaxpr)
-             if e.primitive.name == "cond"]
+    inner = within(learn_or_skip[0])
+    assert sum(1 for e in inner if e in around) == 1  # the lane's own run-or-stay, inside
     assert [len(e.params["branches"]) for e in inner].count(4) == 1  # one switch per lane
     assert [len(e.params["branches"]) for e in conds].count(4) == 1  # and nowhere else
     assert len(conds) == 1 + len(inner)  # no cond outside the learn-or-skip branch

@@ -251,3 +251,24 @@ def _n_rows(run_dir: Path) -> int:
         return len((run_dir / "metrics.jsonl").read_text().splitlines())
     except OSError:
         return 0
+
+
+def test_a_lane_update_does_not_copy_its_buffer():
+    """Packed seeds update lane after lane (per_seed), each behind a cond on its own flag
+    (frozen at the chunk's target, or still filling; the skipped work is measured in
+    benchmarks/sweep_cost.py --against-alone). That cond must not take the lane's replay
+    buffer as an operand — XLA then
+    materialises the lane's slice of the stacked buffers on every collection (it did:
+    three smax:3m seeds trained at 656 env steps/s instead of 1,063). XLA's working set
+    beyond the state (``temp``) stays below one seed's buffer."""
+    from meigm.rollout import buffer_bytes
+
+    cfg = config.build(None, [*TINY, "env_args.steps=4", "buffer_size=4096", "batch_size=8"],
+                       alg="qmix", env="matrix:table1", seeds=3)
+    program = make_program(cfg)
+    state = jax.eval_shape(lambda k, h: init_seeds(program.trainer.init, k, h),
+                           program.lane_keys(), program.lane_hyper())
+    chunk = jit_run(program.trainer, donate=True).lower(
+        state, jax.ShapeDtypeStruct((program.lanes,), np.int32)).compile()
+    temp = chunk.memory_analysis().temp_size_in_bytes
+    assert temp < buffer_bytes(program.env.spec, cfg.buffer_size), temp

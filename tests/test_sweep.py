@@ -423,6 +423,26 @@ def test_runs_pack_only_with_runs_that_differ_in_lane_fields(tmp_path):
     assert [len(g) for g in packs(runs, lanes=3)] == [1] * 16  # two 2-seed runs need 4 lanes
 
 
+def test_by_default_a_cpu_sweep_packs_to_keep_every_worker_busy_within_memory(tmp_path):
+    """Lanes cost what their work costs alone on the CPU (benchmarks/README.md), so the
+    default packs — up to the lanes that give every worker a program, and no more than a
+    worker's share of memory holds."""
+    from meigm.experiments.sweep import BASE_RUN_MEMORY, default_lanes, run_memory_bytes
+
+    path = _preset(tmp_path, algorithms={"qmix": "qmix"}, grid={"lr": [0.001, 0.003, 0.01], "seed": [0, 5]})
+    runs = list(load_sweep(path, "laptop").runs)  # 6 runs of 2 seeds: 12 lanes
+    plenty = 10**12
+    assert default_lanes(runs, workers=2, available=plenty) == 6
+    assert default_lanes(runs, workers=12, available=plenty) == 1
+    assert default_lanes(runs, workers=1, available=plenty) == 12
+    assert default_lanes([], workers=2) == 1
+    per_lane = (run_memory_bytes(runs[0]) - BASE_RUN_MEMORY) / 2
+    # room for three lanes per worker beside the allowance, at 80% of what is available
+    tight = int(2 * (BASE_RUN_MEMORY + 3.5 * per_lane) / 0.8)
+    assert default_lanes(runs, workers=2, available=tight) == 3
+    assert default_lanes(runs, workers=2, available=1) == 1  # never below one lane
+
+
 @pytest.mark.slow  # two sweeps, each starting Ray: CI time
 def test_a_packed_sweep_writes_the_run_directories_of_an_unpacked_one(tmp_path, monkeypatch):
     """Four runs (lr x seed) trained as one packed program write, run by run, the rows,

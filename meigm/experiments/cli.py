@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pack runs that differ only in lane fields (learning rates, temperatures, "
                         "epsilon's schedule, seed, ...) into programs of at most N lanes "
                         "(variants x seeds), each still writing its own run directory; 1: every "
-                        "run its own program (default: 1 on the CPU, 16 on an accelerator)")
+                        "run its own program (default: on the CPU as many as keep every worker busy and fit "
+                        "a worker's share of memory; 16 on an accelerator)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     p.add_argument("--list", action="store_true", help="list the built-in presets and exit")
 

@@ -331,15 +331,34 @@ def packs(runs: list[RunSpec], lanes: int) -> list[list[RunSpec]]:
     return order
 
 
-def default_lanes() -> int:
-    """Lanes per program a sweep packs by default on this machine's JAX backend: 1 on the
-    CPU, where measured a lane costs more than a one-seed program (3 protoss seeds in one
-    program 1.18x per seed, 10 seeds 1.57x; benchmarks/README.md, "What makes packed
-    seeds dearer"), so packing saves only compiles; 16 on an accelerator, where the H200
-    ran 3 seeds for 1.4x one seed."""
+def default_lanes(runs: list[RunSpec], workers: float, available: int | None = None) -> int:
+    """Lanes per program a sweep packs by default, from what lanes were measured to cost.
+
+    On an accelerator, 16: the H200 ran 3 seeds for 1.4x one seed. On the CPU a packed
+    lane costs what its work costs alone — 0.94x on smax:protoss_5_vs_5 (3 seeds, and 4
+    variants x 3 seeds), 1.00-1.03x on smax:3m (3 and 10 seeds; benchmarks/README.md,
+    "Lanes against the same lanes alone") — since a lane that reaches its target or is
+    still filling skips its updates; packing then saves each further program's compile
+    (about a minute for a SMAX race). So pack, but never so far that a worker idles (at
+    least as many programs as ``workers``) or that one program outgrows a worker's share
+    of 80% of the ``available`` memory (bytes; read now when None)."""
     import jax
 
-    return 1 if jax.default_backend() == "cpu" else 16
+    from meigm.experiments.run import available_memory
+
+    if jax.default_backend() != "cpu":
+        return 16
+    if not runs:
+        return 1
+    workers = max(1, int(workers))
+    lanes = sum(r.values["seeds"] for r in runs)
+    spread = -(-lanes // workers)  # every worker gets a program
+    per_lane = max((run_memory_bytes(r) - BASE_RUN_MEMORY) / r.values["seeds"] for r in runs)
+    available = available_memory() if available is None else available
+    if available is None or per_lane <= 0:
+        return spread
+    fit = int((0.8 * available / workers - BASE_RUN_MEMORY) // per_lane)
+    return max(1, min(spread, fit))
 
 
 # ----------------------------------------------------------------- the driver
@@ -433,7 +452,7 @@ def run_sweep(
     it joins that cluster, whose nodes must have meigm installed and see ``out``.
     ``lanes``: the most lanes (variants × seeds) one task's program trains — runs that
     differ only in lane fields are packed into one program up to it (:func:`packs`);
-    None: :func:`default_lanes`, 1 for no packing.
+    None: :func:`default_lanes` for this machine and the cluster's CPUs, 1 for no packing.
     """
     if max_retries < 0:
         raise MeigmError(f"max_retries must be >= 0, got {max_retries}")
@@ -465,10 +484,6 @@ def run_sweep(
     import ray
 
     memory = {r.run_id: run_memory_bytes(r) for r in todo}
-    groups = packs(todo, default_lanes() if lanes is None else lanes)
-    if any(len(g) > 1 for g in groups):
-        echo(f"  {len(todo)} runs packed into {len(groups)} programs (lanes of one program: "
-             "runs that differ only in lane fields)")
     env_vars = {k: v for k, v in os.environ.items()
                 if k.startswith(("JAX_", "XLA_", "MEIGM_")) or k in ("CUDA_VISIBLE_DEVICES",)}
     own_ray = not ray.is_initialized()  # a caller (a test, a notebook) may hold one already
@@ -482,6 +497,11 @@ def run_sweep(
                      include_dashboard=False, log_to_driver=False, configure_logging=False,
                      runtime_env={"env_vars": env_vars} if env_vars else None)
     try:
+        workers = ray.cluster_resources().get("CPU", 1.0) / cpus_per_run
+        groups = packs(todo, default_lanes(todo, workers) if lanes is None else lanes)
+        if any(len(g) > 1 for g in groups):
+            echo(f"  {len(todo)} runs packed into {len(groups)} programs (lanes of one program: "
+                 "runs that differ only in lane fields)")
         task = ray.remote(train_task)
         by_id = {g[0].run_id: g for g in groups}  # a pack by its first run
         pending: dict[Any, str] = {}
