@@ -335,8 +335,8 @@ def default_lanes(runs: list[RunSpec], workers: float, available: int | None = N
     """Lanes per program a sweep packs by default, from what lanes were measured to cost.
 
     On an accelerator, 16: the H200 ran 3 seeds for 1.4x one seed. On the CPU a packed
-    lane costs what its work costs alone — 0.94x on smax:protoss_5_vs_5 (3 seeds, and 4
-    variants x 3 seeds), 1.00-1.03x on smax:3m (3 and 10 seeds; benchmarks/README.md,
+    lane costs what its work costs alone — 0.93-0.98x on smax:protoss_5_vs_5 (3 and 10 seeds, and
+    4 variants x 3 seeds), 1.00-1.03x on smax:3m (3 and 10 seeds; benchmarks/README.md,
     "Lanes against the same lanes alone") — since a lane that reaches its target or is
     still filling skips its updates; packing then saves each further program's compile
     (about a minute for a SMAX race). So pack, but never so far that a worker idles (at
