@@ -270,11 +270,11 @@ def speeds_used() -> str:
         rows = table["rows"].values()
         measured = sum("refused" not in r for r in rows)
         refused = sum("refused" in r for r in rows)
-        return (f"Projected costs: {measured} cells measured one at a time by "
+        return (f"Projected costs: {measured} cell{'s' * (measured != 1)} measured one at a time by "
                 f"`benchmarks/sweep_cost.py table2` ({_rel(CELL_COSTS)}: compile, training env "
                 f"steps/s over {table['leg']}-step legs early in training, evaluation of 128 "
                 f"episodes, on {table['device']}), priced as one-seed runs one after another; "
-                f"{refused} cells refused by the memory check here; cells the table has not "
+                f"{refused} refused by the memory check here; cells the table has not "
                 "reached use the speed of the committed protoss 5v5 run of the same algorithm "
                 "where there is one. See benchmarks/README.md for the whole table.")
     rows = []

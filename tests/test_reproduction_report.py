@@ -180,3 +180,21 @@ def test_the_protocol_presets_train_what_the_skill_runs_trained(preset, label, b
                           "config.yaml").read_text())
     differ = {k for k in set(old) & set(new) if old[k] != new[k]} - set(paper.POOLABLE)
     assert differ == set(own)
+
+
+def test_a_cell_not_run_is_priced_from_the_cost_table_where_it_has_the_cell(tmp_path, monkeypatch):
+    """Table 2's cells without a run say what they would cost: from the cost table's own
+    measurement of that cell (seeds × its projected 1M wall), a cell the memory check
+    refused says so, and a cell the table lacks falls back to a committed run's speed."""
+    table = tmp_path / "cells.json"
+    table.write_text(json.dumps({"leg": 2000, "device": "cpu (cpu)", "rows": {
+        "smax_zerg_10_vs_10/qplex seeds=1": {"wall_1M_h": 0.7},
+        "smax_zerg_20_vs_23/fop seeds=1": {"refused": "the replay buffers need ...",
+                                           "memory_estimate_gb": {"training state": 40.0,
+                                                                  "replay buffers": 39.0,
+                                                                  "roll-out": 0.5}}}}))
+    monkeypatch.setattr(paper, "CELL_COSTS", table)
+    assert paper.projected("zerg_10_vs_10", "qplex", seeds=3) == "not run (≈2.1 h)"
+    assert paper.projected("zerg_20_vs_23", "fop", seeds=3) == "not run (does not fit here: 40 GB)"
+    assert paper.projected("terran_20_vs_20", "qplex", seeds=3) == "not run"  # no run of its size
+    assert "1 cell measured" in paper.speeds_used() and "1 refused" in paper.speeds_used()
