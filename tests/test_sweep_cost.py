@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
