@@ -295,7 +295,7 @@ def make_train(cfg: Config, env: Env | HostEnv, learner: Learner) -> Trainer:
         coef = shaping_coef(ts.t_env, cfg.reward_shaping_horizon)
         episodes, stats = rollout(
             env, learner.agent.apply, params["agent"], explore_fn(ts.t_env, lane(ts.hyper)[0]), params,
-            learner.hidden_dim, k_collect, cfg.n_envs, shaping_coef=coef,
+            learner.hidden_dim, k_collect, cfg.n_envs, shaping_coef=coef, active=active,
         )
         return absorb(ts, key, k_learn, coef, episodes, stats, active)
 

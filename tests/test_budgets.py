@@ -359,6 +359,35 @@ def _equations(jaxpr):
             yield from _equations(sub)
 
 
+def test_a_frozen_seed_does_not_keep_the_others_stepping():
+    """A seed frozen at its chunk's target (``active`` false: its collection is thrown
+    away) no longer keeps the vmapped roll-out going: the loop stops when the active
+    seeds' episodes have ended, and what the active seeds record is unchanged."""
+    env = stopping_env()
+    cfg = stopping_cfg(seeds=4)
+    program = make_program(cfg, env)
+    learner = program.learner
+    keys = seed_keys(program.cfg)
+    params = jax.vmap(lambda k: learner.init(k).params)(keys)
+
+    def collect(p, k, active):
+        return rollout(env, learner.agent.apply, p["agent"], greedy_act, p, learner.hidden_dim,
+                       k, N_ENVS, active=active)
+
+    run = jax.jit(jax.vmap(collect, axis_name=SEEDS))
+    everyone = run(params, keys, jnp.ones(4, bool))
+    lengths = np.asarray(everyone[1].lengths).max(axis=1)  # [seeds] longest episode
+    longest = int(np.argmax(lengths))
+    assert lengths[longest] > lengths.min(), lengths
+    active = np.arange(4) != longest
+    some = run(params, keys, jnp.asarray(active))
+    # the frozen seed was cut where the active seeds' episodes ended
+    steps = np.asarray(some[0].mask).sum(axis=2).max(axis=1)  # [seeds]
+    assert steps[longest] == lengths[active].max() < lengths[longest]
+    for a, b in zip(jax.tree.leaves(everyone), jax.tree.leaves(some), strict=True):
+        np.testing.assert_array_equal(np.asarray(a)[active], np.asarray(b)[active])
+
+
 def test_a_rollout_stops_when_every_episode_has_ended_and_records_the_same():
     """Seeds vmapped together stop collecting only when the longest episode of any seed
     has ended; a seed whose episodes are all short records, in the extra padded steps,

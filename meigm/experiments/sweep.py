@@ -336,9 +336,10 @@ def default_lanes(runs: list[RunSpec], workers: float, available: int | None = N
 
     On an accelerator, 16: the H200 ran 3 seeds for 1.4x one seed. On the CPU a packed
     lane costs what its work costs alone — 0.93-0.98x on smax:protoss_5_vs_5 (3 and 10 seeds, and
-    4 variants x 3 seeds), 1.00-1.03x on smax:3m (3 and 10 seeds; benchmarks/README.md,
-    "Lanes against the same lanes alone") — since a lane that reaches its target or is
-    still filling skips its updates; packing then saves each further program's compile
+    4 variants x 3 seeds), 1.00-1.03x on smax:3m (3 and 10 seeds, 4 x 3 lanes;
+    benchmarks/README.md, "Lanes against the same lanes alone") — since a lane that
+    reaches its target or is still filling skips its updates and stops keeping the
+    others' roll-out going; packing then saves each further program's compile
     (about a minute for a SMAX race). So pack, but never so far that a worker idles (at
     least as many programs as ``workers``) or that one program outgrows a worker's share
     of 80% of the ``available`` memory (bytes; read now when None)."""

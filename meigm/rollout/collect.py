@@ -74,6 +74,7 @@ def rollout(
     n_envs: int,
     keep_states: bool = False,
     shaping_coef: jax.Array | float = 0.0,
+    active: jax.Array | bool = True,
 ) -> tuple[Episodes, EpisodeStats]:
     """Run ``n_envs`` episodes in parallel; returns padded episodes [E, ...] and stats.
 
@@ -82,6 +83,10 @@ def rollout(
     ``shaping_coef`` []: the stored (learning) reward is ``reward + coef · shaped``;
     ``stats.returns`` stays the scenario's own return, so training and test returns stay
     comparable while the shaping is annealed away.
+    ``active`` []: whether this seed's episodes keep the loop going. Under the seed vmap
+    the loop steps until every *active* seed's episodes have ended: a seed frozen at its
+    chunk's target (its collection is thrown away) no longer makes the others step on
+    through its longer episodes (issue 43: what a packed lane still paid for).
     """
     spec = env.spec
     k_reset, k_run = jax.random.split(key)
@@ -140,7 +145,7 @@ def rollout(
 
     def running(loop):
         t, carry, _ = loop
-        return (t < limit) & (seed_max(jnp.any(carry[4]).astype(jnp.int32)) > 0)
+        return (t < limit) & (seed_max((jnp.any(carry[4]) & active).astype(jnp.int32)) > 0)
 
     stop, (state_final, ts_final, *_, info), rec = jax.lax.while_loop(
         running, body, (jnp.zeros((), jnp.int32), carry0, rec0))
