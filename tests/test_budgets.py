@@ -359,21 +359,27 @@ def _equations(jaxpr):
             yield from _equations(sub)
 
 
-def test_a_frozen_seed_does_not_keep_the_others_stepping():
-    """A seed frozen at its chunk's target (``active`` false: its collection is thrown
-    away) no longer keeps the vmapped roll-out going: the loop stops when the active
-    seeds' episodes have ended, and what the active seeds record is unchanged."""
+def _greedy_collections(seeds: int):
+    """One seed's greedy roll-out on the stopping game, ``collect(params, key, active=True)``,
+    and every seed's initial parameters and key ([seeds, ...])."""
     env = stopping_env()
-    cfg = stopping_cfg(seeds=4)
-    program = make_program(cfg, env)
+    program = make_program(stopping_cfg(seeds=seeds), env)
     learner = program.learner
     keys = seed_keys(program.cfg)
     params = jax.vmap(lambda k: learner.init(k).params)(keys)
 
-    def collect(p, k, active):
+    def collect(p, k, active=True):
         return rollout(env, learner.agent.apply, p["agent"], greedy_act, p, learner.hidden_dim,
                        k, N_ENVS, active=active)
 
+    return collect, params, keys
+
+
+def test_a_frozen_seed_does_not_keep_the_others_stepping():
+    """A seed frozen at its chunk's target (``active`` false: its collection is thrown
+    away) no longer keeps the vmapped roll-out going: the loop stops when the active
+    seeds' episodes have ended, and what the active seeds record is unchanged."""
+    collect, params, keys = _greedy_collections(seeds=4)
     run = jax.jit(jax.vmap(collect, axis_name=SEEDS))
     everyone = run(params, keys, jnp.ones(4, bool))
     lengths = np.asarray(everyone[1].lengths).max(axis=1)  # [seeds] longest episode
@@ -392,16 +398,8 @@ def test_a_rollout_stops_when_every_episode_has_ended_and_records_the_same():
     """Seeds vmapped together stop collecting only when the longest episode of any seed
     has ended; a seed whose episodes are all short records, in the extra padded steps,
     exactly what it records alone, where the roll-out stops at its own episodes' end."""
-    env = stopping_env()
+    collect, params, keys = _greedy_collections(seeds=4)
     cfg = stopping_cfg(seeds=4)
-    program = make_program(cfg, env)
-    learner = program.learner
-    keys = seed_keys(program.cfg)
-    params = jax.vmap(lambda k: learner.init(k).params)(keys)
-
-    def collect(p, k):
-        return rollout(env, learner.agent.apply, p["agent"], greedy_act, p, learner.hidden_dim,
-                       k, N_ENVS)
 
     together = jax.jit(jax.vmap(collect, axis_name=SEEDS))(params, keys)
     lengths = np.asarray(together[1].lengths)  # [seeds, E]
