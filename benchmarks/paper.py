@@ -398,10 +398,10 @@ def seed_plan(central_out: dict) -> int:
 
 
 def _curves(env: str, cells: dict[str, Cell | None], anchors: dict[str, float],
-            figures: Path, draw: bool = True) -> Path | None:
+            figures: Path, draw: bool = True, name: str | None = None) -> Path | None:
     """Mean greedy win rate over every seed of each cell, with a 95% bootstrap band and the
-    anchors as dashed lines, drawn to ``figures/<env>.png`` (only its path unless ``draw``);
-    None when no cell has runs."""
+    anchors as dashed lines, drawn to ``figures/<name or env>.png`` (only its path unless
+    ``draw``); None when no cell has runs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -409,7 +409,7 @@ def _curves(env: str, cells: dict[str, Cell | None], anchors: dict[str, float],
 
     if not any(cells.values()):
         return None
-    path = figures / f"{env.replace(':', '_')}.png"
+    path = figures / f"{name or env.replace(':', '_')}.png"
     if not draw:
         return path
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -435,6 +435,21 @@ def _curves(env: str, cells: dict[str, Cell | None], anchors: dict[str, float],
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def _new_curves(lines: list[str], scen: str, labels: tuple[str, ...], new: tuple[str, ...],
+                figures: Path, draw: bool, name: str) -> None:
+    """A section's curves on a 5v5 race (``labels``' cells beside SMACv2's QMIX at 1M),
+    drawn only once one of the ``new`` labels (those the section adds to the central
+    comparison) has runs, and its image line appended to ``lines``."""
+    cells = {a: race_cell(scen, a) for a in labels}
+    if not any(cells[a] for a in new):
+        return
+    anchor = SMACV2_1M[scen, "qmix"]
+    path = _curves(f"smax:{scen}", cells, {f"SMACv2 QMIX @1M (SC2) {anchor:.0f}%": anchor / 100},
+                   figures, draw, name=f"{name}_{scen}")
+    if path is not None:
+        lines += [f"![{name}, {scen.replace('_', ' ')}]({path.relative_to(figures.parent)})", ""]
 
 
 def table1(lines: list[str]) -> dict:
@@ -633,7 +648,7 @@ def _claim_text(claim: dict | None, seeds: int, preset: str) -> str:
     return f"pooled over the races {_diff(claim['difference'], *claim['ci95'])}: **{claim['verdict']}**"
 
 
-def table3_4(lines: list[str], central_out: dict) -> dict:
+def table3_4(lines: list[str], central_out: dict, figures: Path, draw: bool = True) -> dict:
     """Tables 3 and 4: the ablations (+Entropy without the OPT; the OPT replaced by an MLP),
     from the ``table3`` and ``table4`` presets' one-seed runs archived with the verdict runs."""
     lines += ["## Table 3: QMIX, +Entropy, +OPT on the 5v5 races", "",
@@ -654,7 +669,11 @@ def table3_4(lines: list[str], central_out: dict) -> dict:
     lines += ["", "Claims: +OPT above QMIX on every race — "
               + (f"pooled {_diff(pooled['difference'], *pooled['ci95'])}, **{pooled['verdict']}**"
                  if pooled else "not run") + " (the central comparison above); +OPT above +Entropy — "
-              + _claim_text(out["entropy_below_opt"], seeds, "table3") + ".", "",
+              + _claim_text(out["entropy_below_opt"], seeds, "table3") + ".", ""]
+    for race in RACES:
+        _new_curves(lines, f"{race}_5_vs_5", ("qmix", "+entropy", "me_qmix"), ("+entropy",),
+                    figures, draw, "table3")
+    lines += [
               "## Table 4: ME-QMIX with the OPT against an unconstrained 3-layer MLP", "",
               "The paper: ME-QMIX (OPT) above ME-QMIX (MLP) on the three 5v5 races (its numbers "
               "were lost in the text extraction this project works from).", "",
@@ -666,6 +685,9 @@ def table3_4(lines: list[str], central_out: dict) -> dict:
                                                     f"{_mean_ci(c.scores, 1.0, 2)} ({len(c.seeds)})"
                                                     for c in cells) + " |")
     lines += ["", "Claim: OPT above MLP — " + _claim_text(out["mlp_below_opt"], seeds, "table4") + ".", ""]
+    for race in RACES:
+        _new_curves(lines, f"{race}_5_vs_5", ("me_qmix_mlp", "me_qmix"), ("me_qmix_mlp",),
+                    figures, draw, "table4")
     return out
 
 
@@ -675,7 +697,7 @@ def table3_4(lines: list[str], central_out: dict) -> dict:
 AUTHORS_LOGS = {"protoss_5_vs_5": 0.72, "terran_5_vs_5": 0.69, "zerg_5_vs_5": 0.49}
 
 
-def released(lines: list[str]) -> dict:
+def released(lines: list[str], figures: Path, draw: bool = True) -> dict:
     """The authors' released code (``soft_qmix``) beside ME-QMIX as the paper writes it."""
     lines += ["## The authors' released code beside the paper's algorithm", "",
               "`soft_qmix` is the algorithm of the paper's only public code (an additive critic over "
@@ -703,6 +725,9 @@ def released(lines: list[str]) -> dict:
         lines.append(f"| {race} 5v5 | {100 * AUTHORS_LOGS[scen]:.0f} | {_paper(race, 'me_qmix'):.1f} | "
                      f"{text['soft_qmix']} | {text['me_qmix']} | {text['qmix']} | {diff} | {v} |")
     lines.append("")
+    for race in RACES:
+        _new_curves(lines, f"{race}_5_vs_5", ("qmix", "me_qmix", "soft_qmix"), ("soft_qmix",),
+                    figures, draw, "released")
     return out
 
 
@@ -732,7 +757,7 @@ def entropy_agents(lines: list[str]) -> dict:
     return {"difference": d, "ci95": [lo, hi], "verdict": v}
 
 
-def figure5_6(lines: list[str], central_out: dict) -> dict:
+def figure5_6(lines: list[str], central_out: dict, figures: Path, draw: bool = True) -> dict:
     """Figure 5 (long ε annealing) and Figure 6 (α's learning rate, the target entropy)."""
     out = {}
     lines += ["## Figure 5: QMIX with a much longer ε annealing, protoss 5v5", "",
@@ -752,7 +777,11 @@ def figure5_6(lines: list[str], central_out: dict) -> dict:
         out[f"fig5/{label}"] = {"difference": d, "ci95": [lo, hi], "verdict": above(lo, hi)}
         lines.append(f"| {label} | {_mean_ci(cell.scores)} ({len(cell.seeds)}) | {_diff(d, lo, hi)} | "
                      f"{above(lo, hi)} |")
-    lines += ["", "## Figure 6: sensitivity to α's learning rate and to the target entropy", ""]
+    lines.append("")
+    _new_curves(lines, "protoss_5_vs_5", ("qmix", "qmix_eps_100k", "qmix_eps_500k", "qmix_eps_1M",
+                                          "me_qmix"), ("qmix_eps_100k", "qmix_eps_500k", "qmix_eps_1M"),
+                figures, draw, "fig5")
+    lines += ["## Figure 6: sensitivity to α's learning rate and to the target entropy", ""]
     # (a) alpha's learning rate, protoss, 300k
     # alpha_lr=0.0003 stopped at 210k of its 300k (no results.json): not cited
     lrs = ("0.003", "0.03", "0.3")
@@ -815,10 +844,10 @@ def generate(figures: Path = DOCS / "reproduction", draw: bool = True) -> str:
     summary["figure2"] = figure2(body)
     summary["figure4"] = figure4(body)
     summary["table2"] = table2(body)
-    summary["ablations"] = table3_4(body, summary["central"])
-    summary["released"] = released(body)
+    summary["ablations"] = table3_4(body, summary["central"], figures, draw)
+    summary["released"] = released(body, figures, draw)
     summary["entropy_agents"] = entropy_agents(body)
-    summary["figure5_6"] = figure5_6(body, summary["central"])
+    summary["figure5_6"] = figure5_6(body, summary["central"], figures, draw)
     lines += _overview(summary) + body
     return "\n".join(lines) + "\n"
 
