@@ -77,11 +77,11 @@ class EpisodeReplay:
         self._shapes: dict[str, jax.ShapeDtypeStruct] | None = None
 
     def init(self) -> ReplayState:
-        return ReplayState(buffer=buffer_init(self.spec, self.cfg.buffer_size),
+        return ReplayState(buffer=buffer_init(self.spec, self.cfg.buffer_size, self.cfg.replay_dtype),
                            last_target_update=jnp.zeros((), jnp.int32))
 
     def memory_bytes(self) -> int:
-        return buffer_bytes(self.spec, self.cfg.buffer_size)
+        return buffer_bytes(self.spec, self.cfg.buffer_size, self.cfg.replay_dtype)
 
     def metric_shapes(self, collection: Callable[[], Episodes]) -> dict[str, jax.ShapeDtypeStruct]:
         del collection  # updates see sampled batches

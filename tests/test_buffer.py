@@ -148,3 +148,43 @@ def test_buffer_bytes_matches_the_allocation():
         assert buffer_bytes(SPEC, capacity) == capacity * per_episode
         # The buffer pytree holds only that plus its two int32 counters.
         assert sum(x.nbytes for x in jax.tree.leaves(buf)) == allocated + 8
+
+
+def test_a_narrow_buffer_holds_obs_and_states_at_half_width():
+    """``replay_dtype``: observations and states (nine tenths of a SMAX buffer) are stored
+    in 16 bits and the rest as before, so the paper's 5,000 episodes of a 20-unit race fit
+    a 24 GiB machine; ``buffer_bytes`` (the memory check's count) says so exactly."""
+    t, n, o, s = 3, 2, 4, 5
+    floats = (t + 1) * n * o + (t + 1) * s
+    for dtype in ("float16", "bfloat16"):
+        buf = buffer_init(SPEC, CAPACITY, dtype)
+        assert buf.data.obs.dtype == buf.data.state.dtype == jnp.dtype(dtype)
+        assert buf.data.reward.dtype == jnp.float32  # targets keep their precision
+        allocated = sum(x.nbytes for x in jax.tree.leaves(buf.data))
+        assert buffer_bytes(SPEC, CAPACITY, dtype) == allocated
+        assert buffer_bytes(SPEC, CAPACITY) - allocated == CAPACITY * 2 * floats
+
+
+@SETTINGS
+@given(st.sampled_from(["float16", "bfloat16"]),
+       st.floats(-1e4, 1e4, allow_nan=False, width=32), st.integers(0, 2**31 - 1))
+def test_a_narrow_buffer_rounds_only_what_it_stores(dtype, scale, seed):
+    """Sampled batches are float32, and their observations and states are what was added,
+    rounded to the stored width (relative error at most half an ulp: 2^-11 for float16,
+    2^-8 for bfloat16; below float16's smallest normal, 6.1e-5, its subnormals' absolute
+    half-step 2^-25; zeros and small integers stay exact); rewards, actions and masks come
+    back exactly. Values span |x| ≤ 1e4, inside float16's range."""
+    rng = np.random.default_rng(seed)
+    ep = tagged(0, CAPACITY)
+    ep = ep.replace(obs=(scale * rng.standard_normal(ep.obs.shape)).astype(np.float32),
+                    state=np.round(rng.standard_normal(ep.state.shape) * 8).astype(np.float32))
+    buf = _add(buffer_init(SPEC, CAPACITY, dtype), ep)
+    batch = buffer_sample(buf, jax.random.PRNGKey(seed % 1000), CAPACITY)
+    assert batch.obs.dtype == batch.state.dtype == jnp.float32
+    order = np.asarray(batch.reward)[:, 0].astype(int)  # each episode's tag
+    eps, tiny = {"float16": (2.0**-11, 2.0**-25), "bfloat16": (2.0**-8, 1e-38)}[dtype]
+    obs, want = np.asarray(batch.obs), ep.obs[order]
+    assert np.all(np.abs(obs - want) <= eps * np.abs(want) + tiny)
+    np.testing.assert_array_equal(np.asarray(batch.state), ep.state[order])  # small integers
+    np.testing.assert_array_equal(np.asarray(batch.actions), ep.actions[order])
+    np.testing.assert_array_equal(np.asarray(batch.mask), ep.mask[order])

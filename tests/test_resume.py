@@ -3,6 +3,7 @@ divergence guards, safe loading and resource limits."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -344,6 +345,20 @@ def test_a_buffer_that_does_not_fit_is_refused_before_allocation():
         memory_check(make_program(cfg), available=2**30)
     assert "0.00 MiB" not in str(info.value)
     assert re.search(r"2 seeds x 100000000 episodes x \d+ B\)", str(info.value)), str(info.value)
+
+
+def test_a_twenty_unit_race_fits_this_machine_at_half_width():
+    """Issue 44: the paper's 5,000-episode buffer of a 20-unit race is 22 GiB of float32,
+    over 80% of this 24 GiB machine; the refusal names ``replay_dtype=float16``, which
+    stores the same episodes in half the bytes, and that run passes the check."""
+    from meigm.program import make_program
+
+    box = 23 * 2**30  # what this machine reports available when it is idle
+    cfg = Config(env="smax:protoss_20_vs_20", alg="qmix", buffer_size=5000, test_episodes=128)
+    with pytest.raises(MeigmError) as info:
+        memory_check(make_program(cfg), available=box)
+    assert "use replay_dtype=float16 (10.45 GiB, the same episodes) or buffer_size=" in str(info.value)
+    memory_check(make_program(dataclasses.replace(cfg, replay_dtype="float16")), available=box)
 
 
 @pytest.mark.parametrize(("overrides", "env", "part", "knob"), [
@@ -690,3 +705,31 @@ def test_plot_skips_a_killed_runs_torn_last_line_with_a_warning(finished, tmp_pa
     (run / "results.json").write_text("{}")
     assert main(["plot", str(run), "--out", str(tmp_path / "plots2")]) == 2
     assert "line 21 is not valid JSON" in error_line(capfd)
+
+
+def test_a_half_width_buffer_checkpoints_and_resumes_exactly(tmp_path):
+    """``replay_dtype=float16``: the checkpoint holds the buffer as it is stored (half
+    width, no widening on save or load) and a run stopped after its second checkpoint
+    resumes to the uninterrupted run's metrics. The matrix game's observations are
+    one-hot, exact in 16 bits, so it also trains exactly as the float32 buffer does."""
+    cfg = _cfg(replay_dtype="float16", keep_checkpoints=5)
+    train_run(cfg, tmp_path / "ref", progress=False, echo=_quiet)
+    train_run(_cfg(keep_checkpoints=5), tmp_path / "wide", progress=False, echo=_quiet)
+    assert [without_clock(r) for r in _records(tmp_path / "ref")] == \
+        [without_clock(r) for r in _records(tmp_path / "wide")]
+    run = tmp_path / "run"
+    train_run(cfg, run, progress=False, echo=_quiet)
+    (run / "results.json").unlink()
+    (run / "checkpoints" / "final.safetensors").unlink()
+    steps = ckpt.list_checkpoints(run)
+    for late in steps[2:]:
+        late.unlink()
+    from safetensors.numpy import load_file
+
+    stored = {k: v.dtype for k, v in load_file(str(steps[1])).items()
+              if k.endswith(("buffer/data/obs", "buffer/data/state"))}
+    assert stored and set(stored.values()) == {np.dtype("float16")}, stored
+    results = train_run(Config(**config_mod.load_yaml(run / "config.yaml", what="cfg")), run,
+                        progress=False, echo=_quiet, resume=True)
+    assert results["resumed_from"].endswith(steps[1].name)
+    assert _records(run) == _records(tmp_path / "ref")

@@ -306,6 +306,10 @@ def memory_check(program: Program, available: int | None = None) -> None:
         shared = parts["update batch"] if program.trainer.scheme.memory_bytes() else 0
         fit_seeds = int((budget - shared) / ((need - shared) / lanes))
         hint = f"buffer_size={fit_size}" if fit_size >= cfg.batch_size else "a smaller scenario"
+        if cfg.replay_dtype == "float32":  # the paper's buffer size, stored at half width
+            narrow = lanes * buffer_bytes(program.env.spec, cfg.buffer_size, "float16")
+            if other + narrow <= budget:
+                hint = f"replay_dtype=float16 ({byte_size(narrow)}, the same episodes) or {hint}"
         raise MeigmError(
             f"the replay buffers need {parts['replay buffers'] / 2**30:.1f} GiB ({lanes} seeds x "
             f"{cfg.buffer_size} episodes x {byte_size(per_episode)}) and the rest of the run "

@@ -24,12 +24,12 @@ class EpisodeBuffer:
     size: jax.Array  # [] filled slots
 
 
-def empty_episodes(spec: EnvSpec, n: int) -> Episodes:
-    """Zeroed episodes [n, ...] sized for ``spec``."""
+def empty_episodes(spec: EnvSpec, n: int, dtype: str = "float32") -> Episodes:
+    """Zeroed episodes [n, ...] sized for ``spec``, observations and states in ``dtype``."""
     t, na, a = spec.episode_limit, spec.n_agents, spec.n_actions
     return Episodes(
-        obs=jnp.zeros((n, t + 1, na, spec.obs_dim), jnp.float32),
-        state=jnp.zeros((n, t + 1, spec.state_dim), jnp.float32),
+        obs=jnp.zeros((n, t + 1, na, spec.obs_dim), dtype),
+        state=jnp.zeros((n, t + 1, spec.state_dim), dtype),
         avail=jnp.ones((n, t + 1, na, a), bool),
         actions=jnp.zeros((n, t, na), jnp.int32),
         reward=jnp.zeros((n, t), jnp.float32),
@@ -38,15 +38,17 @@ def empty_episodes(spec: EnvSpec, n: int) -> Episodes:
     )
 
 
-def buffer_bytes(spec: EnvSpec, capacity: int) -> int:
+def buffer_bytes(spec: EnvSpec, capacity: int, dtype: str = "float32") -> int:
     """Memory of one seed's buffer, computed before anything is allocated."""
-    shapes = jax.eval_shape(lambda: empty_episodes(spec, capacity))
+    shapes = jax.eval_shape(lambda: empty_episodes(spec, capacity, dtype))
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
 
 
-def buffer_init(spec: EnvSpec, capacity: int) -> EpisodeBuffer:
+def buffer_init(spec: EnvSpec, capacity: int, dtype: str = "float32") -> EpisodeBuffer:
+    """An empty buffer of ``capacity`` episodes storing observations and states in
+    ``dtype`` (``Config.replay_dtype``): allocated in it, never as float32 first."""
     return EpisodeBuffer(
-        data=empty_episodes(spec, capacity),
+        data=empty_episodes(spec, capacity, dtype),
         ptr=jnp.zeros((), jnp.int32),
         size=jnp.zeros((), jnp.int32),
     )
@@ -63,7 +65,9 @@ def buffer_add(buf: EpisodeBuffer, episodes: Episodes, write: jax.Array | bool =
     n = episodes.reward.shape[0]
     idx = (buf.ptr + jnp.arange(n)) % capacity
     write = jnp.asarray(write)
-    data = jax.tree.map(lambda d, x: d.at[idx].set(jnp.where(write, x, d[idx])), buf.data, episodes)
+    # cast to the buffer's own dtypes (observations and states may be stored narrower)
+    data = jax.tree.map(lambda d, x: d.at[idx].set(jnp.where(write, x.astype(d.dtype), d[idx])),
+                        buf.data, episodes)
     return EpisodeBuffer(
         data=data,
         ptr=jnp.where(write, (buf.ptr + n) % capacity, buf.ptr),
@@ -72,7 +76,8 @@ def buffer_add(buf: EpisodeBuffer, episodes: Episodes, write: jax.Array | bool =
 
 
 def buffer_sample(buf: EpisodeBuffer, key: jax.Array, batch_size: int) -> Episodes:
-    """``batch_size`` distinct filled episodes [B, ...], uniformly at random.
+    """``batch_size`` distinct filled episodes [B, ...], uniformly at random, their
+    floating fields in float32 whatever the buffer stores them in.
 
     Random scores with the empty slots pushed to the end, then the ``B`` best: a
     without-replacement draw with static shapes. The caller ensures size >= B.
@@ -81,7 +86,12 @@ def buffer_sample(buf: EpisodeBuffer, key: jax.Array, batch_size: int) -> Episod
     scores = jax.random.uniform(key, (capacity,))
     scores = jnp.where(jnp.arange(capacity) < buf.size, scores, 2.0)
     _, idx = jax.lax.top_k(-scores, batch_size)
-    return jax.tree.map(lambda d: d[idx], buf.data)
+
+    def take(d: jax.Array) -> jax.Array:
+        x = d[idx]  # only the batch is widened, never the buffer
+        return x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    return jax.tree.map(take, buf.data)
 
 
 def length_buckets(episode_limit: int, n_buckets: int) -> tuple[int, ...]:
