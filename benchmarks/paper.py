@@ -738,16 +738,17 @@ def entropy_agents(lines: list[str]) -> dict:
               "App. E sets H̄ = target_entropy · n over every agent; a dead SMAX unit can only "
               "no-op (entropy 0), so the living agents carry its share and α rises late in a "
               "fight. `entropy_agents=alive` counts the agents with a choice "
-              "(`benchmarks/presets/entropy_agents.yaml`). ME-QMIX on protoss 5v5 at 1M, "
+              "(`benchmarks/presets/entropy_agents.yaml`). ME-QMIX on terran 5v5 at 1M (the race "
+              "whose seeds agree most), "
               "protocol score, win rate %.", "",
               "| target over | protocol score | alive − all, points [95% Welch] | verdict |",
               "|---|---|---|---|"]
-    every = race_cell("protoss_5_vs_5", "me_qmix")
-    alive = race_cell("protoss_5_vs_5", "me_qmix_alive")
+    every = race_cell("terran_5_vs_5", "me_qmix")
+    alive = race_cell("terran_5_vs_5", "me_qmix_alive")
     lines.append(f"| all agents (default) | {_mean_ci(every.scores)} ({len(every.seeds)}) | – | – |"
                  if every is not None else "| all agents (default) | not run | – | – |")
     if alive is None or every is None:
-        lines += [f"| living agents | {projected('protoss_5_vs_5', 'me_qmix', seeds=5)} (5 seeds, "
+        lines += [f"| living agents | {projected('terran_5_vs_5', 'me_qmix', seeds=5)} (5 seeds, "
                   "queued) | – | not run |", ""]
         return {"verdict": "not run"}
     d, lo, hi = diff_ci(alive.scores, every.scores)

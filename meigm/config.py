@@ -181,7 +181,7 @@ class Config:
     die. ``train/entropy`` averages over all agents, ``train/entropy_alive`` over those with
     a choice. The paper does not say (its released code fixes α). The default stays
     ``all`` (the paper's App. E) until the two are measured on the verdict protocol
-    (``benchmarks/presets/entropy_agents.yaml``: ``alive`` on protoss 5v5 beside
+    (``benchmarks/presets/entropy_agents.yaml``: ``alive`` on terran 5v5 beside
     ``me_qmix``'s verdict runs; queued)."""
 
     # --- FOP
