@@ -256,9 +256,47 @@ def projection(compile_s: float, rate: float, eval_s: float, t_max: int, seeds: 
             "projected_wall_s": compile_s + train_s + evaluations * eval_s}
 
 
+def render(table: dict) -> str:
+    """A ``--json`` file as Markdown: every measured or refused run, one row each (compile,
+    speed, evaluation, memory, projected walls), then the projected 1M wall as a grid of
+    scenarios × labels when the runs are one per cell (Table 2's cost table)."""
+    rows = table["rows"]
+    out = [f"`{table['preset']}` at its `{table['budget']}` budget on {table['device']}, jax "
+           f"{table['jax']}; legs of {table['leg']} env steps, median of {table['repeats']}.", "",
+           "| run | seeds | compile s | train env steps/s | eval s (episodes) | memory GB: "
+           "estimate / XLA chunk / process peak so far | 1M h | 10M h |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows.values():
+        estimate = sum(v for k, v in r["memory_estimate_gb"].items() if k != "replay buffers")
+        if "refused" in r:
+            out.append(f"| {r['run']} | {r['seeds']} | – | – | – | {estimate:.1f} / – / – | "
+                       f"does not fit: {r['refused']} | – |")
+            continue
+        out.append(f"| {r['run']} | {r['seeds']} | {r['compile_s']:.0f} | "
+                   f"{r['train_env_steps_per_s']:.0f} | {r['eval_s']:.2f} ({r['test_episodes']}) | "
+                   f"{estimate:.1f} / {r['chunk_xla_gb']:.1f} / {r['process_peak_rss_gb']:.1f} | "
+                   f"{r['wall_1M_h']:.1f} | {r['wall_10M_h']:.1f} |")
+    cells = [r["run"].split("/", 1) for r in rows.values()]
+    scenarios = list(dict.fromkeys(c[0] for c in cells))
+    labels = list(dict.fromkeys(c[1] for c in cells))
+    if len(cells) == len(set(map(tuple, cells))) and len(scenarios) > 1:
+        by_cell = {tuple(r["run"].split("/", 1)): r for r in rows.values()}
+        out += ["", "Projected wall of one seed at 1M env steps, hours (– not measured; "
+                "\u2717 does not fit):", "",
+                "| scenario | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        for scen in scenarios:
+            cell = [by_cell.get((scen, lab)) for lab in labels]
+            out.append(f"| {scen} | " + " | ".join(
+                "–" if r is None else "\u2717" if "refused" in r else f"{r['wall_1M_h']:.1f}"
+                for r in cell) + " |")
+    return "\n".join(out)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("preset", help="a built-in sweep preset (skill, fig4, ...) or a preset file")
+    p.add_argument("preset", nargs="?",
+                   help="a built-in sweep preset (skill, fig4, ...) or a preset file")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="print a --json file's figures as Markdown tables and exit")
     p.add_argument("--budget", default=None, choices=("smoke", "laptop", "paper"),
                    help="the preset's budget (default: the preset's own)")
     p.add_argument("--only", action="append", default=None, metavar="PATTERN",
@@ -285,6 +323,14 @@ def main() -> None:
     jax.config.update("jax_enable_compilation_cache", False)
     p = parser()
     a = p.parse_intermixed_args()  # overrides may come after the options
+    if a.render is not None:
+        try:
+            print(render(json.loads(Path(a.render).read_text())))
+        except (OSError, ValueError, KeyError) as exc:
+            p.exit(2, f"error: cannot render {a.render}: {exc!r}\n")
+        return
+    if a.preset is None:
+        p.exit(2, "error: give a sweep preset to measure, or --render JSON\n")
     try:
         sweep = select_runs(load_sweep(a.preset, a.budget), a.only)
         seeds = None if a.seeds is None else [int(s) for s in a.seeds.split(",")]

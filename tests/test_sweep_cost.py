@@ -116,3 +116,35 @@ def test_a_cell_that_cannot_fit_is_a_row_that_says_why_and_a_table_continues(tmp
     sweep_cost.main()  # again: both rows kept, nothing measured
     assert json.loads(out.read_text())["rows"] == rows
     assert "2 runs" in capsys.readouterr().out
+
+
+def test_render_lists_every_cell_and_grids_the_one_million_step_walls(tmp_path, capsys, monkeypatch):
+    """``--render``: one row per run (a refused one says why) and, when the runs are one per
+    scenario and label, the 1M wall as a grid with ✗ for a cell that does not fit and –
+    for one not measured yet."""
+    est = {"training state": 2.0, "replay buffers": 1.5, "roll-out": 0.1, "evaluation": 0.2,
+           "update batch": 0.2}
+    measured = {"seeds": 1, "compile_s": 31.4, "train_env_steps_per_s": 296.2, "eval_s": 0.6,
+                "test_episodes": 128, "chunk_xla_gb": 2.4, "process_peak_rss_gb": 3.3,
+                "wall_1M_h": 1.04, "wall_10M_h": 9.51, "memory_estimate_gb": est}
+    table = {"preset": "table2", "budget": "paper", "leg": 2000, "repeats": 2, "device": "cpu (cpu)",
+             "jax": "0.0", "rows": {
+                 "a_5/qmix seeds=1": {"run": "a_5/qmix", **measured},
+                 "a_5/fop seeds=1": {"run": "a_5/fop", **measured, "wall_1M_h": 2.26},
+                 "b_20/qmix seeds=1": {"run": "b_20/qmix", "seeds": 1, "refused": "needs 30 GiB",
+                                       "memory_estimate_gb": est}}}
+    path = tmp_path / "cells.json"
+    path.write_text(json.dumps(table))
+    text = sweep_cost.render(table)
+    assert "| a_5/qmix | 1 | 31 | 296 | 0.60 (128) | 2.5 / 2.4 / 3.3 | 1.0 | 9.5 |" in text
+    assert "| b_20/qmix | 1 | – | – | – | 2.5 / – / – | does not fit: needs 30 GiB | – |" in text
+    assert "| scenario | qmix | fop |" in text
+    assert "| a_5 | 1.0 | 2.3 |" in text and "| b_20 | ✗ | – |" in text
+    monkeypatch.setattr(sys, "argv", ["sweep_cost.py", "--render", str(path)])
+    sweep_cost.main()
+    assert capsys.readouterr().out.strip() == text
+    monkeypatch.setattr(sys, "argv", ["sweep_cost.py", "--render", str(tmp_path / "missing.json")])
+    with pytest.raises(SystemExit) as info:
+        sweep_cost.main()
+    assert info.value.code == 2
+    assert "cannot render" in capsys.readouterr().err
