@@ -176,12 +176,12 @@ def verdict_runs(scenario: str, alg: str) -> list[Path]:
     return sorted(p for p in root.glob(f"{alg},seed=*") if (p / "results.json").is_file())
 
 
-def race_cell(scenario: str, alg: str) -> Cell | None:
+def race_cell(scenario: str, alg: str, metric: str = WON) -> Cell | None:
     """Every committed 1M-step run of ``alg`` on a race at the protocol: the skill preset's
     run (seeds 0-2) and the verdict preset's one-seed runs."""
     paths = [p for p in [RESULTS / "skill" / "runs" / f"smax_{scenario}" / alg] if p.is_dir()]
     paths += verdict_runs(scenario, alg)
-    return load_cell(paths, budget=1_000_000) if paths else None
+    return load_cell(paths, budget=1_000_000, metric=metric) if paths else None
 
 
 # ------------------------------------------------------------------ formatting
@@ -821,6 +821,152 @@ def figure5_6(lines: list[str], central_out: dict, figures: Path, draw: bool = T
     return out
 
 
+#: Figure 6 at the protocol (issue 43 item 6; preset ``fig6``): ME-QMIX on protoss 5v5 at
+#: 1M, one scan of α's learning rate and one of the per-agent target entropy through
+#: meigm's SMAX defaults (α lr 0.3, target 0.24), 3 seeds per point in one run directory,
+#: archived as ``<scenario>/me_qmix,<field>=<value>``. The defaults' point, which both scans
+#: share, is the central comparison's ME-QMIX cell: the same config (the preset's ε setting
+#: is one ME-QMIX never reads), with more seeds than a point.
+FIG6_SCANS = {"alpha_lr": ("0.0003", "0.003", "0.03", "0.3"), "target_entropy": ("0.1", "0.24", "0.5", "1")}
+FIG6_DEFAULTS = {"alpha_lr": "0.3", "target_entropy": "0.24"}
+
+
+def fig6_cell(field: str, value: str, metric: str = WON) -> Cell | None:
+    """One point of the ``fig6`` scan, None until its run has finished."""
+    if FIG6_DEFAULTS[field] == value:
+        return race_cell("protoss_5_vs_5", "me_qmix", metric)
+    path = VERDICT_RUNS / "smax_protoss_5_vs_5" / f"me_qmix,{field}={value}"
+    if not (path / "results.json").is_file():
+        return None
+    return load_cell([path], budget=1_000_000, metric=metric)
+
+
+def insensitive(diffs: list[tuple[float, float, float]]) -> str:
+    """The verdict on "the setting does not matter" from each point's interval against the
+    default: reproduced when every interval lies within ±EQUIVALENCE, not reproduced when
+    one excludes 0, else not separated."""
+    if any(lo > 0 or hi < 0 for _, lo, hi in diffs):
+        return "not reproduced"
+    if all(-EQUIVALENCE < lo and hi < EQUIVALENCE for _, lo, hi in diffs):
+        return "reproduced"
+    return "not separated"
+
+
+def figure6_protocol(lines: list[str], figures: Path, draw: bool = True) -> dict:
+    """Figure 6 at the protocol: win rate, early win rate and the policy's entropy against
+    its target at each point of both scans, the two claims, and the curves in the paper's
+    layout (one panel per scan)."""
+    lines += ["### At the protocol: protoss 5v5, 1M env steps (issue 43)", "",
+              "Preset `fig6`: ME-QMIX, 3 seeds per point, each point's seeds trained as lanes of "
+              "one program; the other setting at meigm's SMAX default (α lr 0.3, target entropy "
+              "0.24 per agent), whose point is the central comparison's ME-QMIX cell. Win rate "
+              "%: protocol score and the mean of the first 5 points (early); entropy: the "
+              "policy's mean entropy per agent over the last 5 training points, beside its "
+              "target.", "",
+              "| scan | value | seeds | protocol score | early | entropy / target |",
+              "|---|---|---|---|---|---|"]
+    out: dict = {}
+    cells: dict[str, dict[str, Cell | None]] = {}
+    for field, values in FIG6_SCANS.items():
+        cells[field] = {}
+        for value in values:
+            cell = cells[field][value] = fig6_cell(field, value)
+            if cell is None:
+                lines.append(f"| {field} | {value} | – | "
+                             f"{projected('protoss_5_vs_5', 'me_qmix', seeds=3)} | – | – |")
+                continue
+            early = np.array([np.mean([p[WON] for p in s[:PROTOCOL_POINTS]])
+                              for r in cell.runs for s in per_seed_up_to(r, WON, cell.budget)])
+            ent = fig6_cell(field, value, "train/entropy").scores
+            target = fig6_cell(field, value, "train/target_entropy").scores
+            lines.append(f"| {field} | {value} | {len(cell.seeds)} | {_mean_ci(cell.scores)} | "
+                         f"{_mean_ci(early)} | {np.mean(ent):.3f} / {np.mean(target):.3f} |")
+    a = cells["alpha_lr"]
+    if a["0.0003"] is not None and a["0.3"] is not None:
+        d, lo, hi = diff_ci(a["0.0003"].scores, a["0.3"].scores)
+        out["alpha_lr"] = {"difference": d, "ci95": [lo, hi], "verdict": above(lo, hi)}
+        text_a = f"α lr 3e-4 − 0.3, protocol score {_diff(d, lo, hi)}: **{above(lo, hi)}**"
+    else:
+        text_a = "**not run**"
+    b = cells["target_entropy"]
+    if all(c is not None for c in b.values()):
+        diffs = [diff_ci(c.scores, b["0.24"].scores) for v, c in b.items() if v != "0.24"]
+        v = insensitive(diffs)
+        out["target_entropy"] = {"differences": [list(x) for x in diffs], "verdict": v}
+        text_b = ("each target − 0.24: " + ", ".join(
+            f"{val} {_diff(*x)}" for val, x in zip([v for v in b if v != "0.24"], diffs, strict=True))
+            + f": **{v}**")
+    else:
+        text_b = "**not run**"
+    lines += ["", f"Claims: (a) a lower α learning rate ends higher — {text_a}; (b) the target "
+              f"entropy does not matter (every point within ±{100 * EQUIVALENCE:.0f} points of the "
+              f"default) — {text_b}.", ""]
+    anchor = SMACV2_1M["protoss_5_vs_5", "qmix"]
+    for field, panel in (("alpha_lr", "fig6a"), ("target_entropy", "fig6b")):
+        if not any(c for v, c in cells[field].items() if v != FIG6_DEFAULTS[field]):
+            continue  # the defaults alone: the central comparison's curve already
+        path = _curves("smax:protoss_5_vs_5", {f"{field}={v}": c for v, c in cells[field].items()},
+                       {f"SMACv2 QMIX @1M (SC2) {anchor:.0f}%": anchor / 100}, figures, draw,
+                       name=f"{panel}_protoss_5_vs_5")
+        if path is not None:
+            lines += [f"![{panel}]({path.relative_to(figures.parent)})", ""]
+    return out
+
+
+#: The equal-effort tuning grid (issue 43 item 7; preset ``tuning``): six points per
+#: algorithm on protoss 5v5 at 1M, one-seed runs archived with the verdict runs. The first
+#: of each is the algorithm's defaults (QMIX: ε over 50k, lr 1e-3; ME-QMIX: α lr 0.3,
+#: target 0.24), read from the central comparison's cell of the same config.
+TUNING = {
+    "qmix": ("qmix", "qmix_eps100k_lr1e-3", "qmix_eps500k_lr1e-3",
+             "qmix_eps50k_lr5e-4", "qmix_eps100k_lr5e-4", "qmix_eps500k_lr5e-4"),
+    "me_qmix": ("me_qmix", "me_qmix_alr0.3_te0.1", "me_qmix_alr0.3_te0.5",
+                "me_qmix_alr3e-3_te0.24", "me_qmix_alr3e-3_te0.1", "me_qmix_alr3e-3_te0.5"),
+}
+
+
+def tuning(lines: list[str]) -> dict:
+    """Each algorithm's grid: every point's protocol score, its best and median point
+    beside its defaults, and ME-QMIX's best against QMIX's best."""
+    lines += ["## Tuned with equal effort: QMIX's exploration against ME-QMIX's temperature", "",
+              "Preset `tuning` (issue 43): QMIX over ε's annealing period {50k, 100k, 500k} × lr "
+              "{1e-3, 5e-4}; ME-QMIX over α's learning rate {0.3, 3e-3} × target entropy {0.24, "
+              "0.1, 0.5}; protoss 5v5 at 1M, 3 one-seed runs per point. The first point of each is "
+              "its defaults (QMIX ε over 50k, lr 1e-3; ME-QMIX α lr 0.3, target 0.24): the central "
+              "comparison's cell. Win rate %, protocol score.", "",
+              "| algorithm | point | protocol score | |", "|---|---|---|---|"]
+    out: dict = {}
+    best: dict[str, tuple[str, Cell]] = {}
+    for alg, labels in TUNING.items():
+        done = {}
+        for i, label in enumerate(labels):
+            cell = race_cell("protoss_5_vs_5", label)
+            tag = "defaults" if i == 0 else ""
+            if cell is None or len(cell.seeds) < 3:
+                have = "" if cell is None else f" ({len(cell.seeds)} of 3 seeds so far)"
+                lines.append(f"| {alg} | {label} | {projected('protoss_5_vs_5', alg, seeds=3)}{have} | "
+                             f"{tag} |")
+                continue
+            done[label] = cell
+            lines.append(f"| {alg} | {label} | {_mean_ci(cell.scores)} ({len(cell.seeds)}) | {tag} |")
+        if len(done) == len(labels):
+            ranked = sorted(done, key=lambda k: float(np.mean(done[k].scores)))
+            best[alg] = (ranked[-1], done[ranked[-1]])
+            out[alg] = {"best": ranked[-1], "median": ranked[len(ranked) // 2], "defaults": labels[0]}
+    if len(best) == len(TUNING):
+        (bq, cq), (bm, cm) = best["qmix"], best["me_qmix"]
+        d, lo, hi = diff_ci(cm.scores, cq.scores)
+        out["best"] = {"difference": d, "ci95": [lo, hi], "verdict": above(lo, hi)}
+        lines += ["", f"Best points: QMIX {bq}, ME-QMIX {bm} (medians: {out['qmix']['median']}, "
+                  f"{out['me_qmix']['median']}). ME-QMIX's best − QMIX's best: {_diff(d, lo, hi)}: "
+                  f"**{above(lo, hi)}**. A best point is chosen on the same seeds it is scored on, "
+                  "so both are biased upwards alike.", ""]
+    else:
+        lines += ["", "Claim: ME-QMIX above QMIX when both are tuned with equal effort — **not run** "
+                  "(every point of both grids needs its 3 seeds).", ""]
+    return out
+
+
 def generate(figures: Path = DOCS / "reproduction", draw: bool = True) -> str:
     """The whole report as Markdown; its figures drawn into ``figures`` unless not ``draw``."""
     lines = ["# Reproduction report", "",
@@ -849,6 +995,8 @@ def generate(figures: Path = DOCS / "reproduction", draw: bool = True) -> str:
     summary["released"] = released(body, figures, draw)
     summary["entropy_agents"] = entropy_agents(body)
     summary["figure5_6"] = figure5_6(body, summary["central"], figures, draw)
+    summary["figure6_protocol"] = figure6_protocol(body, figures, draw)
+    summary["tuning"] = tuning(body)
     lines += _overview(summary) + body
     return "\n".join(lines) + "\n"
 
@@ -880,6 +1028,11 @@ def _overview(s: dict) -> list[str]:
           for race in RACES),
         ("Figure 6a: a lower α learning rate ends higher (300k)", s["figure5_6"]["alpha_lr"]["verdict"]),
         ("Figure 6b: the target entropy does not matter (3m)", s["figure5_6"]["target_entropy"]["verdict"]),
+        ("Figure 6a at the protocol: a lower α learning rate ends higher (protoss, 1M)",
+         v(s["figure6_protocol"], "alpha_lr")),
+        ("Figure 6b at the protocol: the target entropy does not matter (protoss, 1M)",
+         v(s["figure6_protocol"], "target_entropy")),
+        ("Tuned with equal effort: ME-QMIX's best point above QMIX's best", v(s["tuning"], "best")),
     ]
     return ["## The claims at a glance", "", "| claim | verdict |", "|---|---|",
             *(f"| {claim} | {v} |" for claim, v in rows), ""]
