@@ -602,7 +602,10 @@ def table2(lines: list[str]) -> dict:
               "Each cell: the paper's win rate (SMACv2 on StarCraft II, its budget of "
               "millions of env steps, 3 seeds) · meigm's protocol score on SMAX at 1M env steps, "
               "mean [95% t interval] (seeds), or *not run* with its projected cost here. "
-              "SMACv2's own 1M-step runs, where quoted, follow in italics.", ""]
+              "SMACv2's own 1M-step runs, where quoted, follow in italics. The replay learners "
+              "keep the paper's 5,000 episodes everywhere; on the 20-unit races they store them "
+              "in float16 (`replay_dtype`, preset `table2`), which fits them in this machine's "
+              "24 GiB.", ""]
     out = {}
     head = "| scenario | " + " | ".join(name for name, _ in TABLE2_ALGS) + " |"
     lines += [head, "|---|" + "---|" * len(TABLE2_ALGS)]
