@@ -244,3 +244,16 @@ def test_figure6_and_the_tuning_grid_read_their_points_from_the_runs(results, tm
     assert ("| Figure 6a at the protocol: a lower α learning rate ends higher (protoss, 1M) | "
             "reproduced |") in overview
     assert "| Tuned with equal effort: ME-QMIX's best point above QMIX's best | reversed |" in overview
+
+
+def test_the_released_code_rows_end_in_a_sentence_that_follows_the_interval(results, tmp_path):
+    """Issue 42: once soft_qmix has runs on the three races, the section says in one
+    sentence where it stands against ME-QMIX as written, read from the pooled interval."""
+    for race in paper.RACES:
+        skill = results / "skill" / "runs" / f"smax_{race}_5_vs_5"
+        _set_metric(skill / "me_qmix", "test/won", 0.25)
+        _copy_run(skill / "me_qmix", results / "verdict" / "runs" / f"smax_{race}_5_vs_5" /
+                  "soft_qmix,seed=0", 0.35)
+    section = _section(paper.generate(tmp_path / "fig", draw=False), "## The authors' released code")
+    assert ("Pooled over the races, soft_qmix − me_qmix is +10.0 [+10.0, +10.0] points: on SMAX at "
+            "1M the authors' released variant is above ME-QMIX as the paper writes it") in section
