@@ -596,8 +596,9 @@ def figure4(lines: list[str]) -> dict:
     return out
 
 
-def table2(lines: list[str]) -> dict:
-    """Table 2: every (scenario, algorithm) cell, measured or not run."""
+def table2(lines: list[str], figures: Path, draw: bool = True) -> dict:
+    """Table 2: every (scenario, algorithm) cell, measured or not run; curves of every
+    scenario with a cell beyond the central comparison's, SMACv2's 1M runs drawn in."""
     lines += ["## Table 2: the fifteen SMACv2 scenarios × eight algorithms", "",
               "Each cell: the paper's win rate (SMACv2 on StarCraft II, its budget of "
               "millions of env steps, 3 seeds) · meigm's protocol score on SMAX at 1M env steps, "
@@ -607,6 +608,7 @@ def table2(lines: list[str]) -> dict:
               "in float16 (`replay_dtype`, preset `table2`), which fits them in this machine's "
               "24 GiB.", ""]
     out = {}
+    measured: dict[str, dict[str, Cell]] = {}
     head = "| scenario | " + " | ".join(name for name, _ in TABLE2_ALGS) + " |"
     lines += [head, "|---|" + "---|" * len(TABLE2_ALGS)]
     for race in RACES:
@@ -615,6 +617,8 @@ def table2(lines: list[str]) -> dict:
             cells = []
             for (_, alg), paper in zip(TABLE2_ALGS, PAPER_TABLE2[scenario], strict=True):
                 cell = race_cell(scenario, alg)
+                if cell is not None:
+                    measured.setdefault(scenario, {})[alg] = cell
                 ours = (f"{_mean_ci(cell.scores)} ({len(cell.seeds)})" if cell is not None
                         else projected(scenario, alg, seeds=3))
                 if cell is not None:
@@ -629,6 +633,14 @@ def table2(lines: list[str]) -> dict:
               "The paper's claim here is its margins (ME-IGM above every baseline on every scenario); "
               "the 5v5 ME-QMIX − QMIX verdicts are in the section above. The other "
               "pairs are not run at the protocol on any scenario yet.", ""]
+    for scenario, cells in measured.items():
+        if set(cells) <= {"qmix", "me_qmix"} and scenario.endswith("5_vs_5"):
+            continue  # the central comparison's curves
+        anchors = {f"SMACv2 {alg.upper()} @1M (SC2) {v:.0f}%": v / 100
+                   for (scen, alg), v in SMACV2_1M.items() if scen == scenario}
+        path = _curves(f"smax:{scenario}", cells, anchors, figures, draw, name=f"table2_{scenario}")
+        if path is not None:
+            lines += [f"![{scenario}]({path.relative_to(figures.parent)})", ""]
     return out
 
 
@@ -1010,7 +1022,7 @@ def generate(figures: Path = DOCS / "reproduction", draw: bool = True) -> str:
     summary["table1"] = table1(body)
     summary["figure2"] = figure2(body)
     summary["figure4"] = figure4(body)
-    summary["table2"] = table2(body)
+    summary["table2"] = table2(body, figures, draw)
     summary["ablations"] = table3_4(body, summary["central"], figures, draw)
     summary["released"] = released(body, figures, draw)
     summary["entropy_agents"] = entropy_agents(body)
