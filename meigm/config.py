@@ -179,10 +179,10 @@ class Config:
     more than one available action). A dead SMAX unit's only action is no-op, so its entropy
     is 0: with ``all`` the living agents carry the dead ones' share and α rises as units
     die. ``train/entropy`` averages over all agents, ``train/entropy_alive`` over those with
-    a choice. The paper does not say (its released code fixes α). The default stays
-    ``all`` (the paper's App. E) until the two are measured on the verdict protocol
-    (``benchmarks/presets/entropy_agents.yaml``: ``alive`` on terran 5v5 beside
-    ``me_qmix``'s verdict runs; queued)."""
+    a choice. The paper does not say (its released code fixes α). The default is ``all``
+    (the paper's App. E): measured on terran 5v5 at the verdict protocol, ``alive`` was not
+    separated from it and, if anything, lower (benchmarks/README.md, "Which agents the
+    temperature's target counts"; ``benchmarks/presets/entropy_agents.yaml``)."""
 
     # --- FOP
     actor_lr: float | None = None
