@@ -180,9 +180,9 @@ class Config:
     is 0: with ``all`` the living agents carry the dead ones' share and α rises as units
     die. ``train/entropy`` averages over all agents, ``train/entropy_alive`` over those with
     a choice. The paper does not say (its released code fixes α). The default is ``all``
-    (the paper's App. E): measured on terran 5v5 at the verdict protocol, ``alive`` was not
-    separated from it and, if anything, lower (benchmarks/README.md, "Which agents the
-    temperature's target counts"; ``benchmarks/presets/entropy_agents.yaml``)."""
+    (the paper's App. E): measured on terran 5v5 at the verdict protocol (5 seeds against
+    7), ``alive`` was not separated from it and, seed by seed, lower (benchmarks/README.md,
+    "Which agents the temperature's target counts"; ``benchmarks/presets/entropy_agents.yaml``)."""
 
     # --- FOP
     actor_lr: float | None = None
