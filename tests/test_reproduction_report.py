@@ -257,3 +257,12 @@ def test_the_released_code_rows_end_in_a_sentence_that_follows_the_interval(resu
     section = _section(paper.generate(tmp_path / "fig", draw=False), "## The authors' released code")
     assert ("Pooled over the races, soft_qmix − me_qmix is +10.0 [+10.0, +10.0] points: on SMAX at "
             "1M the authors' released variant is above ME-QMIX as the paper writes it") in section
+
+
+def test_does_not_matter_follows_the_equivalence_rule_first():
+    """A difference within ±EQUIVALENCE does not matter even where it excludes 0; one
+    that excludes 0 beyond it does; else the seeds cannot tell."""
+    e = paper.EQUIVALENCE
+    assert paper.insensitive([(0.01, 0.005, 0.02)]) == "reproduced"
+    assert paper.insensitive([(0.01, 0.005, 0.02), (0.08, 0.06, 0.1)]) == "not reproduced"
+    assert paper.insensitive([(0.0, -2 * e, 2 * e)]) == "not separated"
