@@ -35,7 +35,13 @@ fits is the cost of each run, taken apart into the pieces its wall time is made 
   batch) and whether it passes the check every ``meigm train`` makes; a cell that fails
   it is a row that says so and why, and nothing is compiled for it. After compiling,
   XLA's own account of the training chunk (``memory_analysis``: arguments, outputs not
-  aliased to them, temporaries), which is what the program needs at its peak.
+  aliased to them, temporaries), which is what the program needs at its peak. And the
+  process's resident peak over the run's compile, fill, legs and evaluations
+  (``cell_peak_rss_gb``): on Linux the kernel's peak counter is restarted before each
+  run's compile (``/proc/self/clear_refs``), from the memory still resident then
+  (``rss_at_start_gb``: the interpreter, jax, the previous runs' leftovers). Where it
+  cannot be restarted (no ``/proc``, or ``--compile-workers`` > 1, whose compiles
+  overlap) only the process's peak so far is recorded (``process_peak_rss_gb``).
 * **resume**: with ``--json``, runs already in that file are kept and not measured again,
   so a long cost table (Table 2's 120 cells) can be stopped and continued, or filled in
   parts with different ``--only`` patterns.
@@ -87,6 +93,27 @@ class Compiled:
     chunk: jax.stages.Compiled  # (state, t_target [S] int32) -> (state, metrics)
     evaluate: jax.stages.Compiled  # (params [S, ...], keys [S, 2]) -> metrics [S]
     compile_s: float
+    rss_at_start_gb: float | None = None  # resident when its peak counter restarted; None: not restarted
+
+
+def restart_peak_rss() -> float | None:
+    """Restart the kernel's peak-resident counter of this process (Linux, ``VmHWM``) from
+    what is resident now, and return that (GB); None where it cannot be restarted. Why:
+    left alone the counter (which ``ru_maxrss`` reads too) only rises, so in a table of
+    many runs it is the largest run's peak so far, not this run's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return proc_status_gb("VmRSS")
+    except (OSError, ValueError):
+        return None
+
+
+def proc_status_gb(field: str) -> float:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), in GB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024 / 1e9
+    raise ValueError(f"no {field} in /proc/self/status")
 
 
 def programs(runs: list[RunSpec], seeds: list[int] | None, overrides: dict,
@@ -130,7 +157,8 @@ def compiled_in_turn(todo: list[tuple[str, Program]], workers: int) -> Iterator[
     before the next compiles), or on a pool of ``workers`` threads, traced in turn."""
     if workers <= 1:
         for key, program in todo:
-            yield compile_both(*lower(key, program))
+            start = restart_peak_rss()  # this run's peak, from its compile on
+            yield dataclasses.replace(compile_both(*lower(key, program)), rss_at_start_gb=start)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(compile_both, *lower(key, program)) for key, program in todo]
@@ -208,10 +236,12 @@ def measure(c: Compiled, leg: int, repeats: int, against_alone: bool = False) ->
         evals.append(time.perf_counter() - t0)
     rate, eval_s = statistics.median(rates), statistics.median(evals)
     extra: dict[str, Any] = {}
+    if c.rss_at_start_gb is not None:
+        extra = {"rss_at_start_gb": c.rss_at_start_gb, "cell_peak_rss_gb": proc_status_gb("VmHWM")}
     if against_alone:
         solo = alone(c, leg, repeats)
         solo_rates = [n / t for n, t in zip(solo["steps"], solo["secs"], strict=True)]
-        extra = {"alone_compile_s": solo["compile_s"],
+        extra |= {"alone_compile_s": solo["compile_s"],
                  "alone_env_steps_per_s": statistics.median(solo_rates),
                  "cost_vs_alone": statistics.median(
                      a / p for a, p in zip(solo_rates, rates, strict=True))}
@@ -222,7 +252,7 @@ def measure(c: Compiled, leg: int, repeats: int, against_alone: bool = False) ->
             "fill_s": legs["fill_s"], "leg_env_steps": legs["steps"], "leg_s": legs["secs"],
             "train_env_steps_per_s": rate, "eval_s": eval_s, **extra,
             "chunk_xla_gb": xla_bytes(c.chunk) / 1e9, "eval_xla_gb": xla_bytes(c.evaluate) / 1e9,
-            "process_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            "process_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,  # kB
             **projection(c.compile_s, rate, eval_s, cfg.t_max, c.program.lanes, cfg.test_interval),
             **{f"wall_{name}_h": projection(c.compile_s, rate, eval_s, t_max, c.program.lanes,
                                             PROTOCOL_TEST_INTERVAL)["projected_wall_s"] / 3600
@@ -264,7 +294,8 @@ def render(table: dict) -> str:
     out = [f"`{table['preset']}` at its `{table['budget']}` budget on {table['device']}, jax "
            f"{table['jax']}; legs of {table['leg']} env steps, median of {table['repeats']}.", "",
            "| run | seeds | compile s | train env steps/s | eval s (episodes) | memory GB: "
-           "estimate / XLA chunk / process peak so far | 1M h | 10M h |", "|---|---|---|---|---|---|---|---|"]
+           "estimate / XLA chunk / resident peak | 1M h | 10M h |", "|---|---|---|---|---|---|---|---|"]
+    so_far = False
     for r in rows.values():
         estimate = sum(v for k, v in r["memory_estimate_gb"].items() if k != "replay buffers")
         if "refused" in r:
@@ -273,8 +304,12 @@ def render(table: dict) -> str:
             continue
         out.append(f"| {r['run']} | {r['seeds']} | {r['compile_s']:.0f} | "
                    f"{r['train_env_steps_per_s']:.0f} | {r['eval_s']:.2f} ({r['test_episodes']}) | "
-                   f"{estimate:.1f} / {r['chunk_xla_gb']:.1f} / {r['process_peak_rss_gb']:.1f} | "
+                   f"{estimate:.1f} / {r['chunk_xla_gb']:.1f} / {peak(r)} | "
                    f"{r['wall_1M_h']:.1f} | {r['wall_10M_h']:.1f} |")
+        so_far |= "cell_peak_rss_gb" not in r
+    if so_far:
+        out += ["", "\u2020 the process's peak so far (its largest run's, not necessarily this "
+                "run's): measured before the peak counter was restarted for each run."]
     cells = [r["run"].split("/", 1) for r in rows.values()]
     scenarios = list(dict.fromkeys(c[0] for c in cells))
     labels = list(dict.fromkeys(c[1] for c in cells))
@@ -289,6 +324,14 @@ def render(table: dict) -> str:
                 "–" if r is None else "\u2717" if "refused" in r else f"{r['wall_1M_h']:.1f}"
                 for r in cell) + " |")
     return "\n".join(out)
+
+
+def peak(row: dict) -> str:
+    """A row's resident peak: the run's own (``cell_peak_rss_gb``), or the process's peak
+    so far, marked \u2020, for rows measured without a restart."""
+    if "cell_peak_rss_gb" in row:
+        return f"{row['cell_peak_rss_gb']:.1f}"
+    return f"{row['process_peak_rss_gb']:.1f}\u2020"
 
 
 def parser() -> argparse.ArgumentParser:

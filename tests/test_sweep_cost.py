@@ -112,6 +112,8 @@ def test_a_cell_that_cannot_fit_is_a_row_that_says_why_and_a_table_continues(tmp
     assert fits["wall_10M_h"] * 3600 == pytest.approx(
         fits["compile_s"] + 10_050_000 / fits["train_env_steps_per_s"] + 201 * fits["eval_s"])
     assert fits["wall_1M_h"] < fits["wall_10M_h"]
+    if sweep_cost.restart_peak_rss() is not None:  # Linux: the run's own resident peak
+        assert 0 < fits["rss_at_start_gb"] <= fits["cell_peak_rss_gb"] <= fits["process_peak_rss_gb"]
     capsys.readouterr()
     sweep_cost.main()  # again: both rows kept, nothing measured
     assert json.loads(out.read_text())["rows"] == rows
@@ -130,13 +132,16 @@ def test_render_lists_every_cell_and_grids_the_one_million_step_walls(tmp_path, 
     table = {"preset": "table2", "budget": "paper", "leg": 2000, "repeats": 2, "device": "cpu (cpu)",
              "jax": "0.0", "rows": {
                  "a_5/qmix seeds=1": {"run": "a_5/qmix", **measured},
-                 "a_5/fop seeds=1": {"run": "a_5/fop", **measured, "wall_1M_h": 2.26},
+                 "a_5/fop seeds=1": {"run": "a_5/fop", **measured, "wall_1M_h": 2.26,
+                                     "cell_peak_rss_gb": 2.71},
                  "b_20/qmix seeds=1": {"run": "b_20/qmix", "seeds": 1, "refused": "needs 30 GiB",
                                        "memory_estimate_gb": est}}}
     path = tmp_path / "cells.json"
     path.write_text(json.dumps(table))
     text = sweep_cost.render(table)
-    assert "| a_5/qmix | 1 | 31 | 296 | 0.60 (128) | 2.5 / 2.4 / 3.3 | 1.0 | 9.5 |" in text
+    assert "| a_5/qmix | 1 | 31 | 296 | 0.60 (128) | 2.5 / 2.4 / 3.3\u2020 | 1.0 | 9.5 |" in text
+    assert "| a_5/fop | 1 | 31 | 296 | 0.60 (128) | 2.5 / 2.4 / 2.7 | 2.3 | 9.5 |" in text
+    assert "\u2020 the process's peak so far" in text  # a row without its own peak is marked
     assert "| b_20/qmix | 1 | – | – | – | 2.5 / – / – | does not fit: needs 30 GiB | – |" in text
     assert "| scenario | qmix | fop |" in text
     assert "| a_5 | 1.0 | 2.3 |" in text and "| b_20 | ✗ | – |" in text
