@@ -342,6 +342,12 @@ def central(lines: list[str], figures: Path, draw: bool = True) -> dict:
                   ("on SMAX at 1M, ME-QMIX's advantage over QMIX is smaller than the paper reports, "
                    "if it exists." if 100 * hi < t2 else "the seeds so far cannot rule the paper's "
                    "margins out.")]
+        if -EQUIVALENCE < lo and hi < EQUIVALENCE:  # the rule Figure 6b's "does not matter" uses
+            lines[-1] += (f" The whole interval lies within ±{100 * EQUIVALENCE:.0f} points, the "
+                          "margin within which this report counts a difference as one that does "
+                          "not matter (Figure 6b's rule): **on SMAX at 1M the maximum-entropy IGM "
+                          f"extension does not help QMIX by {100 * EQUIVALENCE:.0f} points or "
+                          "more.**")
         out["seeds_needed"], power_text = seeds_needed(pairs)
         lines += ["", power_text + f" That count (at most {ASKED_SEEDS}, the number first asked "
                   "for) is the plan for every protocol cell below: a seed-run at 1M costs about half "

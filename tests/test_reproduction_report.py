@@ -259,6 +259,20 @@ def test_the_released_code_rows_end_in_a_sentence_that_follows_the_interval(resu
             "1M the authors' released variant is above ME-QMIX as the paper writes it") in section
 
 
+@pytest.mark.parametrize("gain, says", [(0.01, True), (0.08, False)])
+def test_the_central_comparison_says_does_not_help_only_when_its_interval_is_within_the_margin(
+        results, tmp_path, gain, says):
+    """Issue 40: "ME-IGM does not help here" is said in so many words when, and only when,
+    the pooled ME-QMIX − QMIX interval lies within ±EQUIVALENCE (the rule of Figure 6b)."""
+    for race in paper.RACES:
+        skill = results / "skill" / "runs" / f"smax_{race}_5_vs_5"
+        _set_metric(skill / "qmix", "test/won", 0.5)
+        _set_metric(skill / "me_qmix", "test/won", 0.5 + gain)
+    section = _section(paper.generate(tmp_path / "fig", draw=False), "## Does ME-IGM help?")
+    assert f"**pooled, each race weighted 1/3** | | | **{100 * gain:+.1f}" in section
+    assert ("extension does not help QMIX by 5 points or more" in section) is says
+
+
 def test_does_not_matter_follows_the_equivalence_rule_first():
     """A difference within ±EQUIVALENCE does not matter even where it excludes 0; one
     that excludes 0 beyond it does; else the seeds cannot tell."""
