@@ -55,6 +55,31 @@ def test_measure_trains_each_leg_and_fills_a_batch_first(alg):
         r["compile_s"] + 2000 * 2 / r["train_env_steps_per_s"] + 4 * r["eval_s"])
 
 
+def test_no_program_is_read_from_or_written_to_the_persistent_cache(tmp_path):
+    """Compile seconds are a figure: inside ``no_persistent_cache`` a program is compiled even
+    where the cache holds it, and nothing is written, although this process already used the
+    cache (JAX decides once per process); afterwards the cache works again."""
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+    cc.reset_cache()
+    try:
+        jax.jit(lambda x: jnp.sin(x) * 3.25).lower(1.0).compile()  # the cache in use, and written
+        written = set(tmp_path.iterdir())
+        assert written
+        with sweep_cost.no_persistent_cache():
+            jax.jit(lambda x: jnp.cos(x) * 7.5).lower(1.0).compile()
+        assert set(tmp_path.iterdir()) == written
+        jax.jit(lambda x: jnp.tan(x) * 1.5).lower(1.0).compile()
+        assert len(set(tmp_path.iterdir())) > len(written)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+        cc.reset_cache()
+
+
 def test_overrides_may_follow_the_options():
     a = sweep_cost.parser().parse_intermixed_args(
         ["skill", "--only", "smax_3m/qmix", "--leg", "5000", "t_max=30000", "checkpoint_interval=0"])
