@@ -185,6 +185,22 @@ def test_the_protocol_presets_train_what_the_skill_runs_trained(preset, label, b
     assert differ == set(own)
 
 
+@pytest.mark.parametrize(("point", "reads"), sorted(paper.TUNING_READS.items()))
+def test_a_tuning_point_read_from_another_preset_has_the_same_config(point, reads):
+    """The tuning table reads some points from Figure 5's runs: only a run of the very same
+    config may stand in for the point (every field, seeds and layout included)."""
+    import dataclasses
+
+    from meigm.experiments.sweep import load_sweep
+
+    def config(preset: str, label: str) -> dict:
+        run = next(r for r in load_sweep(preset, "laptop").runs
+                   if r.run_id == f"smax_protoss_5_vs_5/{label},seed=0")
+        return dataclasses.asdict(run.config())
+
+    assert config("tuning", point) == config("fig5", reads)
+
+
 def test_a_cell_not_run_is_priced_from_the_cost_table_where_it_has_the_cell(tmp_path, monkeypatch):
     """Table 2's cells without a run say what they would cost: from the cost table's own
     measurement of that cell (seeds × its projected 1M wall), a cell the memory check
@@ -225,8 +241,9 @@ def test_figure6_and_the_tuning_grid_read_their_points_from_the_runs(results, tm
         _copy_run(skill / "me_qmix", verdict / f"me_qmix,alpha_lr={value}", 0.25)
     for value in ("0.1", "0.5", "1"):
         _copy_run(skill / "me_qmix", verdict / f"me_qmix,target_entropy={value}", 0.25)
-    for label in paper.TUNING["qmix"][1:]:
-        _copy_run(skill / "qmix", verdict / f"{label},seed=0", 0.30 if "eps500k_lr5e-4" in label else 0.25)
+    for label in paper.TUNING["qmix"][1:]:  # two of them are Figure 5's runs
+        _copy_run(skill / "qmix", verdict / f"{paper.TUNING_READS.get(label, label)},seed=0",
+                  0.30 if "eps500k_lr5e-4" in label else 0.25)
     for label in paper.TUNING["me_qmix"][1:]:
         _copy_run(skill / "me_qmix", verdict / f"{label},seed=0", 0.25)
     text = paper.generate(tmp_path / "fig", draw=True)
@@ -238,6 +255,7 @@ def test_figure6_and_the_tuning_grid_read_their_points_from_the_runs(results, tm
     assert "![fig6a](" in fig6 and (tmp_path / "fig" / "fig6a_protoss_5_vs_5.png").is_file()
     grid = _section(text, "## Tuned with equal effort")
     assert "| qmix | qmix_eps500k_lr5e-4 | 30.0 [30.0, 30.0] (3) |  |" in grid
+    assert "| qmix | qmix_eps100k_lr1e-3 | 25.0 [25.0, 25.0] (3) | Figure 5's `qmix_eps_100k` |" in grid
     assert "Best points: QMIX qmix_eps500k_lr5e-4" in grid
     assert "ME-QMIX's best − QMIX's best: -5.0 [-5.0, -5.0]: **reversed**" in grid
     overview = _section(text, "## The claims at a glance")
