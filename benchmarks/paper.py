@@ -962,10 +962,23 @@ TUNING = {
                 "me_qmix_alr3e-3_te0.24", "me_qmix_alr3e-3_te0.1", "me_qmix_alr3e-3_te0.5"),
 }
 
-#: Grid points trained under another name by another preset, with the very same config
-#: (checked field by field by the tests): read from those runs, which Figure 5 plans at more
-#: seeds, rather than trained twice.
-TUNING_READS = {"qmix_eps100k_lr1e-3": "qmix_eps_100k", "qmix_eps500k_lr1e-3": "qmix_eps_500k"}
+#: Grid points another preset trains under another name with the same config (checked
+#: field by field by the tests, but for how seeds are packed): point -> (preset, its name
+#: there). Read from those runs rather than trained twice.
+TUNING_READS = {"qmix_eps100k_lr1e-3": ("fig5", "qmix_eps_100k"),
+                "qmix_eps500k_lr1e-3": ("fig5", "qmix_eps_500k"),
+                "me_qmix_alr0.3_te0.1": ("fig6", "target_entropy=0.1"),
+                "me_qmix_alr0.3_te0.5": ("fig6", "target_entropy=0.5"),
+                "me_qmix_alr3e-3_te0.24": ("fig6", "alpha_lr=0.003")}
+FIGURES = {"fig5": "Figure 5", "fig6": "Figure 6"}
+
+
+def tuning_cell(label: str) -> Cell | None:
+    """A point of the tuning grid: its own runs, or the runs of the same config elsewhere."""
+    preset, name = TUNING_READS.get(label, ("tuning", label))
+    if preset == "fig6":
+        return fig6_cell(*name.split("="))
+    return race_cell("protoss_5_vs_5", name)
 
 
 def tuning(lines: list[str]) -> dict:
@@ -976,8 +989,9 @@ def tuning(lines: list[str]) -> dict:
               "{1e-3, 5e-4}; ME-QMIX over α's learning rate {0.3, 3e-3} × target entropy {0.24, "
               "0.1, 0.5}; protoss 5v5 at 1M, 3 one-seed runs per point. The first point of each is "
               "its defaults (QMIX ε over 50k, lr 1e-3; ME-QMIX α lr 0.3, target 0.24): the central "
-              "comparison's cell; QMIX's ε over 100k and 500k at lr 1e-3 are Figure 5's cells of "
-              "the same config (" + ", ".join(f"`{a}` = `{b}`" for a, b in TUNING_READS.items())
+              "comparison's cell; five other points are cells of Figures 5 and 6 with the same "
+              "config, read from their runs (" + ", ".join(
+                  f"`{a}` = {FIGURES[p]}'s `{b}`" for a, (p, b) in TUNING_READS.items())
               + "). Win rate %, protocol score.", "",
               "| algorithm | point | protocol score | |", "|---|---|---|---|"]
     out: dict = {}
@@ -985,9 +999,9 @@ def tuning(lines: list[str]) -> dict:
     for alg, labels in TUNING.items():
         done = {}
         for i, label in enumerate(labels):
-            cell = race_cell("protoss_5_vs_5", TUNING_READS.get(label, label))
-            tag = ("defaults" if i == 0 else
-                   f"Figure 5's `{TUNING_READS[label]}`" if label in TUNING_READS else "")
+            cell = tuning_cell(label)
+            tag = ("defaults" if i == 0 else f"{FIGURES[TUNING_READS[label][0]]}'s "
+                   f"`{TUNING_READS[label][1]}`" if label in TUNING_READS else "")
             if cell is None or len(cell.seeds) < 3:
                 have = "" if cell is None else f" ({len(cell.seeds)} of 3 seeds so far)"
                 lines.append(f"| {alg} | {label} | {projected('protoss_5_vs_5', alg, seeds=3)}{have} | "

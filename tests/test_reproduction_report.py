@@ -187,18 +187,30 @@ def test_the_protocol_presets_train_what_the_skill_runs_trained(preset, label, b
 
 @pytest.mark.parametrize(("point", "reads"), sorted(paper.TUNING_READS.items()))
 def test_a_tuning_point_read_from_another_preset_has_the_same_config(point, reads):
-    """The tuning table reads some points from Figure 5's runs: only a run of the very same
-    config may stand in for the point (every field, seeds and layout included)."""
+    """The tuning table reads some points from Figure 5's and Figure 6's runs: only runs of
+    the same config may stand in for a point. Figure 5 trains the same one-seed runs;
+    Figure 6 trains seeds 0-2 as lanes of one program, which differs in ``seeds`` only
+    (a lane trains as its seed alone: tests/test_lanes.py)."""
     import dataclasses
 
+    from meigm.envs import make_env
     from meigm.experiments.sweep import load_sweep
 
-    def config(preset: str, label: str) -> dict:
-        run = next(r for r in load_sweep(preset, "laptop").runs
-                   if r.run_id == f"smax_protoss_5_vs_5/{label},seed=0")
-        return dataclasses.asdict(run.config())
+    def config(preset: str, run_id: str) -> dict:  # as trained: the scenario's defaults resolved
+        cfg = next(r for r in load_sweep(preset, "laptop").runs
+                   if r.run_id == f"smax_protoss_5_vs_5/{run_id}").config()
+        env = make_env(cfg.env, cfg.env_args)
+        return dataclasses.asdict(cfg.resolve(env.spec.default_t_max, dict(env.spec.config_defaults)))
 
-    assert config("tuning", point) == config("fig5", reads)
+    preset, name = reads
+    own = config("tuning", f"{point},seed=0")
+    if preset == "fig5":
+        assert config("fig5", f"{name},seed=0") == own
+    else:
+        other = config("fig6", f"me_qmix,{name}")
+        assert other["seeds"] == 3 and other["seed"] == own["seed"] == 0
+        assert {k: v for k, v in other.items() if k != "seeds"} == {
+            k: v for k, v in own.items() if k != "seeds"}
 
 
 def test_a_cell_not_run_is_priced_from_the_cost_table_where_it_has_the_cell(tmp_path, monkeypatch):
@@ -241,11 +253,12 @@ def test_figure6_and_the_tuning_grid_read_their_points_from_the_runs(results, tm
         _copy_run(skill / "me_qmix", verdict / f"me_qmix,alpha_lr={value}", 0.25)
     for value in ("0.1", "0.5", "1"):
         _copy_run(skill / "me_qmix", verdict / f"me_qmix,target_entropy={value}", 0.25)
-    for label in paper.TUNING["qmix"][1:]:  # two of them are Figure 5's runs
-        _copy_run(skill / "qmix", verdict / f"{paper.TUNING_READS.get(label, label)},seed=0",
-                  0.30 if "eps500k_lr5e-4" in label else 0.25)
-    for label in paper.TUNING["me_qmix"][1:]:
-        _copy_run(skill / "me_qmix", verdict / f"{label},seed=0", 0.25)
+    for alg in paper.TUNING:  # five points are Figure 5's or Figure 6's runs
+        for label in paper.TUNING[alg][1:]:
+            if label not in paper.TUNING_READS or paper.TUNING_READS[label][0] == "fig5":
+                name = paper.TUNING_READS.get(label, ("", label))[1]
+                _copy_run(skill / alg, verdict / f"{name},seed=0",
+                          0.30 if "eps500k_lr5e-4" in label else 0.25)
     text = paper.generate(tmp_path / "fig", draw=True)
     fig6 = text[text.index("### At the protocol"):text.index("## Tuned with equal effort")]
     assert "| alpha_lr | 0.0003 | 3 | 40.0 [40.0, 40.0] |" in fig6
@@ -256,6 +269,8 @@ def test_figure6_and_the_tuning_grid_read_their_points_from_the_runs(results, tm
     grid = _section(text, "## Tuned with equal effort")
     assert "| qmix | qmix_eps500k_lr5e-4 | 30.0 [30.0, 30.0] (3) |  |" in grid
     assert "| qmix | qmix_eps100k_lr1e-3 | 25.0 [25.0, 25.0] (3) | Figure 5's `qmix_eps_100k` |" in grid
+    assert ("| me_qmix | me_qmix_alr3e-3_te0.24 | 25.0 [25.0, 25.0] (3) | Figure 6's "
+            "`alpha_lr=0.003` |") in grid
     assert "Best points: QMIX qmix_eps500k_lr5e-4" in grid
     assert "ME-QMIX's best − QMIX's best: -5.0 [-5.0, -5.0]: **reversed**" in grid
     overview = _section(text, "## The claims at a glance")
